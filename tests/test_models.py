@@ -1,0 +1,292 @@
+"""utils.models: every registered model end to end, parameter counts, the input stage, checkpoints."""
+
+import math
+
+import pytest
+import safetensors.torch
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils import models
+from utils.models.common import InputAdapter
+
+# Fashion-MNIST and CIFAR shapes; every registered name is built (forward + backward) at both.
+SHAPES = [(3, 32), (1, 28)]
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _paper_count(blocks: int, width: int, d_in: int = 3 * 64 * 64, classes: int = 10, e: int = 4) -> int:
+    """Hand count of the paper's BottleneckMLP: linear_in, blocks (LayerNorm, W1, W2), linear_out."""
+    block = 2 * width + (width * e * width + e * width) + (e * width * width + width)
+    return d_in * width + width + blocks * block + width * classes + classes
+
+
+@pytest.mark.parametrize("chans,size", SHAPES)
+@pytest.mark.parametrize("name", models.list_models())
+def test_forward_backward(name, chans, size):
+    torch.manual_seed(0)
+    model = models.create_model(name, num_classes=7, in_chans=chans, img_size=size)
+    x = torch.rand(2, chans, size, size)  # [0, 1] pixels
+    out = model(x)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient for {pname}"
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
+    assert next(iter(model.named_children()))[0] == "input"
+    assert isinstance(model.input, InputAdapter)
+    assert model.model_name == name
+
+
+def test_paper_mlp_parameter_counts():
+    with torch.device("meta"):  # counting only: no memory, no init time
+        counts = {n: _count(models.create_model(n)) for n in models.list_models("mlp_b*_wi*")}
+        with_final_norm = _count(models.create_model("mlp_b12_wi1024", final_norm=True))
+    for blocks, width in [(12, 1024), (12, 512), (6, 1024), (6, 512)]:
+        assert counts[f"mlp_b{blocks}_wi{width}"] == _paper_count(blocks, width)
+    # The original code has no LayerNorm before the head; with one (final_norm=True) add 2 * 1024.
+    assert counts["mlp_b12_wi1024"] == 113_343_498
+    assert with_final_norm == 113_345_546
+    assert counts["mlp_b4_wi256"] == _paper_count(4, 256, d_in=3 * 32 * 32)  # native resolution
+
+
+def test_resnet18_parameter_count():
+    assert _count(models.create_model("resnet18_cifar", num_classes=10)) == 11_173_962
+
+
+def test_input_adapter_normalises_and_resizes():
+    mean, std = (0.2, 0.4, 0.6), (0.1, 0.2, 0.3)
+    x = torch.tensor(mean).view(1, 3, 1, 1).expand(2, 3, 28, 28)
+    assert InputAdapter(mean, std)(x).abs().max() < 1e-6
+    white = InputAdapter(mean, std)(torch.ones(1, 3, 4, 4))
+    assert torch.allclose(white[0, :, 0, 0], torch.tensor([8.0, 3.0, 4.0 / 3.0]))  # (1 - mean) / std
+    grey_to_rgb64 = InputAdapter((0.5,), (0.5,), size=64, out_chans=3)
+    assert grey_to_rgb64(torch.rand(2, 1, 28, 28)).shape == (2, 3, 64, 64)
+
+
+@pytest.mark.parametrize(
+    "name,side,chans",
+    [
+        ("mlp_b6_wi512", 64, 1),
+        ("vit_small_patch16_224", 224, 3),
+        ("resnet18_cifar", 28, 1),
+        ("mlp_b4_wi256", 28, 1),
+    ],
+)
+def test_models_resize_to_their_resolution(name, side, chans):
+    model = models.create_model(name, in_chans=1, img_size=28, mean=(0.3,), std=(0.2,))
+    out = model.input(torch.full((2, 1, 28, 28), 0.3))  # the mean image
+    assert out.shape == (2, chans, side, side) and out.abs().max() < 1e-6
+
+
+@pytest.mark.parametrize(
+    "name,layer,dim",
+    [
+        ("mlp_b12_wi1024", "blocks.11", 1024),
+        ("mlp_b12_wi1024", "norm", 1024),
+        ("resnet18_cifar", "layer4", 512),
+        ("resnet18_cifar", "head", 10),
+        ("vgg13_bn_cifar", "classifier.4", 4096),
+        ("vit_small_p4", "blocks.11", 384),
+        ("vit_small_p4", "head", 10),
+        ("mixer_s", "blocks.7", 512),
+    ],
+)
+def test_named_layers(name, layer, dim):
+    model = models.create_model(name, num_classes=10).eval()
+    seen = []
+    model.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        model(torch.rand(2, 3, 32, 32))
+    channels = seen[0].shape[1] if seen[0].ndim == 4 else seen[0].shape[-1]  # (B, C, h, w) or (B, [N,] D)
+    assert seen[0].shape[0] == 2 and channels == dim
+    if layer == "classifier.4":
+        assert isinstance(model.get_submodule(layer), nn.ReLU) and (seen[0] >= 0).all()
+
+
+def test_family_and_patterns():
+    assert models.family("vit_small_patch16_224") == "vit"
+    assert models.family("mlp_b12_wi1024") == "mlp" and models.family("mlp_plain") == "mlp"
+    assert models.family("resnet18_cifar") == "cnn" and models.family("cnn_small") == "cnn"
+    zoo = ["swin_tiny_s", "tnt_s", "mixer_s", "perceiver", "perceiver_io"]
+    assert {models.family(n) for n in zoo} == {"vit"}
+    paper = ["mlp_b12_wi1024", "mlp_b12_wi512", "mlp_b4_wi256", "mlp_b6_wi1024", "mlp_b6_wi512"]
+    assert models.list_models("mlp_*") == [*paper, "mlp_plain"]
+    assert models.list_models("*cifar") == ["resnet18_cifar", "vgg13_bn_cifar"]
+    assert {models.family(n) for n in models.list_models("test_*")} == {"mlp", "cnn", "vit"}
+
+
+def test_errors_are_clear():
+    with pytest.raises(KeyError, match="resnet18_cifar.*vit_tiny_p4|vit_tiny_p4.*resnet18_cifar"):
+        models.create_model("resnet19")
+    with pytest.raises(TypeError, match="valid overrides.*'width'"):
+        models.create_model("cnn_small", widht=8)
+    with pytest.raises(TypeError, match="depth"):
+        models.create_model("vit_tiny_p4", layers=3)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        models.create_model("resnet18_cifar", pretrained=True)
+
+
+def test_mlp_plain_overrides():
+    model = models.create_model(
+        "mlp_plain", in_chans=1, img_size=28, depth=3, width=64, batch_norm=True, skip=True, dropout=0.1
+    )
+    assert len(model.blocks) == 2 and all(b.skip for b in model.blocks) and not model.stem.skip
+    assert isinstance(model.blocks[0].bn, nn.BatchNorm1d)
+    assert _count(model) == (784 * 64 + 64 + 128) + 2 * (64 * 64 + 64 + 128) + 64 * 10 + 10
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Scaling-MLPs authors' checkpoint layout
+
+
+def _paper_state_dict(blocks: int, width: int, d_in: int, classes: int) -> dict[str, torch.Tensor]:
+    """Random tensors under the original BottleneckMLP's keys."""
+    g = torch.Generator().manual_seed(1)
+    r = lambda *s: torch.randn(*s, generator=g) * 0.05
+    sd = {
+        "linear_in.weight": r(width, d_in),
+        "linear_in.bias": r(width),
+        "linear_out.weight": r(classes, width),
+        "linear_out.bias": r(classes),
+    }
+    for i in range(blocks):
+        sd |= {
+            f"blocks.{i}.block.0.weight": r(4 * width, width),
+            f"blocks.{i}.block.0.bias": r(4 * width),
+            f"blocks.{i}.block.2.weight": r(width, 4 * width),
+            f"blocks.{i}.block.2.bias": r(width),
+            f"layernorms.{i}.weight": 1 + r(width),
+            f"layernorms.{i}.bias": r(width),
+        }
+    return sd
+
+
+def _paper_forward(sd: dict[str, torch.Tensor], x: torch.Tensor, blocks: int) -> torch.Tensor:
+    """The original forward written out: linear_in, x + block(layernorm(x)) per block, linear_out."""
+    z = F.linear(x.flatten(1), sd["linear_in.weight"], sd["linear_in.bias"])
+    for i in range(blocks):
+        h = F.layer_norm(z, z.shape[-1:], sd[f"layernorms.{i}.weight"], sd[f"layernorms.{i}.bias"])
+        h = F.gelu(F.linear(h, sd[f"blocks.{i}.block.0.weight"], sd[f"blocks.{i}.block.0.bias"]))
+        z = z + F.linear(h, sd[f"blocks.{i}.block.2.weight"], sd[f"blocks.{i}.block.2.bias"])
+    return F.linear(z, sd["linear_out.weight"], sd["linear_out.bias"])
+
+
+def test_load_paper_state_dict_matches_reference():
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    model = models.create_model("mlp_b4_wi256", img_size=16, mean=mean, std=std).eval()
+    sd = _paper_state_dict(4, 256, 3 * 16 * 16, 10)
+    models.load_paper_state_dict(model, sd)
+    assert torch.equal(model.stem.weight, sd["linear_in.weight"])
+    assert torch.equal(model.blocks[3].fc2.bias, sd["blocks.3.block.2.bias"])
+    assert torch.equal(model.blocks[2].norm.weight, sd["layernorms.2.weight"])
+    assert torch.equal(model.head.weight, sd["linear_out.weight"])
+    x = torch.rand(3, 3, 16, 16)
+    normalised = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    ref = _paper_forward(sd, normalised, 4)
+    with torch.no_grad():
+        assert torch.allclose(model(x), ref, atol=1e-5)
+
+
+def test_paper_checkpoint_detected_and_head_dropped(tmp_path):
+    sd = _paper_state_dict(4, 256, 1 * 28 * 28, 100)  # a 100-class head for a 10-class model
+    path = tmp_path / "B-4_Wi-256_res_28_weights"  # the authors' files carry no extension
+    torch.save({"_orig_mod." + k: v for k, v in sd.items()}, path)  # as saved from a torch.compile'd model
+    with pytest.warns(UserWarning, match="head not loaded"):
+        model = models.create_model("mlp_b4_wi256", in_chans=1, img_size=28, checkpoint=path)
+    assert torch.equal(model.blocks[0].fc1.weight, sd["blocks.0.block.0.weight"])
+    assert torch.equal(model.stem.weight, sd["linear_in.weight"]) and model.head.weight.shape == (10, 256)
+    with pytest.raises(ValueError, match="input features"):
+        models.load_paper_state_dict(models.create_model("mlp_b4_wi256", img_size=16), sd)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoints: our own (safetensors / torch), timm-style files, and pretrained=True offline
+
+
+def _trained_a_bit(name: str, **kw) -> nn.Module:
+    torch.manual_seed(0)
+    model = models.create_model(name, **kw)
+    side = kw["img_size"]
+    model(torch.rand(4, kw["in_chans"], side, side))  # train mode: BatchNorm running stats move
+    return model.eval()
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt", "trainer"])
+@pytest.mark.parametrize("name", ["test_cnn", "test_vit", "test_perceiver_io"])
+def test_checkpoint_round_trip(tmp_path, name, fmt):
+    kw = dict(num_classes=5, in_chans=1, img_size=28, mean=(0.3,), std=(0.4,))
+    model = _trained_a_bit(name, **kw)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / ("model.safetensors" if fmt == "safetensors" else "model.pt")
+    if fmt == "safetensors":
+        safetensors.torch.save_file(sd, str(path))
+    else:
+        torch.save(sd if fmt == "pt" else {"model": sd, "epoch": 3}, path)
+    torch.manual_seed(1)
+    loaded = models.create_model(name, checkpoint=path, **{**kw, "mean": None, "std": None}).eval()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert loaded.input.mean.item() == pytest.approx(0.3)  # the stats travel with the weights
+
+
+def test_timm_style_checkpoint_without_input_stage(tmp_path):
+    """A hub file (1000 classes, no `input.*` buffers) loads into a 10-class model; the head is dropped."""
+    source = models.create_model("test_vit", num_classes=1000)
+    sd = {k: v for k, v in source.state_dict().items() if not k.startswith("input.")}
+    safetensors.torch.save_file(sd, str(tmp_path / "model.safetensors"))
+    with pytest.warns(UserWarning, match="head not loaded"):
+        model = models.create_model("test_vit", num_classes=10, checkpoint=tmp_path / "model.safetensors")
+    assert torch.equal(model.blocks[1].mlp.fc1.weight, source.blocks[1].mlp.fc1.weight)
+    assert model.head.weight.shape == (10, 32)
+
+
+def test_pretrained_offline_message(monkeypatch):
+    import timm.models._hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to huggingface.co")
+
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", offline)
+    with pytest.raises(RuntimeError, match="unreachable") as err:
+        models.create_model("vit_small_patch16_224", pretrained=True)
+    msg = str(err.value)
+    assert "checkpoint=" in msg and "model.safetensors" in msg
+    assert "timm/vit_small_patch16_224.augreg_in21k_ft_in1k" in msg
+
+
+def test_paper_pretrained_offline_message(monkeypatch, tmp_path):
+    import gdown
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to drive.google.com")
+
+    monkeypatch.setattr(gdown, "download", offline)
+    monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(tmp_path))
+    with torch.device("meta"), pytest.raises(RuntimeError, match="could not download") as err:
+        models.create_model("mlp_b6_wi512", pretrained=True)
+    assert "checkpoint=" in str(err.value) and "1QV3a99UT8llfh9zDDuNKWDH_5c6S_YT5" in str(err.value)
+    with pytest.raises(ValueError, match="in21k_cifar10"):
+        models.create_model("mlp_b6_wi512", pretrained="in21k_imagenet")
+
+
+def test_vgg_flatten_follows_input_size():
+    for size, side in [(32, 1), (28, 1), (64, 2)]:
+        model = models.create_model("vgg13_bn_cifar", in_chans=1, img_size=size)
+        assert model.classifier[0].in_features == 512 * side * side
+        assert math.isfinite(model(torch.rand(2, 1, size, size)).sum().item())
+
+
+def test_model_config_rebuilds_the_architecture():
+    grey_on_rgb = models.create_model("mlp_b4_wi256", in_chans=1, img_size=28, net_chans=3, resolution=16)
+    config = grey_on_rgb.model_config
+    assert config["net_chans"] == 3 and config["resolution"] == 16 and config["in_chans"] == 1
+    rebuilt = models.create_model("mlp_b4_wi256", **config)
+    assert rebuilt.stem.in_features == 3 * 16 * 16
+    assert rebuilt.input(torch.rand(2, 1, 28, 28)).shape == (2, 3, 16, 16)
+    assert models.create_model("cnn_small", width=8).model_config["width"] == 8

@@ -1,0 +1,157 @@
+"""FFCV backend: `.beton` files (the format the original study shipped) and a loader that reads them.
+
+Pixels are stored exactly: 3-channel sets as RGBImageField(write_mode="raw") (HWC uint8, what the study's
+files hold); any other channel count (Fashion-MNIST, MNIST) as NDArrayField(uint8, (H, W, C)), because
+ffcv's image fields are RGB-only and JPEG would change pixels. Only this module imports ffcv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cache import data_dir
+from .loaders import NO_AUGMENT, Batch, EpochLoader, to_float
+from .registry import ImageSet
+
+try:
+    import numba
+    from ffcv.fields import IntField, NDArrayField, RGBImageField
+    from ffcv.fields.decoders import IntDecoder, NDArrayDecoder, SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.pipeline.allocation_query import AllocationQuery
+    from ffcv.pipeline.operation import Operation
+    from ffcv.reader import Reader
+    from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
+    from ffcv.writer import DatasetWriter
+except ImportError as err:  # the other backends work without it
+    raise ImportError(
+        "backend='ffcv' needs FFCV, which builds against system libraries: "
+        "`sudo apt-get install libopencv-dev libturbojpeg0-dev pkg-config`, then `pip install ffcv==1.0.2` "
+        f"(see data/README.md). Import failed with: {err}"
+    ) from err
+
+
+class _HWCItems:
+    """What DatasetWriter reads: item i -> (image (H, W, C) uint8 array, label int)."""
+
+    def __init__(self, ds: ImageSet):
+        self.images, self.labels = ds.images, ds.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.images[i].permute(1, 2, 0).contiguous().numpy(), int(self.labels[i])
+
+
+def write_beton(ds: ImageSet, path: str | Path, num_workers: int = 2) -> Path:
+    """Write ds to a `.beton` with fields image (exact pixels) and label (int); atomic (tmp, then rename)."""
+    path = Path(path)
+    c, h, w = ds.images.shape[1:]
+    image = RGBImageField(write_mode="raw") if c == 3 else NDArrayField(np.dtype("uint8"), (h, w, c))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        writer = DatasetWriter(str(tmp), {"image": image, "label": IntField()}, num_workers=num_workers)
+        writer.from_indexed_dataset(_HWCItems(ds))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def default_beton_path(ds: ImageSet) -> Path:
+    """`<cache dir>/<name>-<split>-<content hash>.beton`: a changed or subset set gets its own file."""
+    digest = hashlib.blake2b(digest_size=6)
+    for t in (ds.images, ds.labels):
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.contiguous().numpy().tobytes())
+    folder = Path(ds.meta.get("cache_dir") or data_dir() / "cache")
+    return folder / f"{ds.info.name}-{ds.split}-{digest.hexdigest()}.beton"
+
+
+@numba.njit(cache=True, nogil=True)  # compiled once, cached on disk; ffcv's per-loader wrapper just calls it
+def crop_flip_kernel(images, dst, indices, pad, flip, seed):
+    """uint8 (B, H, W, C): dst[i, y, x] = images[i, y + dy, x + dx] (zero outside), mirrored with p = 0.5."""
+    s = seed
+    for i in range(indices.shape[0]):
+        s = (s * 1000003 + indices[i] + 1) % 2147483647
+    np.random.seed(s)  # numba's per-thread generator, seeded by (seed, this batch's sample indices)
+    n, h, w = images.shape[0], images.shape[1], images.shape[2]
+    dys = np.random.randint(-pad, pad + 1, n)
+    dxs = np.random.randint(-pad, pad + 1, n)
+    flips = np.random.random(n) < 0.5
+    for i in range(n):
+        dy, dx = dys[i], dxs[i]
+        y0, y1, x0, x1 = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+        dst[i] = 0
+        window = images[i, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
+        if flip and flips[i]:
+            dst[i, y0:y1, w - x1 : w - x0] = window[:, ::-1]
+        else:
+            dst[i, y0:y1, x0:x1] = window
+    return dst
+
+
+class CropFlip(Operation):
+    """Random crop after zero padding `pad` and horizontal flip (p = 0.5), as the resident loader does.
+
+    ffcv's RandomTranslate/RandomHorizontalFlip draw from unseeded per-thread generators; here the draws
+    are seeded from (seed, the batch's sample indices), and ffcv's order is a function of (seed, epoch),
+    so the augmentation of an epoch is reproducible too. (In SEQUENTIAL order, i.e. an augmented eval
+    loader, every epoch therefore draws the same augmentation.)
+    """
+
+    def __init__(self, pad: int, flip: bool, seed: int):
+        super().__init__()
+        self.pad, self.flip, self.seed = pad, flip, seed % 2147483647
+
+    def generate_code(self):
+        pad, flip, seed = self.pad, self.flip, self.seed
+
+        def crop_flip(images, dst, indices):
+            return crop_flip_kernel(images, dst, indices, pad, flip, seed)
+
+        crop_flip.with_indices = True  # batches run in parallel threads (nogil); no prange inside
+        return crop_flip
+
+    def declare_state_and_memory(self, previous_state):
+        alloc = AllocationQuery(previous_state.shape, previous_state.dtype)  # dst: same shape as the input
+        return replace(previous_state, jit_mode=True), alloc
+
+
+class FFCVLoader(EpochLoader):
+    """ffcv Loader over a .beton: RANDOM order (seeded) for training, SEQUENTIAL for evaluation."""
+
+    def __init__(self, ds: ImageSet, batch_size: int, *, num_workers: int = 2, path: str | Path | None = None,
+                 **kw):
+        super().__init__(ds, batch_size, **kw)
+        self.path = Path(path) if path is not None else default_beton_path(ds)
+        if not self.path.exists():
+            write_beton(ds, self.path)
+        self.loader = Loader(
+            str(self.path), batch_size=batch_size, num_workers=num_workers, seed=self.seed,
+            order=OrderOption.RANDOM if self.train else OrderOption.SEQUENTIAL, drop_last=self.drop_last,
+            pipelines={"image": self._image_pipeline(), "label": [IntDecoder(), ToTensor()]},  # (B, 1)
+        )
+
+    def _image_pipeline(self) -> list:
+        stored = Reader(str(self.path)).handlers["image"]
+        decoder = SimpleRGBImageDecoder() if isinstance(stored, RGBImageField) else NDArrayDecoder()
+        aug = [CropFlip(self.augment.pad, self.augment.flip, self.seed)] if self.augment != NO_AUGMENT else []
+        return [decoder, *aug, ToTensor(), ToTorchImage(channels_last=False), ToDevice(self.device)]
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        self.loader.next_epoch = epoch  # ffcv's RANDOM order is a function of (seed, epoch)
+        for x, y in self.loader:  # ffcv reuses its buffers: convert/copy before the next batch
+            yield to_float(x), y.reshape(-1).to(self.device, torch.int64, copy=True)

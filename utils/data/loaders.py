@@ -1,0 +1,228 @@
+"""Batches of [0, 1] float images on the device: `make_loader(ds, ..., backend=...)`.
+
+Backends: "resident" (the fast path: the whole uint8 set on the device, batch-wide crop + flip there),
+"torch" (torchvision transforms in DataLoader workers: the baseline) and "ffcv" (.beton files).
+
+Every backend yields (x, y): x float32 (B, C, H, W) in [0, 1], y int64 (B,), both on `device`. The order and
+augmentation of epoch e depend only on (seed, e): `set_epoch(e)` before iterating reproduces them (resumed
+runs see the same batches); without it an internal counter advances once per pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .registry import DatasetInfo, ImageSet
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+BACKENDS = ("resident", "torch", "ffcv")
+_DIGITS = {"mnist", "svhn"}  # a mirrored digit is another symbol (or none): no flips by default
+
+
+@dataclass(frozen=True)
+class Augment:
+    pad: int = 4  # random crop after zero padding by this many pixels per side (0: no crop)
+    flip: bool = True  # horizontal flip with probability 0.5
+
+
+NO_AUGMENT = Augment(pad=0, flip=False)
+
+
+def default_augment(info: DatasetInfo, train: bool) -> Augment:
+    """Pad-4 crop + flip for training (no flip for digits), nothing for evaluation."""
+    return Augment(flip=info.name not in _DIGITS) if train else NO_AUGMENT
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed that depends only on (seed, epoch), decorrelated across both."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class EpochLoader:
+    """What every backend shares: len, batch_size, info, set_epoch and the epoch counter."""
+
+    def __init__(self, ds: ImageSet, batch_size: int, *, train: bool, device: str | torch.device,
+                 augment: Augment, seed: int, drop_last: bool):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.train, self.augment = batch_size, train, augment
+        self.device, self.seed, self.drop_last = torch.device(device), seed, drop_last
+        self.info, self.num_samples = ds.info, len(ds)
+        self.epoch = 0  # the epoch the next pass will be
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n, bs = self.num_samples, self.batch_size
+        return n // bs if self.drop_last else -(-n // bs)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return self.batches(epoch)
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- resident: whole set on the device
+
+
+def row_buffer(images: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
+    """1-D uint8: every row of (N, C, H, W) zero-padded to W + 2 pad, then (flip) the same rows mirrored,
+    then W + 2 pad zeros. Size (1 + flip) * (1 + 2 pad / W) times the images."""
+    w = images.shape[-1]
+    rows = F.pad(images.reshape(-1, w), (pad, pad))  # (N*C*H, W + 2 pad)
+    mirrored = [rows.flip(-1).reshape(-1)] if flip else []
+    return torch.cat([rows.reshape(-1), *mirrored, rows.new_zeros(w + 2 * pad)])
+
+
+def crop_rows(buf: torch.Tensor, shape: torch.Size, idx: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
+              flip: torch.Tensor | None, pad: int) -> torch.Tensor:
+    """uint8 (B, C, H, W): out[b, c, y, x] = image[idx[b], c, y + dy[b], x + dx[b]], zero outside the image,
+    then mirrored along x where flip[b].
+
+    Every output row is one W-long window of `buf` (from `row_buffer`): a crop row starts at pad + dx in
+    its padded row, a mirrored one at pad - dx in the mirrored copy; rows outside the image read the zero
+    tail. So the whole batch is a single uint8 index_select of B*C*H windows, with no per-image work.
+    """
+    n, c, h, w = shape
+    wp = w + 2 * pad
+    windows = buf.as_strided((buf.numel() - w + 1, w), (1, 1))  # every W-long window; a view, no copy
+    src = torch.arange(h, device=idx.device) + dy[:, None]  # (B, H) source row of each output row
+    row = (idx[:, None, None] * c + torch.arange(c, device=idx.device)[None, :, None]) * h + src[:, None, :]
+    offset = pad + dx if flip is None else torch.where(flip, n * c * h * wp + pad - dx, pad + dx)  # (B,)
+    start = row * wp + offset[:, None, None]  # (B, C, H) window starts in buf
+    inside = ((src >= 0) & (src < h))[:, None, :]
+    start = torch.where(inside, start, buf.numel() - wp)
+    return windows.index_select(0, start.reshape(-1)).view(len(idx), c, h, w)
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float32).div_(255)  # uint8 -> [0, 1]; division keeps k/255 exact to round trip
+
+
+class ResidentLoader(EpochLoader):
+    """uint8 images live on the device; a batch is one uint8 gather that crops and flips, then float."""
+
+    def __init__(self, ds: ImageSet, batch_size: int, **kw):
+        super().__init__(ds, batch_size, **kw)
+        self.shape, self.labels = ds.images.shape, ds.labels.to(self.device)
+        images = ds.images.to(self.device)  # (N, C, H, W) uint8, moved once
+        augmented = self.augment != NO_AUGMENT
+        # With augmentation keep only the row buffer (padded rows, plus mirrored ones for flips).
+        self.buf = row_buffer(images, self.augment.pad, self.augment.flip) if augmented else None
+        self.images = None if augmented else images
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        n, bs, pad, dev = self.num_samples, self.batch_size, self.augment.pad, self.device
+        gen = torch.Generator(device=dev).manual_seed(epoch_seed(self.seed, epoch))
+        order = torch.randperm(n, generator=gen, device=dev) if self.train else torch.arange(n, device=dev)
+        shift = torch.randint(-pad, pad + 1, (2, n), generator=gen, device=dev)  # (dy, dx) per position
+        flip = torch.rand(n, generator=gen, device=dev) < 0.5
+        stop = n - n % bs if self.drop_last else n
+        for s in range(0, stop, bs):
+            idx, part = order[s : s + bs], slice(s, s + bs)
+            if self.buf is None:
+                x = self.images.index_select(0, idx)
+            else:
+                x = crop_rows(self.buf, self.shape, idx, shift[0, part], shift[1, part],
+                              flip[part] if self.augment.flip else None, pad)
+            yield to_float(x), self.labels.index_select(0, idx)
+
+
+# ---------------------------------------------------------------- torch: the DataLoader baseline
+
+
+class TransformedImages(torch.utils.data.Dataset):
+    """Per-image torchvision transforms on a uint8 (N, C, H, W) tensor; items (x (C, H, W), label)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def torchvision_transform(augment: Augment, size: tuple[int, int]):
+    """transforms.v2 on uint8 tensors: RandomCrop(padding), RandomHorizontalFlip, ToDtype(float32)."""
+    from torchvision.transforms import v2
+
+    steps = [v2.RandomCrop(size, padding=augment.pad)] if augment.pad > 0 else []
+    steps += [v2.RandomHorizontalFlip()] if augment.flip else []
+    return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True)])
+
+
+def private_rng(batches: Iterator, seed: int) -> Iterator:
+    """Run each next(batches) on its own CPU RNG stream (for num_workers=0, where transforms use the
+    global RNG): reproducible per seed, and the caller's global RNG is left untouched."""
+    state = torch.Generator().manual_seed(seed).get_state()
+    while True:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(state)
+            batch = next(batches, None)
+            state = torch.get_rng_state()
+        if batch is None:
+            return
+        yield batch
+
+
+class TorchLoader(EpochLoader):
+    """torch DataLoader + transforms.v2 per image in `num_workers` processes; batches moved to the device."""
+
+    def __init__(self, ds: ImageSet, batch_size: int, *, num_workers: int = 2, **kw):
+        super().__init__(ds, batch_size, **kw)
+        transform = torchvision_transform(self.augment, tuple(ds.images.shape[-2:]))
+        self.dataset = TransformedImages(ds.images, ds.labels, transform)
+        self.num_workers = num_workers
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        # The generator drives the sampler and the workers' base seed (worker k: base + k), so a fresh
+        # DataLoader per epoch makes order and augmentation a function of (seed, epoch).
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        loader = torch.utils.data.DataLoader(
+            self.dataset, self.batch_size, shuffle=self.train, generator=gen, num_workers=self.num_workers,
+            drop_last=self.drop_last, pin_memory=self.device.type == "cuda",
+        )
+        if self.num_workers > 0:
+            batches = iter(loader)
+        else:  # transforms run here, on the global RNG: give them their own (seed, epoch) stream
+            batches = private_rng(iter(loader), epoch_seed(self.seed, -epoch - 1))
+        for x, y in batches:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+# ---------------------------------------------------------------- the one entry point
+
+
+def make_loader(ds: ImageSet, batch_size: int, *, train: bool, device: str | torch.device = "cpu",
+                backend: str = "resident", augment: Augment | None = None, seed: int = 0,
+                drop_last: bool | None = None, num_workers: int = 2, path: str | None = None) -> EpochLoader:
+    """An iterable of (x float32 (B, C, H, W) in [0, 1], y int64 (B,)) on `device`.
+
+    train: shuffle, and augment by default (`Augment()`; no flip for mnist/svhn); eval: in order, no
+    augmentation. augment=Augment(pad=0, flip=False) switches augmentation off. drop_last defaults to train.
+    num_workers: DataLoader processes (torch) or decoding threads (ffcv). path: the .beton file (ffcv;
+    an existing file is used as is, a missing one is written from ds; None: next to the cache).
+    """
+    augment = default_augment(ds.info, train) if augment is None else augment
+    kw = dict(train=train, device=device, augment=augment, seed=seed,
+              drop_last=train if drop_last is None else drop_last)
+    if backend == "resident":
+        return ResidentLoader(ds, batch_size, **kw)
+    if backend == "torch":
+        return TorchLoader(ds, batch_size, num_workers=num_workers, **kw)
+    if backend == "ffcv":
+        from .ffcv import FFCVLoader
+
+        return FFCVLoader(ds, batch_size, num_workers=num_workers, path=path, **kw)
+    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")

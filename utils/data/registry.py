@@ -1,0 +1,81 @@
+"""Dataset registry: what each dataset is (`DatasetInfo`) and how to read it (a reader function)."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    classes: tuple[str, ...]
+    channels: int
+    image_size: int  # pixels per side; every registered set is square
+    mean: tuple[float, ...]  # per channel, of [0, 1] pixels
+    std: tuple[float, ...]
+
+
+@dataclass
+class ImageSet:
+    """A decoded split: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    info: DatasetInfo
+    split: str = "train"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
+            raise ValueError(f"labels must be int64 (N,), got {self.labels.dtype} {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n_or_index: int | torch.Tensor) -> ImageSet:
+        """The first n images, or the images at an index tensor."""
+        idx = slice(0, n_or_index) if isinstance(n_or_index, int) else n_or_index
+        return ImageSet(self.images[idx], self.labels[idx], self.info, self.split, dict(self.meta))
+
+
+Reader = Callable[..., ImageSet]  # reader(split, root, **kwargs) -> ImageSet
+_READERS: dict[str, Reader] = {}
+_INFOS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(info: DatasetInfo) -> Callable[[Reader], Reader]:
+    """Decorator: `@register_dataset(INFO) def read(split, root, **kw) -> ImageSet`."""
+
+    def wrap(fn: Reader) -> Reader:
+        _READERS[info.name] = fn
+        _INFOS[info.name] = info
+        return fn
+
+    return wrap
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _READERS if fnmatch.fnmatch(n, pattern))
+
+
+def _check_name(name: str) -> str:
+    if name not in _READERS:
+        raise KeyError(f"unknown dataset {name!r}; registered datasets: {', '.join(list_datasets())}")
+    return name
+
+
+def get_info(name: str) -> DatasetInfo:
+    return _INFOS[_check_name(name)]
+
+
+def get_reader(name: str) -> Reader:
+    return _READERS[_check_name(name)]

@@ -1,0 +1,171 @@
+"""ViT family, the week-8 "ViT zoo": timm's ViT, Swin, TNT and MLP-Mixer, and perceiver-pytorch's
+Perceiver and Perceiver IO.
+
+timm models keep timm's layer names (`patch_embed`, `blocks.11`, `norm`, `head`; Swin `layers.3`, Mixer
+`blocks.7`) with our `input` stage attached in front (common.attach_input). Small-image configurations run
+at the dataset's native size with patch 4 (2 for Swin); `vit_small_patch16_224` resizes to 224 and repeats
+grey channels so that timm's ImageNet weights apply. Each builder's overrides are the keys of its config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import timm
+import torch
+import torch.nn as nn
+from perceiver_pytorch import Perceiver, PerceiverIO
+from perceiver_pytorch.perceiver_pytorch import fourier_encode
+from timm.models.mlp_mixer import MlpMixer
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.tnt import TNT
+from timm.models.vision_transformer import VisionTransformer
+
+from .common import InputAdapter, attach_input, default_stats, merge_overrides, no_pretrained
+from .registry import register_model
+
+Stats = Sequence[float] | None
+Make = Callable[[int, int, int, dict], nn.Module]  # make(num_classes, in_chans, img_size, cfg) -> network
+
+
+class ImagePerceiver(Perceiver):
+    """Perceiver (Jaegle et al. 2021) on images; it appends Fourier position features itself."""
+
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:  # (B, C, H, W), normalised by `input`
+        return super().forward(x.permute(0, 2, 3, 1), **kwargs)  # perceiver-pytorch wants channels last
+
+
+def fourier_positions(img_size: int, num_bands: int) -> torch.Tensor:
+    """(img_size**2, 2 * (2 * num_bands + 1)) sin/cos features of pixel positions in [-1, 1] (to Nyquist)."""
+    axis = torch.linspace(-1.0, 1.0, img_size)
+    pos = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1)  # (H, W, 2)
+    return fourier_encode(pos, float(img_size), num_bands).flatten(2).flatten(0, 1)
+
+
+class PixelPerceiverIO(PerceiverIO):
+    """Perceiver IO (Jaegle et al. 2022) on flattened pixel tokens (value + Fourier position); one learned
+    query cross-attends to the latents and is decoded to the logits."""
+
+    def __init__(self, in_chans: int, img_size: int, num_classes: int, num_freq_bands: int, queries_dim: int,
+                 **kwargs):
+        pos = fourier_positions(img_size, num_freq_bands)  # (H*W, P)
+        super().__init__(dim=in_chans + pos.shape[1], queries_dim=queries_dim, logits_dim=num_classes,
+                         **kwargs)
+        self.register_buffer("pos", pos, persistent=False)
+        self.query = nn.Parameter(torch.randn(1, queries_dim))  # the decoder LayerNorms it: scale is moot
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W), normalised by `input`
+        tokens = x.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        tokens = torch.cat([tokens, self.pos.expand(len(x), -1, -1)], dim=-1)  # (B, H*W, C + P)
+        return super().forward(tokens, queries=self.query)[:, 0]  # (B, 1, classes) -> (B, classes)
+
+
+def _timm_make(cls: type[nn.Module]) -> Make:
+    return lambda nc, c, s, cfg: cls(img_size=s, in_chans=c, num_classes=nc, **cfg)
+
+
+def _perceiver_make(nc: int, c: int, s: int, cfg: dict) -> nn.Module:
+    return ImagePerceiver(input_channels=c, input_axis=2, max_freq=float(s), num_classes=nc, **cfg)
+
+
+def _perceiver_io_make(nc: int, c: int, s: int, cfg: dict) -> nn.Module:
+    return PixelPerceiverIO(c, s, nc, **cfg)
+
+
+VIT_TINY = dict(patch_size=4, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, drop_rate=0.0,
+                drop_path_rate=0.0)
+PERCEIVER = dict(depth=4, num_latents=128, latent_dim=256, cross_heads=1, latent_heads=4, cross_dim_head=64,
+                 latent_dim_head=64, self_per_cross_attn=2, num_freq_bands=8, attn_dropout=0.0,
+                 ff_dropout=0.0, weight_tie_layers=False)
+PERCEIVER_IO = dict(depth=6, num_latents=128, latent_dim=256, cross_heads=1, latent_heads=4,
+                    cross_dim_head=64, latent_dim_head=64, queries_dim=128, num_freq_bands=8, decoder_ff=True,
+                    weight_tie_layers=False)
+_TINY_PERCEIVER = dict(num_latents=16, latent_dim=32, latent_heads=2, cross_dim_head=16, latent_dim_head=16,
+                       num_freq_bands=4)
+
+# name: (make, config = the valid overrides, docstring)
+ZOO: dict[str, tuple[Make, dict, str]] = {
+    "vit_tiny_p4": (_timm_make(VisionTransformer), VIT_TINY,
+                    "ViT-Tiny (embed 192, depth 12, 3 heads) on 4x4 patches of the native image (5.4M)."),
+    "vit_small_p4": (_timm_make(VisionTransformer),
+                     {**VIT_TINY, "embed_dim": 384, "num_heads": 6, "drop_path_rate": 0.1},
+                     "ViT-Small (embed 384, depth 12, 6 heads) on 4x4 patches of the native image (21.3M)."),
+    "swin_tiny_s": (_timm_make(SwinTransformer),
+                    dict(patch_size=2, window_size=4, embed_dim=96, depths=(2, 2, 6, 2),
+                         num_heads=(3, 6, 12, 24), mlp_ratio=4.0, drop_path_rate=0.1),
+                    "Swin-T widths and depths for small images: patch 2, window 4 (stages of 16, 8, 4, 2 "
+                    "tokens a side at 32x32; timm pads the odd 7x7 stage at 28x28). 27.5M params."),
+    "tnt_s": (_timm_make(TNT),
+              dict(patch_size=4, first_stride=1, embed_dim=384, inner_dim=24, depth=12, num_heads_outer=6,
+                   num_heads_inner=4, drop_path_rate=0.1),
+              "Transformer-in-Transformer, TNT-S widths; each 4x4 patch is 16 inner pixel tokens (23.3M)."),
+    "mixer_s": (_timm_make(MlpMixer),
+                dict(patch_size=4, num_blocks=8, embed_dim=512, mlp_ratio=(0.5, 4.0), drop_path_rate=0.0),
+                "MLP-Mixer-S widths (8 blocks, 512 channels) on 4x4 patches (17.1M params)."),
+    "perceiver": (_perceiver_make, PERCEIVER,
+                  "Perceiver: 128 latents of 256, 4 cross-attentions each followed by 2 self-attentions; "
+                  "Fourier position features up to the image's Nyquist frequency (11.8M params)."),
+    "perceiver_io": (_perceiver_io_make, PERCEIVER_IO,
+                     "Perceiver IO: pixel tokens cross-attended once into 128 latents of 256, 6 "
+                     "self-attentions, one learned query decoded to the logits (7.4M params)."),
+    # Tiny variants for tests and the smoke profile: milliseconds on CPU.
+    "test_vit": (_timm_make(VisionTransformer), dict(patch_size=4, embed_dim=32, depth=2, num_heads=2,
+                                                     mlp_ratio=2.0), "Tiny ViT for tests."),
+    "test_swin": (_timm_make(SwinTransformer), dict(patch_size=2, window_size=4, embed_dim=16, depths=(1, 1),
+                                                    num_heads=(1, 2), mlp_ratio=2.0, drop_path_rate=0.0),
+                  "Tiny Swin for tests."),
+    "test_tnt": (_timm_make(TNT), dict(patch_size=4, first_stride=1, embed_dim=32, inner_dim=8, depth=2,
+                                       num_heads_outer=2, num_heads_inner=1, mlp_ratio=2.0),
+                 "Tiny TNT for tests."),
+    "test_mixer": (_timm_make(MlpMixer), dict(patch_size=4, num_blocks=2, embed_dim=32, mlp_ratio=(0.5, 2.0)),
+                   "Tiny MLP-Mixer for tests."),
+    "test_perceiver": (_perceiver_make,
+                       {**PERCEIVER, **_TINY_PERCEIVER, "depth": 1, "self_per_cross_attn": 1},
+                       "Tiny Perceiver for tests."),
+    "test_perceiver_io": (_perceiver_io_make,
+                          {**PERCEIVER_IO, **_TINY_PERCEIVER, "depth": 1, "queries_dim": 16},
+                          "Tiny Perceiver IO for tests."),
+}
+
+
+def _zoo_builder(name: str, make: Make, defaults: dict, doc: str):
+    def build(num_classes: int = 10, in_chans: int = 3, img_size: int = 32, mean: Stats = None,
+              std: Stats = None, pretrained: bool = False, **overrides) -> nn.Module:
+        no_pretrained(name, pretrained)
+        model = make(num_classes, in_chans, img_size, merge_overrides(name, defaults, overrides))
+        model.num_classes = num_classes
+        return attach_input(model, InputAdapter(*default_stats(in_chans, mean, std)))  # native size
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"{doc} Overrides: {', '.join(defaults)}."
+    return build
+
+
+for _name, _spec in ZOO.items():
+    register_model("vit", _name)(_zoo_builder(_name, *_spec))
+
+
+@register_model("vit")
+def vit_small_patch16_224(num_classes: int = 10, in_chans: int = 3, img_size: int = 32, mean: Stats = None,
+                          std: Stats = None, pretrained: bool = False, **overrides) -> nn.Module:
+    """timm's ViT-S/16 at 224x224 (images resized, grey repeated to RGB). `pretrained=True` loads timm's
+    default weights (ImageNet-21k, fine-tuned on ImageNet-1k) from the Hugging Face hub."""
+    cfg = merge_overrides("vit_small_patch16_224", dict(drop_rate=0.0, drop_path_rate=0.1), overrides)
+    try:
+        model = timm.create_model("vit_small_patch16_224", pretrained=pretrained, num_classes=num_classes,
+                                  **cfg)
+    except OSError as err:  # the hub's offline and connection errors are all OSErrors
+        raise RuntimeError(_hub_unreachable("vit_small_patch16_224", err)) from err
+    return attach_input(model, InputAdapter(*default_stats(in_chans, mean, std), size=224, out_chans=3))
+
+
+def _hub_unreachable(arch: str, err: Exception) -> str:
+    hub_id = timm.models.get_pretrained_cfg(arch).hf_hub_id  # timm/vit_small_patch16_224.augreg_in21k_ft_in1k
+    return (
+        f"{arch}: pretrained weights come from the Hugging Face hub, which is unreachable "
+        f"({type(err).__name__}: {err}). On a machine with internet run "
+        f"`hf download {hub_id} model.safetensors --local-dir {hub_id}` (or fetch "
+        f"https://huggingface.co/{hub_id}/resolve/main/model.safetensors), copy the file here and call "
+        f"create_model({arch!r}, checkpoint='<path>/model.safetensors'); with num_classes != 1000 its "
+        "ImageNet head is dropped."
+    )
