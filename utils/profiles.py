@@ -1,0 +1,71 @@
+"""Run sizes for every notebook: `smoke` (CI, seconds), `quick` (CPU, minutes, real numbers), `full` (GPU).
+
+    p = get_profile("quick")          # or get_profile(None): full where CUDA is present, else quick
+    p.dataset, p.models["mlp"], p.train_subset
+
+A notebook's `parameters` cell names the profile; everything sized by it comes from here, so the
+notebooks never hard-code sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+FAMILY_ORDER = ("mlp", "cnn", "vit")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    dataset: str  # a name from utils.data.list_datasets()
+    models: dict[str, str]  # family -> the registered model that represents it in the comparison trio
+    train_subset: int | None  # first n training images; None: the whole split
+    test_subset: int | None  # first n test images; None: the whole split
+    batch_size: int  # training batch (images)
+    eval_batch_size: int  # evaluation batch (images)
+    epochs: int  # default training length (01's recipes may set their own per model)
+    device: str  # "cuda" or "cpu"
+
+    @property
+    def trio(self) -> list[str]:
+        """The comparison trio in family order: [mlp, cnn, vit]."""
+        return [self.models[f] for f in FAMILY_ORDER]
+
+
+PROFILES = {
+    "smoke": Profile(
+        "smoke", "CI: a few hundred Fashion-MNIST images, the test_* models, seconds per notebook",
+        dataset="fashion-mnist", models={"mlp": "test_mlp", "cnn": "test_cnn", "vit": "test_vit"},
+        train_subset=512, test_subset=256, batch_size=128, eval_batch_size=256, epochs=1, device="cpu",
+    ),
+    "quick": Profile(
+        "quick", "CPU: all of Fashion-MNIST, small members of each family, minutes, real numbers",
+        dataset="fashion-mnist", models={"mlp": "mlp_b4_wi256", "cnn": "cnn_small", "vit": "vit_tiny_p4"},
+        train_subset=None, test_subset=None, batch_size=256, eval_batch_size=1000, epochs=5, device="cpu",
+    ),
+    "full": Profile(
+        "full", "GPU: CIFAR-10 and the paper's models",
+        dataset="cifar10",
+        models={"mlp": "mlp_b12_wi1024", "cnn": "resnet18_cifar", "vit": "vit_small_patch16_224"},
+        train_subset=None, test_subset=None, batch_size=1024, eval_batch_size=2048, epochs=100, device="cuda",
+    ),
+}
+
+
+def default_profile_name() -> str:
+    """`full` where CUDA is present, else `quick`."""
+    return "full" if torch.cuda.is_available() else "quick"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The named profile (None: `default_profile_name()`); an unknown name lists the valid ones."""
+    name = default_profile_name() if name is None else name
+    if name not in PROFILES:
+        raise KeyError(f"unknown profile {name!r}; profiles: {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    if profile.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"profile {name!r} needs a CUDA GPU and none is visible; use 'quick' on a CPU")
+    return profile
