@@ -15,7 +15,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -55,7 +55,8 @@ def device_name(device: str | torch.device | None = None) -> str:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 def environment(device: str | torch.device | None = None) -> dict:
@@ -67,7 +68,7 @@ def environment(device: str | torch.device | None = None) -> dict:
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "device": device_name(device),
         "hostname": platform.node(),
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

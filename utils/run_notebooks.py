@@ -41,7 +41,8 @@ def find_notebooks(root: Path = REPO, only: list[str] | None = None) -> list[Pat
 
 
 def describe_failure(err: Exception) -> str:
-    """papermill's error names the cell by execution count; others are reported as they are."""
+    """`cell N: Error: message`, N the execution count (In [N] in the executed copy, where papermill
+    also marks the failing cell); errors outside a cell (kernel start) are reported as they are."""
     count = getattr(err, "exec_count", None)
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
     return f"cell {count}: {ename}: {evalue}" if count is not None else f"{ename}: {evalue}"
@@ -53,15 +54,26 @@ def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = N
     executed = out_dir / path.name
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(path), str(executed), parameters={"profile": profile, **(parameters or {})},
-                                   cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+        papermill.execute_notebook(
+            str(path),
+            str(executed),
+            parameters={"profile": profile, **(parameters or {})},
+            cwd=str(path.parent),
+            kernel_name="python3",
+            language="python",
+            progress_bar=False,
+        )
         return NotebookRun(path.name, True, time.perf_counter() - start, executed)
     except Exception as err:  # a notebook's own failure (PapermillExecutionError) or the kernel's
         return NotebookRun(path.name, False, time.perf_counter() - start, executed, describe_failure(err))
 
 
-def run(profile: str | None = None, only: list[str] | None = None, root: Path = REPO,
-        parameters: dict | None = None) -> list[NotebookRun]:
+def run(
+    profile: str | None = None,
+    only: list[str] | None = None,
+    root: Path = REPO,
+    parameters: dict | None = None,
+) -> list[NotebookRun]:
     """Execute the (selected) numbered notebooks in order; every one runs even if an earlier one fails."""
     profile = profile or default_profile_name()
     if profile not in PROFILES:
@@ -79,17 +91,23 @@ def run(profile: str | None = None, only: list[str] | None = None, root: Path = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--profile", help=f"{' | '.join(PROFILES)} (default: full with CUDA, else quick)")
     parser.add_argument("--only", help="comma-separated numbers or names, e.g. 01,02")
+    parser.add_argument("--root", type=Path, default=REPO, help="folder holding the notebooks")
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else None
-    runs = run(args.profile, only)
+    runs = run(args.profile, only, args.root)
     if not runs:
-        print(f"no numbered notebooks (NN_*.ipynb) in {REPO} yet: nothing to run")
+        print(f"no numbered notebooks (NN_*.ipynb) in {args.root} yet: nothing to run")
         return 0
     failed = [r for r in runs if not r.ok]
-    print(f"{len(runs) - len(failed)} of {len(runs)} notebooks ran; executed copies in {runs[0].executed.parent}")
+    print(
+        f"{len(runs) - len(failed)} of {len(runs)} notebooks ran; "
+        f"executed copies in {runs[0].executed.parent}"
+    )
     for r in failed:
         print(f"FAILED {r.name}: {r.error}")
     return 1 if failed else 0

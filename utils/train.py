@@ -70,17 +70,29 @@ class TrainConfig:
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
         if self.epochs < 1 or not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"need epochs >= 1 and 0 <= warmup_epochs < epochs; got epochs={self.epochs}, "
-                             f"warmup_epochs={self.warmup_epochs}")
+            raise ValueError(
+                f"need epochs >= 1 and 0 <= warmup_epochs < epochs; got epochs={self.epochs}, "
+                f"warmup_epochs={self.warmup_epochs}"
+            )
 
 
-def make_loaders(train_ds: ImageSet, val_ds: ImageSet | None, cfg: TrainConfig, device: str = "cpu",
-                 backend: str = "resident", **kw):
+def make_loaders(
+    train_ds: ImageSet,
+    val_ds: ImageSet | None,
+    cfg: TrainConfig,
+    device: str = "cpu",
+    backend: str = "resident",
+    **kw,
+):
     """(train loader: shuffled, augmented, drop_last; val loader: in order, or None), seeded by cfg.seed."""
-    train = make_loader(train_ds, cfg.batch_size, train=True, device=device, backend=backend, seed=cfg.seed,
-                        **kw)
-    val = None if val_ds is None else make_loader(val_ds, cfg.eval_batch_size, train=False, device=device,
-                                                  backend=backend, **kw)
+    train = make_loader(
+        train_ds, cfg.batch_size, train=True, device=device, backend=backend, seed=cfg.seed, **kw
+    )
+    val = (
+        None
+        if val_ds is None
+        else make_loader(val_ds, cfg.eval_batch_size, train=False, device=device, backend=backend, **kw)
+    )
     return train, val
 
 
@@ -98,8 +110,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     if cfg.schedule == "constant":
         return None
     scheduler, _ = timm.scheduler.create_scheduler_v2(
-        optimizer, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-        warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=steps_per_epoch,
+        optimizer,
+        sched="cosine",
+        num_epochs=cfg.epochs,
+        warmup_epochs=cfg.warmup_epochs,
+        warmup_lr=cfg.warmup_lr,
+        min_lr=cfg.min_lr,
+        step_on_epochs=False,
+        updates_per_epoch=steps_per_epoch,
     )
     return scheduler
 
@@ -147,8 +165,9 @@ def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, 
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch)
     n, correct, total_loss, start = 0, 0, 0.0, time.perf_counter()
-    bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-               disable=not cfg.progress)
+    bar = tqdm(
+        loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress
+    )
     for i, (x, y) in enumerate(bar):
         if scheduler is not None:
             scheduler.step_update(num_updates=epoch * steps + i)
@@ -172,8 +191,13 @@ def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, 
         n += len(y)
         bar.set_postfix(loss=f"{total_loss / n:.3f}")
     seconds = time.perf_counter() - start
-    return {"train_loss": total_loss / max(n, 1), "train_acc": correct / max(n, 1),
-            "lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds, "images_per_s": n / seconds}
+    return {
+        "train_loss": total_loss / max(n, 1),
+        "train_acc": correct / max(n, 1),
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_seconds": seconds,
+        "images_per_s": n / seconds,
+    }
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -184,10 +208,16 @@ def resume_config(cfg: TrainConfig) -> dict:
 
 
 def save_state(folder: Path, model, optimizer, epoch: int, history: list[dict], cfg: TrainConfig) -> None:
-    """`last.pt`: everything a resumption needs. The previous one is kept as `prev.pt` until this is written."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-             "history": history, "config": resume_config(cfg), "rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    """`last.pt`: everything a resumption needs; the previous one is kept as `prev.pt`."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "history": history,
+        "config": resume_config(cfg),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
     last = folder / "last.pt"
     if last.exists():
         last.replace(folder / "prev.pt")
@@ -211,12 +241,17 @@ def load_state(folder: Path) -> dict | None:
 
 
 def check_resumable(state: dict, cfg: TrainConfig, folder: Path) -> None:
-    diff = {k: (v, resume_config(cfg).get(k)) for k, v in state["config"].items()
-            if resume_config(cfg).get(k) != v}
+    diff = {
+        k: (v, resume_config(cfg).get(k))
+        for k, v in state["config"].items()
+        if resume_config(cfg).get(k) != v
+    }
     if diff:
         changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ValueError(f"{folder} holds a run with another config ({changes}); "
-                         "use another checkpoint_dir or delete that folder to start over")
+        raise ValueError(
+            f"{folder} holds a run with another config ({changes}); "
+            "use another checkpoint_dir or delete that folder to start over"
+        )
 
 
 def write_final(folder: Path, model: nn.Module, history: list[dict], cfg: TrainConfig, loader) -> None:
@@ -265,10 +300,14 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig) -> pd.Data
     else:
         torch.manual_seed(cfg.seed)  # dropout / drop-path streams; initialisation happened in the caller
     forward = torch.compile(model) if cfg.compile else model
-    epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc="training",
-                  disable=not cfg.progress)
+    epochs = tqdm(
+        range(start, cfg.epochs), initial=start, total=cfg.epochs, desc="training", disable=not cfg.progress
+    )
     for epoch in epochs:
-        row = {"epoch": epoch + 1, **train_epoch(model, forward, train_loader, optimizer, scheduler, cfg, epoch)}
+        row = {
+            "epoch": epoch + 1,
+            **train_epoch(model, forward, train_loader, optimizer, scheduler, cfg, epoch),
+        }
         if val_loader is not None:
             row.update({f"val_{k}": v for k, v in evaluate(forward, val_loader, cfg.amp).items()})
         history.append(row)
@@ -296,8 +335,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", default="resident", choices=data.loaders.BACKENDS)
     parser.add_argument("--out", help="checkpoint folder (default: checkpoints/cli/<dataset>/<model>)")
     for f in fields(TrainConfig):
-        if f.name not in ("checkpoint_dir", "progress") and f.type in ("int", "float", "str", "bool"):
-            kind = {"int": int, "float": float, "str": str, "bool": lambda s: s.lower() in ("1", "true")}[f.type]
+        if f.name != "checkpoint_dir" and f.type in ("int", "float", "str", "bool"):
+            kind = {"int": int, "float": float, "str": str, "bool": lambda s: s.lower() in ("1", "true")}[
+                f.type
+            ]
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=getattr(defaults, f.name))
     args = parser.parse_args(argv)
     train_ds = data.load_dataset(args.dataset, "train", subset=args.subset)
@@ -306,8 +347,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg_kw = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     cfg = TrainConfig(**cfg_kw, checkpoint_dir=str(out))
     info = train_ds.info
-    model = models.create_model(args.model, num_classes=info.num_classes, in_chans=info.channels,
-                                img_size=info.image_size, mean=info.mean, std=info.std)
+    model = models.create_model(
+        args.model,
+        num_classes=info.num_classes,
+        in_chans=info.channels,
+        img_size=info.image_size,
+        mean=info.mean,
+        std=info.std,
+    )
     history = fit(model, *make_loaders(train_ds, test_ds, cfg, device=args.device, backend=args.backend), cfg)
     print(history.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(json.dumps({"checkpoint_dir": str(out), **history.iloc[-1].to_dict()}, default=float))

@@ -1,0 +1,58 @@
+"""utils.profiles and utils.results: valid names everywhere, folders, saved config and environment."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from utils import data, models, profiles, results
+
+
+@pytest.mark.parametrize("name", list(profiles.PROFILES))
+def test_profiles_name_registered_things(name):
+    p = profiles.PROFILES[name]
+    assert p.dataset in data.list_datasets()
+    assert [models.family(m) for m in p.trio] == ["mlp", "cnn", "vit"]
+    assert p.batch_size > 0 and p.eval_batch_size > 0 and p.epochs > 0
+
+
+def test_profile_defaults_and_errors(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert profiles.default_profile_name() == "quick" and profiles.get_profile().name == "quick"
+    assert profiles.get_profile("smoke").models["mlp"] == "test_mlp"
+    with pytest.raises(KeyError, match="smoke, quick, full"):
+        profiles.get_profile("medium")
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        profiles.get_profile("full")
+
+
+def test_results_folders_follow_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPZOOM_RESULTS", str(tmp_path / "r"))
+    monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(tmp_path / "c"))
+    out = results.results_dir("smoke", "fashion-mnist", "02_adversarial_robustness")
+    assert out == tmp_path / "r" / "smoke" / "fashion-mnist" / "02_adversarial_robustness" and out.is_dir()
+    assert results.checkpoints_root() == tmp_path / "c"
+
+
+def test_save_config_and_table(tmp_path):
+    results.save_config(tmp_path, {"eps": [0, 0.5]})
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["config"] == {"eps": [0, 0.5]}
+    assert saved["environment"]["torch"] == torch.__version__ and saved["environment"]["git_revision"]
+    df = pd.DataFrame({"model": ["a", "b"], "top1": [0.5, 0.25]})
+    results.save_table(df, tmp_path / "t.csv")
+    assert pd.read_csv(tmp_path / "t.csv").equals(df)
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_text("good")
+
+    def broken(p):
+        p.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        results.atomic_write(path, broken)
+    assert path.read_text() == "good" and list(tmp_path.iterdir()) == [path]

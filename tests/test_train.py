@@ -1,0 +1,298 @@
+"""utils.train: evaluate's numbers, learning, schedules, mixup, checkpoints and bit-exact resumption."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from utils import data, models, train
+from utils.train import TrainConfig
+
+
+class FixedLogits(nn.Module):
+    """Returns logits[i] for the i-th image of the whole set (the image's first pixel holds i / 255)."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = nn.Parameter(logits)
+
+    def forward(self, x):
+        return self.logits[(x[:, 0, 0, 0] * 255).round().long()]
+
+
+def indexed_set(n: int, classes: int) -> data.ImageSet:
+    images = torch.zeros(n, 1, 2, 2, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(n, dtype=torch.uint8)
+    info = data.DatasetInfo("idx", classes, tuple(map(str, range(classes))), 1, 2, (0.0,), (1.0,))
+    return data.ImageSet(images, torch.arange(n) % classes, info)
+
+
+def test_evaluate_matches_hand_computed():
+    ds = indexed_set(4, 6)  # labels 0, 1, 2, 3
+    logits = torch.tensor(
+        [
+            [9.0, 0, 0, 0, 0, 0],  # label 0 ranked 1st
+            [0, 1, 2, 3, 4, 5],  # label 1 ranked 5th: in the top 5, not top 1
+            [5.0, 4, 0, 3, 2, 1],  # label 2 ranked 6th: not in the top 5
+            [0, 0, 0, 7, 0, 0],  # label 3 ranked 1st
+        ]
+    )
+    loader = data.make_loader(ds, 3, train=False)  # batches of 3 and 1: per-image averaging matters
+    out = train.evaluate(FixedLogits(logits), loader)
+    expect_loss = nn.functional.cross_entropy(logits, torch.arange(4)).item()
+    assert out["top1"] == 0.5 and out["top5"] == 0.75
+    assert out["loss"] == pytest.approx(expect_loss, rel=1e-6)
+
+
+def test_evaluate_top5_with_few_classes_is_top_all():
+    ds = indexed_set(3, 3)
+    out = train.evaluate(FixedLogits(torch.eye(3)[[1, 2, 0]]), data.make_loader(ds, 8, train=False))
+    assert out["top1"] == 0 and out["top5"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def synth():
+    """Synthetic gratings, 3 x 16 x 16, 10 classes: learnable in a few epochs by a tiny model."""
+    kw = dict(size=16, cache=False)
+    return data.load_dataset("synthetic", "train", n=1024, **kw), data.load_dataset(
+        "synthetic", "test", n=300, **kw
+    )
+
+
+def build(name: str, ds: data.ImageSet, seed: int = 0, **overrides) -> nn.Module:
+    torch.manual_seed(seed)
+    i = ds.info
+    return models.create_model(
+        name,
+        num_classes=i.num_classes,
+        in_chans=i.channels,
+        img_size=i.image_size,
+        mean=i.mean,
+        std=i.std,
+        **overrides,
+    )
+
+
+def test_fit_learns_and_returns_history(synth):
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=3e-3, warmup_epochs=1, progress=False)
+    model = build("test_mlp", synth[0])
+    before = train.evaluate(model, data.make_loader(synth[1], 256, train=False))["top1"]
+    hist = train.fit(model, *train.make_loaders(*synth, cfg), cfg)
+    assert list(hist["epoch"]) == [1, 2, 3]
+    assert {"train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "images_per_s"} <= set(hist)
+    assert before < 0.2 and hist["val_top1"].iloc[-1] > 0.9  # chance is 0.1
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    assert not model.training
+
+
+def test_schedule_warmup_then_cosine_to_min_lr():
+    model = nn.Linear(2, 2)
+    cfg = TrainConfig(epochs=4, lr=0.1, warmup_epochs=1, warmup_lr=0.001, min_lr=0.01)
+    opt = train.make_optimizer(model, cfg)
+    sched = train.make_scheduler(opt, cfg, steps_per_epoch=10)
+    lrs = []
+    for step in range(40):
+        sched.step_update(num_updates=step)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(0.001)
+    assert lrs[5] == pytest.approx(0.001 + 0.5 * (0.1 - 0.001))  # linear warmup, half way
+    cos = lambda t: 0.01 + 0.5 * (0.1 - 0.01) * (1 + math.cos(math.pi * t / 40))
+    assert lrs[10] == pytest.approx(cos(10)) and lrs[39] == pytest.approx(cos(39))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # decreasing after warmup
+
+
+@pytest.mark.parametrize("optimizer", train.OPTIMIZERS)
+def test_every_optimizer_reduces_the_loss(optimizer, synth):
+    lr = {"sgd": 0.05, "lion": 3e-4, "lamb": 0.02}.get(optimizer, 3e-3)
+    cfg = TrainConfig(
+        epochs=2, batch_size=64, optimizer=optimizer, lr=lr, schedule="constant", progress=False
+    )
+    hist = train.fit(build("test_mlp", synth[0]), *train.make_loaders(synth[0], None, cfg), cfg)
+    assert hist["train_loss"].iloc[1] < 0.8 * hist["train_loss"].iloc[0]
+    assert hist["lr"].iloc[-1] == lr  # constant schedule
+
+
+def test_weight_decay_spares_biases_and_norms():
+    model = build("test_mlp", data.load_dataset("synthetic", "test", n=10, size=8, cache=False))
+    groups = train.make_optimizer(model, TrainConfig(weight_decay=0.05)).param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert (id(p) in decayed) == (p.ndim > 1), name
+
+
+def test_mixup_mixes_images_and_labels():
+    x, y = torch.rand(6, 1, 2, 2), torch.arange(6)
+    xm, ya, yb, lam = train.mixup(x, y, 0.4, np.random.default_rng(0))
+    assert torch.equal(ya, y) and sorted(yb.tolist()) == list(range(6)) and 0 < lam < 1
+    assert torch.allclose(xm, lam * x + (1 - lam) * x[yb])  # y is the identity, so yb is the permutation
+
+
+def test_nonfinite_loss_stops_training(synth):
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=1e30, optimizer="sgd", schedule="constant", progress=False)
+    with pytest.raises(FloatingPointError, match="lower the lr"):
+        train.fit(build("test_mlp", synth[0]), *train.make_loaders(synth[0], None, cfg), cfg)
+
+
+# ---------------------------------------------------------------- checkpoints and resumption
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAtEpoch:
+    """Wraps a loader and raises Interrupt when epoch `stop` begins (an interrupted run)."""
+
+    def __init__(self, loader, stop: int):
+        self.loader, self.stop = loader, stop
+        self.device, self.info = loader.device, loader.info
+
+    def __len__(self):
+        return len(self.loader)
+
+    def set_epoch(self, epoch):
+        if epoch == self.stop:
+            raise Interrupt
+        self.loader.set_epoch(epoch)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def resume_cfg(folder, **kw) -> TrainConfig:
+    # dropout, batch norm, mixup and label smoothing: every source of randomness and state is exercised
+    return TrainConfig(
+        epochs=3,
+        batch_size=64,
+        lr=2e-3,
+        warmup_epochs=1,
+        mixup_alpha=0.5,
+        label_smoothing=0.1,
+        checkpoint_dir=str(folder),
+        progress=False,
+        **kw,
+    )
+
+
+def plain(ds, seed=0):
+    return build("mlp_plain", ds, seed, depth=2, width=32, batch_norm=True, dropout=0.2)
+
+
+def without_timing(hist):
+    return hist.drop(columns=["train_seconds", "images_per_s"])
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(synth, tmp_path):
+    ref_model = plain(synth[0])
+    ref = train.fit(
+        ref_model, *train.make_loaders(*synth, resume_cfg(tmp_path / "ref")), resume_cfg(tmp_path / "ref")
+    )
+
+    cfg = resume_cfg(tmp_path / "run")
+    tl, vl = train.make_loaders(*synth, cfg)
+    with pytest.raises(Interrupt):
+        train.fit(plain(synth[0]), StopAtEpoch(tl, 2), vl, cfg)  # epochs 1 and 2 done, then killed
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 2
+    assert not (tmp_path / "run" / "model.json").exists()
+
+    torch.manual_seed(123)  # the global RNG state in between must not matter
+    resumed_model = plain(synth[0], seed=99)  # fresh weights: all of them come from the checkpoint
+    resumed = train.fit(resumed_model, *train.make_loaders(*synth, cfg), cfg)
+    assert without_timing(resumed).equals(without_timing(ref))
+    for (k, a), b in zip(ref_model.state_dict().items(), resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_finished_run_loads_instead_of_training(synth, tmp_path):
+    cfg = resume_cfg(tmp_path)
+    first = plain(synth[0])
+    hist = train.fit(first, *train.make_loaders(*synth, cfg), cfg)
+    second = plain(synth[0], seed=5)
+
+    class NoBatches(list):  # a second training pass would fail here
+        device, info = torch.device("cpu"), synth[0].info
+
+        def __iter__(self):
+            raise AssertionError("trained again")
+
+    again = train.fit(second, NoBatches([0] * 16), None, cfg)
+    assert again.equals(hist)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    )
+
+
+def test_model_card_and_weights(synth, tmp_path):
+    cfg = resume_cfg(tmp_path, seed=1)
+    model = plain(synth[0])
+    hist = train.fit(model, *train.make_loaders(*synth, cfg), cfg)
+    card = json.loads((tmp_path / "model.json").read_text())
+    assert card["model"] == "mlp_plain" and card["dataset"] == "synthetic" and card["epochs"] == 3
+    assert card["metrics"]["val_top1"] == pytest.approx(hist["val_top1"].iloc[-1])
+    assert card["params"] == sum(p.numel() for p in model.parameters())
+    assert card["train_config"]["seed"] == 1 and "git_revision" in card["environment"]
+    rebuilt = models.create_model(
+        card["model"], **card["model_config"], checkpoint=tmp_path / "model.safetensors"
+    )
+    eval_loader = data.make_loader(synth[1], 100, train=False)
+    assert train.evaluate(rebuilt, eval_loader)["top1"] == pytest.approx(hist["val_top1"].iloc[-1])
+    assert len((tmp_path / "history.csv").read_text().splitlines()) == 4
+
+
+def test_changed_config_refuses_to_resume(synth, tmp_path):
+    cfg = resume_cfg(tmp_path)
+    train.fit(plain(synth[0]), *train.make_loaders(*synth, cfg), cfg)
+    other = resume_cfg(tmp_path, seed=7)
+    with pytest.raises(ValueError, match=r"seed: 0 -> 7.*another checkpoint_dir"):
+        train.fit(plain(synth[0]), *train.make_loaders(*synth, other), other)
+
+
+def test_corrupt_checkpoint_falls_back_and_is_kept(synth, tmp_path):
+    cfg = resume_cfg(tmp_path)
+    tl, vl = train.make_loaders(*synth, cfg)
+    with pytest.raises(Interrupt):
+        train.fit(plain(synth[0]), StopAtEpoch(tl, 2), vl, cfg)
+    assert torch.load(tmp_path / "prev.pt", weights_only=True)["epoch"] == 1
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")  # e.g. a truncated copy
+    with pytest.warns(UserWarning, match="unreadable"):
+        hist = train.fit(plain(synth[0]), *train.make_loaders(*synth, cfg), cfg)
+    assert len(hist) == 3  # resumed from epoch 1 (prev.pt), not from scratch
+    assert (tmp_path / "last.pt.corrupt").read_bytes() == b"not a checkpoint"
+
+
+def test_bad_config_values_are_named():
+    with pytest.raises(ValueError, match="adamw, sgd, lion, lamb"):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(epochs=2, warmup_epochs=2)
+
+
+def test_cli_trains_and_writes_checkpoint(data_root, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    train.main(
+        [
+            "--model",
+            "test_cnn",
+            "--dataset",
+            "synthetic",
+            "--subset",
+            "256",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--out",
+            str(out),
+            "--progress",
+            "false",
+        ]
+    )
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["checkpoint_dir"] == str(out) and last["epoch"] == 1 and 0 <= last["val_top1"] <= 1
+    assert (out / "model.safetensors").exists() and json.loads((out / "model.json").read_text())[
+        "epochs"
+    ] == 1
