@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .profiles import PROFILES, default_profile_name
+from .profiles import PROFILES, get_profile
 from .results import REPO, results_root
 
 
@@ -75,9 +75,7 @@ def run(
     parameters: dict | None = None,
 ) -> list[NotebookRun]:
     """Execute the (selected) numbered notebooks in order; every one runs even if an earlier one fails."""
-    profile = profile or default_profile_name()
-    if profile not in PROFILES:
-        raise KeyError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    profile = get_profile(profile).name  # unknown name, or `full` without a GPU: a clear error now
     out_dir = results_root() / profile / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -99,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO, help="folder holding the notebooks")
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else None
-    runs = run(args.profile, only, args.root)
+    try:
+        runs = run(args.profile, only, args.root)
+    except (KeyError, ValueError, RuntimeError) as err:
+        parser.error(str(err).strip("'\""))
     if not runs:
         print(f"no numbered notebooks (NN_*.ipynb) in {args.root} yet: nothing to run")
         return 0

@@ -13,11 +13,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", help="smoke | quick | full (default: full with CUDA, else quick)")
     parser.add_argument("--dataset", help=f"one of: {', '.join(list_datasets())}")
     args = parser.parse_args(argv)
-    name = args.dataset or get_profile(args.profile or default_profile_name()).dataset
-    for split in ("train", "test"):
-        ds = load_dataset(name, split)
+    try:
+        name = args.dataset or get_profile(args.profile or default_profile_name()).dataset
+        datasets = [load_dataset(name, split) for split in ("train", "test")]
+    except (KeyError, FileNotFoundError, RuntimeError) as err:
+        parser.error(str(err).strip("'\""))
+    for ds in datasets:
         counts = ds.labels.bincount(minlength=ds.info.num_classes)
-        print(f"{name}/{split}: {len(ds)} images of {tuple(ds.images.shape[1:])}, "
+        print(f"{name}/{ds.split}: {len(ds)} images of {tuple(ds.images.shape[1:])}, "
               f"{ds.info.num_classes} classes ({counts.min().item()}-{counts.max().item()} per class)")
 
 
