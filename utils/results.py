@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -97,3 +98,38 @@ def save_config(folder: Path, config: dict, device: str | torch.device | None = 
 def save_table(df, path: Path) -> Path:
     """A pandas DataFrame as CSV (no index column), written atomically."""
     return atomic_write(path, lambda p: df.to_csv(p, index=False))
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """What a notebook works on, resolved from its `parameters` cell (None: the profile's choice)."""
+
+    profile: str
+    dataset: str
+    models: list[str]  # the comparison trio [mlp, cnn, vit] unless the notebook names others
+    device: str
+    out: Path  # results/<profile>/<dataset>/<notebook>/
+
+
+def start(
+    notebook: str,
+    profile: str | None = None,
+    dataset: str | None = None,
+    models: list[str] | None = None,
+    device: str | None = None,
+    **config,
+) -> NotebookRun:
+    """Resolve a notebook's parameters against its profile, create its results folder and write
+    config.json there (the resolved parameters + `config` + the environment)."""
+    from .profiles import get_profile
+
+    p = get_profile(profile)
+    run = NotebookRun(
+        p.name,
+        dataset or p.dataset,
+        list(models or p.trio),
+        device or p.device,
+        results_dir(p.name, dataset or p.dataset, notebook),
+    )
+    save_config(run.out, {"notebook": notebook, **asdict(run), **config}, run.device)
+    return run

@@ -20,7 +20,7 @@ from .results import REPO, results_root
 
 
 @dataclass(frozen=True)
-class NotebookRun:
+class Executed:
     name: str
     ok: bool
     seconds: float
@@ -48,7 +48,7 @@ def describe_failure(err: Exception) -> str:
     return f"cell {count}: {ename}: {evalue}" if count is not None else f"{ename}: {evalue}"
 
 
-def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = None) -> NotebookRun:
+def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = None) -> Executed:
     import papermill
 
     executed = out_dir / path.name
@@ -63,9 +63,9 @@ def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = N
             language="python",
             progress_bar=False,
         )
-        return NotebookRun(path.name, True, time.perf_counter() - start, executed)
+        return Executed(path.name, True, time.perf_counter() - start, executed)
     except Exception as err:  # a notebook's own failure (PapermillExecutionError) or the kernel's
-        return NotebookRun(path.name, False, time.perf_counter() - start, executed, describe_failure(err))
+        return Executed(path.name, False, time.perf_counter() - start, executed, describe_failure(err))
 
 
 def run(
@@ -73,7 +73,7 @@ def run(
     only: list[str] | None = None,
     root: Path = REPO,
     parameters: dict | None = None,
-) -> list[NotebookRun]:
+) -> list[Executed]:
     """Execute the (selected) numbered notebooks in order; every one runs even if an earlier one fails."""
     profile = get_profile(profile).name  # unknown name, or `full` without a GPU: a clear error now
     out_dir = results_root() / profile / "executed"
