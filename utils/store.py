@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -115,7 +115,7 @@ def get_or_train_as(
     device = device or p.device
     folder, key = run_dir(run, dataset, p.name), store_key(model, dataset, p.name, recipe)
     if (folder / "store.json").exists() and not _same(json.loads((folder / "store.json").read_text()), key):
-        moved = folder.with_name(f"{folder.name}.replaced-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
+        moved = folder.with_name(f"{folder.name}.replaced-{datetime.now(UTC):%Y%m%dT%H%M%S}")
         folder.rename(moved)
         print(f"{run}: stored run was trained with another recipe; moved to {moved} and training anew")
     if (folder / "model.json").exists() and (folder / "model.safetensors").exists():
