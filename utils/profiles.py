@@ -52,7 +52,7 @@ PROFILES = {
         "quick",
         "CPU: all of Fashion-MNIST, small members of each family, minutes, real numbers",
         dataset="fashion-mnist",
-        models={"mlp": "mlp_b4_wi256", "cnn": "cnn_small", "vit": "vit_tiny_p4"},
+        models={"mlp": "mlp_b4_wi256", "cnn": "cnn_small", "vit": "vit_mini_p4"},
         train_subset=None,
         test_subset=None,
         batch_size=256,

@@ -20,6 +20,8 @@ class Recipe:
     overrides: dict = field(default_factory=dict)  # create_model(**overrides)
     pretrained: bool | str = False  # create_model(pretrained=...): start from published weights
     trainable: str | None = None  # only parameters under this module name train (e.g. "head"); None: all
+    train_subset: int | None = None  # first n training images, at most the profile's; None: the profile's
+    fallback: str | None = None  # the run to use instead when pretrained weights are unreachable (offline)
     note: str = ""  # where the recipe comes from, for the model card and the notebook
 
 
@@ -39,13 +41,128 @@ def default_recipe(profile: str) -> Recipe:
     return Recipe(cfg, note=f"{profile} default")
 
 
-RECIPES: dict[tuple[str, str], Recipe] = {}
+_SMOKE = TrainConfig(epochs=2, batch_size=64, eval_batch_size=256, lr=3e-3, weight_decay=0.05)
+# quick: Fashion-MNIST on 2 CPU cores. Flips only: pad-4 crops cost these small models more accuracy than
+# they bring in a few epochs (mlp_b4_wi256: 0.872 after 13 epochs with crops; see the 01 notebook).
+_QUICK = TrainConfig(
+    epochs=5,
+    batch_size=256,
+    eval_batch_size=1000,
+    lr=2e-3,
+    weight_decay=0.05,
+    warmup_epochs=1,
+    label_smoothing=0.1,
+    crop_pad=0,
+)
+# The ViT zoo under quick: 3 epochs on the first 10k images (the sweeps use the same).
+_QUICK_ZOO = Recipe(replace(_QUICK, epochs=3), train_subset=10_000, note="quick zoo: 3 epochs on 10k images")
+_FULL_ZOO = Recipe(
+    TrainConfig(
+        epochs=100,
+        batch_size=512,
+        eval_batch_size=2048,
+        lr=1e-3,
+        weight_decay=0.05,
+        warmup_epochs=5,
+        label_smoothing=0.1,
+        mixup_alpha=0.8,
+    ),
+    note="DeiT-style from scratch: AdamW, warmup + cosine, label smoothing, mixup",
+)
+
+RECIPES: dict[tuple[str, str], Recipe] = {
+    **{("smoke", m): Recipe(_SMOKE, note="smoke") for m in ("test_mlp", "test_cnn", "test_vit")},
+    **{
+        ("smoke", m): Recipe(_SMOKE, train_subset=256, note="smoke zoo")
+        for m in ("test_swin", "test_tnt", "test_mixer", "test_perceiver", "test_perceiver_io")
+    },
+    ("quick", "mlp_b4_wi256"): Recipe(replace(_QUICK, epochs=20, lr=1e-3), note="quick MLP"),
+    ("quick", "cnn_small"): Recipe(replace(_QUICK, epochs=4, lr=3e-3), note="quick CNN"),
+    ("quick", "vit_mini_p4"): Recipe(replace(_QUICK, epochs=8), note="quick ViT"),
+    **{
+        ("quick", m): _QUICK_ZOO
+        for m in ("swin_mini", "tnt_mini", "mixer_mini", "perceiver_mini", "perceiver_io_mini")
+    },
+    # full: CIFAR-10 on a GPU. Not yet run by this project (no GPU has been lent): values from the sources.
+    ("full", "mlp_b12_wi1024"): Recipe(
+        TrainConfig(
+            epochs=200,
+            batch_size=1024,
+            eval_batch_size=2048,
+            optimizer="lion",
+            lr=5e-5,
+            weight_decay=0.0,
+            warmup_epochs=5,
+            label_smoothing=0.3,
+            mixup_alpha=0.8,
+        ),
+        note="Bachmann et al. 2023 training defaults (scaling_mlps train.py: Lion, lr 5e-5, label smoothing "
+        "0.3, mixup 0.8, crop + flip); from scratch at 64x64",
+    ),
+    ("full", "mlp_b12_wi1024@in21k"): Recipe(
+        TrainConfig(
+            epochs=100,
+            batch_size=2048,
+            eval_batch_size=2048,
+            optimizer="sgd",
+            lr=0.01,
+            weight_decay=1e-4,
+            label_smoothing=0.3,
+            grad_clip=1.0,
+        ),
+        pretrained=True,
+        fallback="mlp_b12_wi1024",
+        note="Bachmann et al. 2023 fine-tuning command (SGD, lr 0.01, wd 1e-4, batch 2048, 100 epochs, "
+        "smoothing 0.3) from their ImageNet-21k checkpoint",
+    ),
+    ("full", "resnet18_cifar"): Recipe(
+        TrainConfig(
+            epochs=60,
+            batch_size=512,
+            eval_batch_size=2048,
+            optimizer="sgd",
+            lr=0.2,
+            weight_decay=5e-4,
+            warmup_epochs=2,
+            label_smoothing=0.0,
+        ),
+        note="standard CIFAR ResNet-18: SGD + Nesterov momentum 0.9, wd 5e-4, lr 0.1 per 256 images, cosine",
+    ),
+    ("full", "vit_small_patch16_224"): Recipe(
+        TrainConfig(epochs=7, batch_size=1024, eval_batch_size=1024, lr=1e-3, weight_decay=0.0, amp=True),
+        pretrained=True,
+        trainable="head",
+        fallback="vit_small_p4",
+        note="the original study: timm ImageNet weights, frozen backbone, new linear head, AdamW, 7 epochs, "
+        "batch 1024, 224x224",
+    ),
+    ("full", "vit_small_patch16_224@finetune"): Recipe(
+        TrainConfig(epochs=7, batch_size=1024, eval_batch_size=1024, lr=1e-4, weight_decay=0.05, amp=True),
+        pretrained=True, fallback="vit_small_p4",
+        note="full fine-tuning variant of the above: every layer trains, lr 1e-4"),
+    ("full", "vit_small_p4"): _FULL_ZOO,
+    **{("full", m): _FULL_ZOO for m in ("swin_tiny_s", "tnt_s", "mixer_s", "perceiver", "perceiver_io")},
+}
 
 
-def get_recipe(model: str, profile: str) -> Recipe:
-    return RECIPES.get((profile, model)) or default_recipe(profile)
+def get_recipe(run: str, profile: str) -> Recipe:
+    """The recipe of a run ("model" or "model@variant") under a profile; the profile default if none."""
+    return RECIPES.get((profile, run)) or default_recipe(profile)
 
 
 def with_train(recipe: Recipe, **changes) -> Recipe:
     """The recipe with some TrainConfig fields changed (sweeps): with_train(r, lr=3e-4)."""
     return replace(recipe, train=replace(recipe.train, **changes))
+
+
+# The learning-rate and batch-size sweeps of the 01 notebook start from these and change lr or batch_size.
+SWEEP_BASE = {
+    "smoke": Recipe(_SMOKE, train_subset=256, note="smoke sweep"),
+    "quick": _QUICK_ZOO,
+    "full": replace(_FULL_ZOO, train=replace(_FULL_ZOO.train, epochs=30), note="full sweep: 30 epochs"),
+}
+
+
+def sweep_recipe(profile: str, **changes) -> Recipe:
+    """The profile's sweep recipe with TrainConfig fields changed: sweep_recipe("quick", lr=3e-4)."""
+    return with_train(SWEEP_BASE[profile], **changes)

@@ -4,10 +4,11 @@
     history("cnn_small", "fashion-mnist", "quick")                # per-epoch DataFrame
     train_ds, test_ds = load_splits("quick")                      # the profile's dataset and subsets
 
-`checkpoints/<profile>/<dataset>/<model>/` holds a run (see utils/train.py for its files) and `store.json`,
-the key it was trained under (model, dataset, subset, recipe). A finished run with the same key is loaded;
-a half-finished one resumes; one with another key is moved aside to `<model>.replaced-<time>/` (never
-deleted) and the model is trained anew with the current recipe (utils/recipes.py).
+A run is named by its model, optionally with a variant after `@` ("mlp_b12_wi1024@in21k", a sweep point
+"vit_mini_p4@lr3e-4"); its recipe comes from utils/recipes.py unless given. `checkpoints/<profile>/<dataset>/
+<run>/` holds the run (see utils/train.py for its files) and `store.json`, the key it was trained under
+(model, dataset, subset, recipe). A finished run with the same key is loaded; a half-finished one resumes;
+one with another key is moved aside to `<run>.replaced-<time>/` (never deleted) and trained anew.
 """
 
 from __future__ import annotations
@@ -27,26 +28,37 @@ from .recipes import Recipe, get_recipe
 from .results import checkpoints_root, save_json
 
 
-def load_splits(profile: str, dataset: str | None = None) -> tuple[data.ImageSet, data.ImageSet]:
-    """(train, test) of `dataset` (default: the profile's), cut to the profile's subsets."""
+def model_of(run: str) -> str:
+    """The registered model of a run name: "mlp_b12_wi1024@in21k" -> "mlp_b12_wi1024"."""
+    return run.split("@", 1)[0]
+
+
+def train_subset(profile: str, recipe: Recipe | None = None) -> int | None:
+    """The first n training images a run uses: the recipe's subset, capped by the profile's."""
+    sizes = [n for n in (get_profile(profile).train_subset, recipe and recipe.train_subset) if n]
+    return min(sizes) if sizes else None
+
+
+def load_splits(profile: str, dataset: str | None = None, recipe: Recipe | None = None):
+    """(train, test) ImageSets of `dataset` (default: the profile's), cut to the profile's subsets."""
     p = get_profile(profile)
     name = dataset or p.dataset
     return (
-        data.load_dataset(name, "train", subset=p.train_subset),
+        data.load_dataset(name, "train", subset=train_subset(profile, recipe)),
         data.load_dataset(name, "test", subset=p.test_subset),
     )
 
 
-def run_dir(model: str, dataset: str, profile: str) -> Path:
-    return checkpoints_root() / profile / dataset / model
+def run_dir(run: str, dataset: str, profile: str) -> Path:
+    return checkpoints_root() / profile / dataset / run
 
 
-def store_key(model: str, dataset: str, profile: str, recipe: Recipe) -> dict:
+def store_key(run: str, dataset: str, profile: str, recipe: Recipe) -> dict:
     """What a stored model depends on; a run trained under another key is not reused."""
     return {
-        "model": model,
+        "model": model_of(run),
         "dataset": dataset,
-        "train_subset": get_profile(profile).train_subset,
+        "train_subset": train_subset(profile, recipe),
         "overrides": recipe.overrides,
         "pretrained": recipe.pretrained,
         "trainable": recipe.trainable,
@@ -82,54 +94,70 @@ def freeze_except(model: nn.Module, trainable: str | None) -> None:
         p.requires_grad_(name.startswith(trainable + "."))
 
 
-def get_or_train(
-    model: str,
-    dataset: str | None = None,
-    profile: str | None = None,
-    *,
-    recipe: Recipe | None = None,
-    device: str | None = None,
-    progress: bool = True,
-) -> nn.Module:
-    """The trained `model` (eval mode, on `device`, default the profile's): loaded when a finished run with
-    the same key is stored, else trained with `recipe` (default: utils.recipes.get_recipe), resuming a
-    half-finished run."""
-    return get_or_train_as(model, model, dataset, profile, recipe=recipe, device=device, progress=progress)
+def is_stored(run: str, dataset: str, profile: str) -> bool:
+    folder = run_dir(run, dataset, profile)
+    return (folder / "model.json").exists() and (folder / "model.safetensors").exists()
 
 
-def get_or_train_as(
-    run: str,
-    model: str,
-    dataset: str | None = None,
-    profile: str | None = None,
-    *,
-    recipe: Recipe | None = None,
-    device: str | None = None,
-    progress: bool = True,
-) -> nn.Module:
-    """get_or_train stored under the run name `run`, so that variants of one model (sweep points, e.g.
-    run="mixer_s-lr3e-4" with its own recipe) each keep their own folder."""
-    p = get_profile(profile)
-    dataset = dataset or p.dataset
-    recipe = recipe or get_recipe(model, p.name)
-    device = device or p.device
-    folder, key = run_dir(run, dataset, p.name), store_key(model, dataset, p.name, recipe)
+def _set_aside_if_changed(folder: Path, key: dict) -> None:
     if (folder / "store.json").exists() and not _same(json.loads((folder / "store.json").read_text()), key):
         moved = folder.with_name(f"{folder.name}.replaced-{datetime.now(UTC):%Y%m%dT%H%M%S}")
         folder.rename(moved)
-        print(f"{run}: stored run was trained with another recipe; moved to {moved} and training anew")
-    if (folder / "model.json").exists() and (folder / "model.safetensors").exists():
+        print(
+            f"{folder.name}: the stored run was trained with another recipe; moved to {moved}, training anew"
+        )
+
+
+def get_or_train(
+    run: str,
+    dataset: str | None = None,
+    profile: str | None = None,
+    *,
+    recipe: Recipe | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> nn.Module:
+    """The trained model of `run` (eval mode, on `device`, default the profile's): loaded when a finished
+    run with the same key is stored, else trained with `recipe` (default: recipes.get_recipe(run, profile)),
+    resuming a half-finished run."""
+    p = get_profile(profile)
+    dataset, recipe, device = dataset or p.dataset, recipe or get_recipe(run, p.name), device or p.device
+    folder, key = run_dir(run, dataset, p.name), store_key(run, dataset, p.name, recipe)
+    _set_aside_if_changed(folder, key)
+    if is_stored(run, dataset, p.name):
         card = json.loads((folder / "model.json").read_text())  # its model_config rebuilds the architecture
-        net = models.create_model(model, **card["model_config"], checkpoint=folder / "model.safetensors")
+        net = models.create_model(
+            model_of(run), **card["model_config"], checkpoint=folder / "model.safetensors"
+        )
         return net.to(device).eval()
+    train_ds, test_ds = load_splits(p.name, dataset, recipe)
+    net = build(model_of(run), train_ds.info, recipe, pretrained=recipe.pretrained)  # may say: offline
+    freeze_except(net, recipe.trainable)
     folder.mkdir(parents=True, exist_ok=True)
     save_json(key, folder / "store.json")
-    train_ds, test_ds = load_splits(p.name, dataset)
-    net = build(model, train_ds.info, recipe, pretrained=recipe.pretrained)
-    freeze_except(net, recipe.trainable)
     cfg = train.TrainConfig(**{**asdict(recipe.train), "checkpoint_dir": str(folder), "progress": progress})
     train.fit(net, *train.make_loaders(train_ds, test_ds, cfg, device=device), cfg)
     return net.eval()
+
+
+def resolve(run: str, dataset: str | None = None, profile: str | None = None) -> str:
+    """`run`, or its recipe's fallback when `run` starts from pretrained weights that are neither stored nor
+    reachable (offline); says why when it falls back."""
+    p = get_profile(profile)
+    dataset, recipe = dataset or p.dataset, get_recipe(run, p.name)
+    if not recipe.pretrained or not recipe.fallback or is_stored(run, dataset, p.name):
+        return run
+    try:
+        build(
+            model_of(run),
+            data.load_dataset(dataset, "test", subset=1).info,
+            recipe,
+            pretrained=recipe.pretrained,
+        )
+        return run
+    except (RuntimeError, OSError) as err:
+        print(f"{run}: pretrained weights unavailable, using {recipe.fallback} instead.\n  {err}")
+        return recipe.fallback
 
 
 def history(run: str, dataset: str | None = None, profile: str | None = None) -> pd.DataFrame:
@@ -141,3 +169,22 @@ def history(run: str, dataset: str | None = None, profile: str | None = None) ->
 def model_card(run: str, dataset: str | None = None, profile: str | None = None) -> dict:
     p = get_profile(profile)
     return json.loads((run_dir(run, dataset or p.dataset, p.name) / "model.json").read_text())
+
+
+def summarize(runs: list[str], dataset: str | None = None, profile: str | None = None) -> pd.DataFrame:
+    """One row per finished stored run: family, params, epochs, final val top-1/top-5, training minutes and
+    images/s (the mean over epochs, evaluation excluded)."""
+    rows = []
+    for run in runs:
+        card, hist = model_card(run, dataset, profile), history(run, dataset, profile)
+        rows.append({"run": run, "model": card["model"], "family": models.family(card["model"]),
+                     "params": card["params"], "epochs": card["epochs"],
+                     "top1": card["metrics"].get("val_top1"), "top5": card["metrics"].get("val_top5"),
+                     "train_min": card["train_seconds"] / 60, "images_per_s": hist["images_per_s"].mean(),
+                     "device": card["environment"]["device"]})
+    return pd.DataFrame(rows)
+
+
+def histories(runs: list[str], dataset: str | None = None, profile: str | None = None) -> pd.DataFrame:
+    """The per-epoch histories of `runs` in one tidy table with a `run` column."""
+    return pd.concat([history(r, dataset, profile).assign(run=r) for r in runs], ignore_index=True)

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import ImageSet, make_loader
+from .data import Augment, ImageSet, default_augment, make_loader
 from .data.loaders import epoch_seed
 from .results import atomic_write, checkpoints_root, environment, save_json
 
@@ -57,6 +57,8 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine" or "constant"
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0  # > 0: mix each batch with a permutation of itself, lambda ~ Beta(a, a)
+    crop_pad: int | None = None  # random crop after zero padding (pixels); None: the dataset's default (4)
+    flip: bool | None = None  # random horizontal flips; None: the dataset's default (not for digits)
     grad_clip: float | None = None  # max global gradient norm
     amp: bool = True  # bf16 autocast, on CUDA only (ignored on CPU)
     compile: bool = False  # torch.compile the model for training and evaluation
@@ -84,9 +86,13 @@ def make_loaders(
     backend: str = "resident",
     **kw,
 ):
-    """(train loader: shuffled, augmented, drop_last; val loader: in order, or None), seeded by cfg.seed."""
+    """(train loader: shuffled, augmented as cfg says, drop_last; val loader: in order, or None), seeded by
+    cfg.seed."""
+    aug = default_augment(train_ds.info, train=True)
+    pad = aug.pad if cfg.crop_pad is None else cfg.crop_pad
+    aug = Augment(pad, aug.flip if cfg.flip is None else cfg.flip)
     train = make_loader(
-        train_ds, cfg.batch_size, train=True, device=device, backend=backend, seed=cfg.seed, **kw
+        train_ds, cfg.batch_size, train=True, device=device, backend=backend, augment=aug, seed=cfg.seed, **kw
     )
     val = (
         None
