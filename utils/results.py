@@ -52,11 +52,22 @@ def git_revision() -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The processor's name from /proc/cpuinfo (Linux); platform.processor() is empty there."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def device_name(device: str | torch.device | None = None) -> str:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model() or platform.machine()
     return f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
