@@ -1,0 +1,260 @@
+"""Feature visualisation: objectives, parametrisations, the optimisation loop, periodicity and tile shuffles;
+known answers (a linear model's optimum, tiled images, brute-force autocorrelation) and invariants."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from utils import feature_viz as fv
+from utils import models
+
+
+def tiny(name: str, channels: int = 1, size: int = 16) -> nn.Module:
+    torch.manual_seed(0)
+    return models.create_model(name, num_classes=5, in_chans=channels, img_size=size)
+
+
+def linear(channels: int = 3, size: int = 12) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, 2))
+
+
+def tiled(n: int, channels: int, size: int, period: int, seed: int = 0) -> torch.Tensor:
+    """(n, C, size, size): a random period x period tile repeated (the last repeat cut at the border)."""
+    tile = torch.rand(n, channels, period, period, generator=torch.Generator().manual_seed(seed))
+    reps = math.ceil(size / period)
+    return tile.repeat(1, 1, reps, reps)[..., :size, :size]
+
+
+# ---------------------------------------------------------------- objectives
+
+
+def test_term_reductions_on_known_activations():
+    units = torch.arange(12.0).view(2, 6)  # (B, D)
+    tokens = torch.arange(24.0).view(2, 3, 4)  # (B, T, D)
+    maps = torch.arange(2 * 2 * 9.0).view(2, 2, 3, 3)  # (B, C, H, W)
+    assert fv.unit("l", 4)({"l": units}).tolist() == [4.0, 10.0]
+    assert fv.unit("l", 1, "cls")({"l": tokens}).tolist() == [1.0, 13.0]
+    assert fv.unit("l", 1, "mean")({"l": tokens}).tolist() == [5.0, 17.0]
+    assert fv.unit("l", 1, "mean")({"l": maps}).tolist() == [13.0, 31.0]  # channel 1: 9..17 and 27..35
+    assert fv.unit("l", 1, "center")({"l": maps}).tolist() == [13.0, 31.0]
+    assert fv.unit("l", 0, relu=True)({"l": -units}).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="does not apply"):
+        fv.unit("l", 0, "cls")({"l": maps})
+    with pytest.raises(ValueError, match="reduce must be"):
+        fv.unit("l", 0, "max")
+
+
+def test_objectives_compose_by_sum_and_scale():
+    acts = {None: torch.randn(3, 5), "a": torch.randn(3, 4, 2, 2)}
+    a, b = fv.class_logit(2), fv.unit("a", 1)
+    combined = 2 * a + b * -0.5
+    assert torch.allclose(combined(acts), 2 * a(acts) - 0.5 * b(acts))
+    assert combined.layers == {"a"} and combined.label == "2*class 2 + -0.5*a:mean 1"
+
+
+def test_recording_sees_the_layer_output():
+    net, x = tiny("test_mlp"), torch.rand(3, 1, 16, 16)
+    with fv.recording(net, ["stem"]) as acts:
+        net(x)
+    assert torch.allclose(acts["stem"], net.stem(net.flatten(net.input(x))))
+    assert not net.stem._forward_hooks  # removed on exit
+
+
+@pytest.mark.parametrize("name, n, expected", [
+    ("test_mlp", 3, ["stem", "blocks.0", "blocks.1"]),
+    ("test_cnn", 3, ["stem", "layer1"]),
+    ("test_vit", 2, ["patch_embed", "blocks.1"]),
+])
+def test_pick_layers(name, n, expected):
+    assert fv.pick_layers(tiny(name), n) == expected
+
+
+# ---------------------------------------------------------------- parametrisations and regularisers
+
+
+def test_color_matrix_is_lucents_and_identity_for_grey():
+    assert torch.equal(fv.color_matrix(1), torch.eye(1))
+    m = fv.color_matrix(3)
+    assert m.norm(dim=0).max() == pytest.approx(1.0)
+    assert torch.allclose(m * 0.26 / m[0, 0], torch.tensor(fv.COLOR_CORRELATION_SVD_SQRT))
+
+
+def test_fourier_image_of_one_channel_is_sigmoid_of_scaled_inverse_fft():
+    img = fv.FourierImage((2, 1, 8, 8), torch.Generator().manual_seed(0), torch.device("cpu"))
+    spectrum = torch.view_as_complex(img.param.detach()) * img.scale
+    expected = torch.sigmoid(torch.fft.irfft2(spectrum, s=(8, 8), norm="ortho") / 4)
+    assert torch.allclose(img.image(), expected)
+
+
+def test_blur_keeps_constants_and_fourier_blur_keeps_the_mean():
+    flat = torch.full((1, 3, 9, 9), 0.3)
+    assert torch.allclose(fv.blur(flat, 5, 0.5), flat)
+    assert fv.gaussian_kernel(5, 0.1)[2] == pytest.approx(1.0)  # sigma 0.1: practically no blur
+    img = fv.FourierImage((1, 1, 8, 8), torch.Generator().manual_seed(0), torch.device("cpu"))
+    before = img.param.detach().clone()
+    img.after_step(5, 0.5)
+    assert torch.equal(img.param[..., 0, 0, :], before[..., 0, 0, :])  # f = 0 untouched
+    assert (img.param[..., 4, 4, :].abs() < before[..., 4, 4, :].abs()).all()  # highest frequency damped
+
+
+def test_transforms_schedule_and_penalties():
+    t = fv.Transforms(blur_size=5, tv=1.0, l2=1.0)
+    assert (t.sigma(0, 11), t.sigma(5, 11), t.sigma(10, 11)) == pytest.approx((0.5, 0.3, 0.1))
+    checker = (torch.arange(4)[:, None] + torch.arange(4)).remainder(2).float()[None, None]  # 0/1
+    assert fv.Transforms(tv=1.0).penalty(checker).item() == pytest.approx(2.0)  # |diff| = 1 on both axes
+    assert t.penalty(torch.full((2, 1, 4, 4), 0.5)).tolist() == [0.0, 0.0]
+    assert fv.Transforms(l2=1.0).penalty(torch.ones(1, 1, 4, 4)).item() == pytest.approx(0.25)
+
+
+# ---------------------------------------------------------------- the optimisation
+
+
+@pytest.mark.parametrize("name", ["test_mlp", "test_cnn", "test_vit"])
+@pytest.mark.parametrize("param", ["pixels", "fourier"])
+@pytest.mark.parametrize("step_rule", ["normalized", "adam"])
+def test_objective_ends_higher_and_images_stay_in_range(name, param, step_rule):
+    net = tiny(name, channels=3)
+    objs = [fv.class_logit(0), fv.unit(fv.pick_layers(net, 2)[-1], 1)]
+    vis = fv.visualize(net, objs, steps=25, param=param, step_rule=step_rule, transforms=fv.ORIGINAL)
+    assert vis.trace.shape == (26, 2) and vis.images.shape == (2, 3, 16, 16)
+    assert (vis.trace[-1] > vis.trace[0]).all(), vis.trace[[0, -1]]
+    assert vis.images.min() >= 0 and vis.images.max() <= 1
+
+
+@pytest.mark.parametrize("param", ["pixels", "fourier"])
+def test_images_stay_in_range_with_huge_steps(param):
+    vis = fv.visualize(linear(), fv.class_logit(1), steps=5, param=param, lr=100.0, image_shape=(3, 12, 12))
+    assert vis.images.min() >= 0 and vis.images.max() <= 1
+
+
+def test_normalized_step_moves_pixels_by_step_over_mean_abs_gradient():
+    net, shape = linear(), (3, 12, 12)
+    x0 = fv.visualize(net, fv.class_logit(1), steps=0, image_shape=shape, transforms=fv.PLAIN).images
+    x1 = fv.visualize(net, fv.class_logit(1), steps=1, lr=1e-3, image_shape=shape, transforms=fv.PLAIN).images
+    w = net[1].weight[1].detach().view(1, *shape)  # the gradient of logit 1 with respect to the image
+    inside = (x0 > 0.01) & (x0 < 0.99)  # not clipped
+    assert torch.allclose((x1 - x0)[inside], (1e-3 * w / w.abs().mean()).expand_as(x0)[inside], atol=1e-6)
+
+
+@pytest.mark.parametrize("param, step_rule, steps, min_cos", [
+    ("pixels", "normalized", 400, 0.985),
+    ("pixels", "adam", 200, 0.999),
+    ("fourier", "adam", 400, 0.75),
+])
+def test_linear_model_optimum_points_along_the_weight_sign(param, step_rule, steps, min_cos):
+    net = linear()
+    w = net[1].weight[1].detach()
+    vis = fv.visualize(net, fv.class_logit(1), steps=steps, param=param, step_rule=step_rule,
+                       transforms=fv.PLAIN, image_shape=(3, 12, 12))
+    cos = torch.cosine_similarity(vis.images.flatten() - 0.5, w.sign(), dim=0).item()
+    assert cos > min_cos
+    optimum = (net[1].bias[1] + w.clamp_min(0).sum()).item()  # the logit at x = 1 where w > 0, else 0
+    assert vis.trace[-1].item() <= optimum + 1e-4
+    assert vis.trace[-1].item() > vis.trace[0].item() + 0.5 * (optimum - vis.trace[0].item())
+
+
+def test_fourier_direction_improves_with_steps():
+    net = linear()
+    sign = net[1].weight[1].detach().sign()
+    cos = [torch.cosine_similarity(
+        fv.visualize(net, fv.class_logit(1), steps=s, param="fourier", step_rule="adam", transforms=fv.PLAIN,
+                     image_shape=(3, 12, 12)).images.flatten() - 0.5, sign, dim=0).item() for s in (50, 200)]
+    assert cos[1] > cos[0] > 0.3
+
+
+def test_same_seed_same_image_and_model_restored():
+    net = tiny("test_cnn").train()
+    kw = dict(steps=5, param="fourier", step_rule="adam", transforms=fv.ROBUST)
+    a, b = (fv.visualize(net, fv.class_logit(1), seed=3, **kw) for _ in range(2))
+    c = fv.visualize(net, fv.class_logit(1), seed=4, **kw)
+    assert torch.equal(a.images, b.images) and torch.equal(a.trace, b.trace)
+    assert not torch.equal(a.images, c.images)
+    assert net.training and all(p.requires_grad and p.grad is None for p in net.parameters())
+
+
+def test_image_shape_is_needed_for_models_without_a_config():
+    with pytest.raises(ValueError, match="image_shape"):
+        fv.visualize(linear(), fv.class_logit(0), steps=1)
+
+
+# ---------------------------------------------------------------- periodicity
+
+
+def test_autocorrelation_matches_brute_force():
+    x = torch.rand(1, 2, 5, 6, generator=torch.Generator().manual_seed(1))
+    g = x.double().mean(1)[0]
+    g = g - g.mean()
+    r = fv.autocorrelation(x)[0]
+    assert r.shape == (9, 11) and r[4, 5] == pytest.approx(1.0)
+    for dy, dx in [(1, 0), (0, 2), (-2, 3), (4, -5)]:
+        a = g[max(0, -dy): 5 - max(0, dy), max(0, -dx): 6 - max(0, dx)]
+        b = g[max(0, dy): 5 + min(0, dy), max(0, dx): 6 + min(0, dx)]
+        assert r[4 + dy, 5 + dx].item() == pytest.approx(((a * b).mean() / g.pow(2).mean()).item())
+
+
+@pytest.mark.parametrize("channels, size, period", [(1, 28, 7), (1, 28, 14), (3, 32, 8), (1, 28, 5)])
+def test_periodicity_is_one_for_tiled_images(channels, size, period):
+    assert fv.periodicity(tiled(4, channels, size, period)).min() > 0.99
+
+
+def test_periodicity_is_low_for_noise_and_smooth_images():
+    noise = fv.noise_images(32, (1, 28, 28), seed=0)
+    assert fv.periodicity(noise).max() < 0.3
+    ramp = torch.linspace(0, 1, 28).expand(1, 1, 28, 28)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    blob = torch.exp(-((yy - 10) ** 2 + (xx - 16) ** 2) / 50)[None, None]
+    assert fv.periodicity(torch.cat([ramp, blob])).max() < 0.05
+    assert fv.periodicity(torch.full((1, 3, 8, 8), 0.5)).item() == 0.0
+
+
+def test_periodicity_counts_a_grating_along_one_axis():
+    grating = 0.5 + 0.4 * torch.cos(2 * math.pi * torch.arange(28.0) / 7).expand(1, 1, 28, 28)
+    assert fv.periodicity(grating).item() > 0.99
+    assert fv.spectral_peak_share(grating).item() == pytest.approx(1.0, abs=1e-6)
+    assert fv.spectral_peak_share(fv.noise_images(16, (1, 28, 28))).max() < 0.05
+
+
+def scores(mlp_trained: float, cnn_trained: float, n: int = 12) -> pd.DataFrame:
+    """Per-image scores: trained around the given mean, random weights and noise around 0.15."""
+    rng = np.random.default_rng(0)
+    rows = [{"family": f, "model": f"m_{f}", "kind": k, "periodicity": mean + 0.02 * rng.standard_normal()}
+            for f, trained in (("mlp", mlp_trained), ("cnn", cnn_trained), ("vit", 0.15))
+            for k, mean in (("trained", trained), ("random", 0.15)) for _ in range(n)]
+    noise = 0.15 + 0.02 * rng.standard_normal(n)
+    rows += [{"family": "-", "model": "noise", "kind": "noise", "periodicity": v} for v in noise]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("mlp, cnn, holds, says", [
+    (0.6, 0.7, True, "holds"),
+    (0.15, 0.7, False, "does not hold"),
+    (0.6, 0.15, False, "not borne out"),
+])
+def test_prediction_1_verdict(mlp, cnn, holds, says):
+    table = fv.recurrence_table(scores(mlp, cnn))
+    assert table.family.tolist() == ["mlp", "cnn", "vit"]
+    assert table.set_index("family").recurs.tolist() == [mlp > 0.3, cnn > 0.3, False]
+    verdict, text = fv.prediction_1(table)
+    assert verdict is holds and says in text
+
+
+# ---------------------------------------------------------------- tile shuffle
+
+
+def test_tile_shuffle_accuracy():
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 28, 28)
+    positional = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 4))
+    pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 4))  # sees no positions
+    y = positional(x).argmax(1)
+    y_pooled = pooled(x).argmax(1)
+    out = fv.tile_shuffle_accuracy({"positional": positional}, x, y, grids=(2, 4))
+    assert out.grid.tolist() == [1, 2, 4] and out.tile_px.tolist() == [28, 14, 7]
+    assert out.top1.iloc[0] == 1.0 and (out.top1.iloc[1:] < 0.9).all() and out["drop"].iloc[0] == 0
+    out = fv.tile_shuffle_accuracy({"pooled": pooled}, x, y_pooled)
+    assert out.top1.tolist() == [1.0, 1.0, 1.0]

@@ -1,0 +1,459 @@
+"""Feature visualisation (activation maximisation): images that maximise a class logit or a unit, how
+periodic they are, and how much a model relies on where its image tiles sit.
+
+    obj = class_logit(3)                        # or unit("blocks.1", 17), 0.5 * unit(...) + class_logit(3)
+    vis = visualize(model, [obj, class_logit(4)], steps=256, param="pixels", transforms=ORIGINAL, seed=0)
+    vis.images                                  # (K, C, H, W) in [0, 1]: image k maximises objective k
+    vis.trace                                   # (steps + 1, K): each objective at every step
+    periodicity(vis.images)                     # (K,) height of the strongest recurrence, in [0, 1]
+    tile_shuffle_accuracy(nets, x, y)           # top-1 on 2x2 / 4x4 tile-shuffled test images
+
+The original study optimised raw pixels from N(0.5, (1/6)^2) noise toward a class logit with the normalised
+gradient step `x += step / mean|g| * g` and a Gaussian blur of the image after every step (kernel 5, sigma
+0.5 -> 0.1): `visualize(..., param="pixels", step_rule="normalized", transforms=ORIGINAL)`. The Fourier
+parametrisation with decorrelated colour and Adam follow Lucent (github.com/greentfrapp/lucent).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import texture_shape
+
+# ---------------------------------------------------------------- objectives
+
+REDUCTIONS = ("mean", "cls", "center")
+
+
+@dataclass(frozen=True)
+class Term:
+    """weight * one unit of one layer's output, per image."""
+
+    layer: str | None  # a module name ("blocks.1", "layer2"); None: the model's output (the logits)
+    index: int  # unit (B, D), channel (B, C, H, W) or token feature (B, T, D)
+    reduce: str = "mean"  # over positions: "mean" (a channel, or a feature over all tokens), "cls"
+    # (token 0 of (B, T, D)), "center" (the middle position of (B, C, H, W)); ignored for (B, D)
+    relu: bool = False  # False: the layer's output as hooked (pre-activation for Linear/conv layers)
+    weight: float = 1.0
+
+    def value(self, act: Tensor) -> Tensor:  # act: the layer's output (B, ...) -> (B,)
+        act = act.relu() if self.relu else act
+        if act.dim() == 2:
+            return act[:, self.index]
+        if act.dim() == 3 and self.reduce in ("mean", "cls"):  # (B, T, D): timm ViT tokens
+            feature = act[..., self.index]  # (B, T)
+            return feature.mean(1) if self.reduce == "mean" else feature[:, 0]
+        if act.dim() == 4 and self.reduce in ("mean", "center"):  # (B, C, H, W)
+            channel = act[:, self.index]  # (B, H, W)
+            h, w = channel.shape[1:]
+            return channel.mean((1, 2)) if self.reduce == "mean" else channel[:, h // 2, w // 2]
+        raise ValueError(f"reduce={self.reduce!r} does not apply to an output of shape {tuple(act.shape)}")
+
+    @property
+    def label(self) -> str:
+        what = "class" if self.layer is None else f"{self.layer}:{self.reduce}" + ":relu" * self.relu
+        return f"{what} {self.index}" if self.weight == 1 else f"{self.weight:g}*{what} {self.index}"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A weighted sum of terms; one value per image. Compose with + and scalar * (-1 * obj to minimise)."""
+
+    terms: tuple[Term, ...]
+
+    def __call__(self, acts: dict[str | None, Tensor]) -> Tensor:  # acts: layer -> output -> (B,)
+        return sum(t.weight * t.value(acts[t.layer]) for t in self.terms)
+
+    def __add__(self, other: Objective) -> Objective:
+        return Objective(self.terms + other.terms)
+
+    def __mul__(self, scale: float) -> Objective:
+        return Objective(tuple(replace(t, weight=t.weight * scale) for t in self.terms))
+
+    __rmul__ = __mul__
+
+    @property
+    def layers(self) -> set[str]:
+        return {t.layer for t in self.terms if t.layer is not None}
+
+    @property
+    def label(self) -> str:
+        return " + ".join(t.label for t in self.terms)
+
+
+def class_logit(index: int) -> Objective:
+    return Objective((Term(None, index),))
+
+
+def unit(layer: str, index: int, reduce: str = "mean", relu: bool = False) -> Objective:
+    """Unit / channel / token feature `index` of the named layer's output (see Term)."""
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}")
+    return Objective((Term(layer, index, reduce, relu),))
+
+
+@contextmanager
+def recording(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str | None, Tensor]]:
+    """A dict that every forward pass fills with the outputs of `layers` (by module name)."""
+    acts: dict[str | None, Tensor] = {}
+
+    def store(name):
+        return lambda module, args, out: acts.__setitem__(name, out[0] if isinstance(out, tuple) else out)
+
+    handles = [model.get_submodule(n).register_forward_hook(store(n)) for n in layers]
+    try:
+        yield acts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ---------------------------------------------------------------- parametrisations
+
+# Lucent's colour correlation (sqrt of the ImageNet RGB covariance), columns scaled to norm <= 1.
+COLOR_CORRELATION_SVD_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
+
+
+def color_matrix(channels: int) -> Tensor:
+    """(C, C) map from decorrelated to image colour: Lucent's for RGB, the identity otherwise (grey)."""
+    if channels != 3:
+        return torch.eye(channels)
+    m = torch.tensor(COLOR_CORRELATION_SVD_SQRT)
+    return m / m.norm(dim=0).max()
+
+
+def frequencies(h: int, w: int) -> Tensor:
+    """(H, W // 2 + 1) radial frequency of rfft2's bins, in cycles per pixel."""
+    return (torch.fft.fftfreq(h)[:, None] ** 2 + torch.fft.rfftfreq(w)[None, :] ** 2).sqrt()
+
+
+def gaussian_kernel(size: int, sigma: float) -> Tensor:
+    """(size,) normalised 1-d Gaussian weights centred on the middle tap."""
+    taps = torch.arange(size, dtype=torch.float32) - size // 2
+    k = torch.exp(-(taps**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def blur(x: Tensor, size: int, sigma: float) -> Tensor:
+    """Separable Gaussian blur of (B, C, H, W), kernel size x size, reflected borders."""
+    c, k = x.shape[1], gaussian_kernel(size, sigma).to(x)
+    x = F.pad(x, (size // 2,) * 4, mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, size), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, size, 1), groups=c)
+
+
+class PixelImage:
+    """Raw pixels, the original's parametrisation: the parameter is the image (B, C, H, W), drawn from
+    N(0.5, (1/6)^2) and clipped to [0, 1] after every step."""
+
+    def __init__(self, shape: tuple[int, ...], gen: torch.Generator, device: torch.device):
+        x = (0.5 + torch.randn(shape, generator=gen) / 6).clamp(0, 1)
+        self.param = x.to(device).requires_grad_()
+
+    def image(self) -> Tensor:  # (B, C, H, W) in [0, 1]
+        return self.param
+
+    @torch.no_grad()
+    def after_step(self, blur_size: int | None, sigma: float | None) -> None:
+        self.param.clamp_(0, 1)
+        if blur_size:
+            self.param.copy_(blur(self.param, blur_size, sigma))
+
+
+class FourierImage:
+    """Lucent's Fourier parametrisation: rfft2 coefficients (B, C, H, W//2+1, 2) ~ N(0, sd^2), scaled by
+    1 / max(f, 1/max(H, W))^decay (a 1/f spectrum, like natural images), inverse FFT, divided by 4,
+    colour-decorrelated (color_matrix), then a sigmoid into (0, 1)."""
+
+    def __init__(self, shape: tuple[int, ...], gen: torch.Generator, device: torch.device,
+                 sd: float = 0.01, decay: float = 1.0):
+        b, c, h, w = shape
+        self.size, self.freqs = (h, w), frequencies(h, w).to(device)
+        self.scale = 1 / self.freqs.clamp_min(1 / max(h, w)) ** decay  # (H, W//2+1)
+        self.color = color_matrix(c).to(device)
+        self.param = (torch.randn(b, c, h, w // 2 + 1, 2, generator=gen) * sd).to(device).requires_grad_()
+
+    def image(self) -> Tensor:
+        spectrum = torch.view_as_complex(self.param) * self.scale
+        x = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") / 4  # (B, C, H, W)
+        return torch.sigmoid(torch.einsum("dc,bchw->bdhw", self.color, x))
+
+    @torch.no_grad()
+    def after_step(self, blur_size: int | None, sigma: float | None) -> None:
+        if blur_size:  # a Gaussian blur is a product in the Fourier domain (of the image before the sigmoid)
+            gain = torch.exp(-2 * math.pi**2 * sigma**2 * self.freqs**2)
+            self.param.mul_(gain[..., None])
+
+
+PARAMETRISATIONS = {"pixels": PixelImage, "fourier": FourierImage}
+
+# ---------------------------------------------------------------- regularisers, step rules, the loop
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """Regularisers and robustness transforms; each is off at its default."""
+
+    blur_size: int | None = None  # Gaussian blur of the image after every step (kernel side, pixels)
+    blur_sigma: tuple[float, float] = (0.5, 0.1)  # sigma (pixels) at the first and last step, linear between
+    jitter: int = 0  # shift by up to +-jitter pixels (circular, random per step) before every forward
+    tv: float = 0.0  # weight of the total variation penalty: mean |x[i+1]-x[i]| over both axes, per image
+    l2: float = 0.0  # weight of the L2 penalty: mean (x - 0.5)^2 per image
+
+    def sigma(self, step: int, steps: int) -> float:
+        start, end = self.blur_sigma
+        return start + (end - start) * step / max(steps - 1, 1)
+
+    def penalty(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B,)
+        tv = (x.diff(dim=-1).abs().mean((1, 2, 3)) + x.diff(dim=-2).abs().mean((1, 2, 3))) if self.tv else 0
+        l2 = (x - 0.5).pow(2).mean((1, 2, 3)) if self.l2 else 0
+        return self.tv * tv + self.l2 * l2 + x.new_zeros(len(x))
+
+    def shift(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        if not self.jitter:
+            return x
+        dy, dx = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=gen).tolist()
+        return torch.roll(x, (dy, dx), dims=(-2, -1))
+
+
+ORIGINAL = Transforms(blur_size=5)  # the original study: blur kernel 5, sigma 0.5 -> 0.1, every step
+PLAIN = Transforms()  # no regulariser at all
+ROBUST = Transforms(jitter=1, tv=0.05, l2=0.05)  # Lucent-style jitter plus small penalties
+
+STEP_RULES = ("normalized", "adam")
+DEFAULT_LR = {"normalized": 0.01, "adam": 0.05}  # the original's step; Lucent's Adam learning rate
+
+
+@dataclass(frozen=True)
+class Visualization:
+    images: Tensor  # (K, C, H, W) in [0, 1], on the CPU; image k maximises objective k
+    trace: Tensor  # (steps + 1, K): row t < steps is objective k of image k in step t's forward pass (after
+    # jitter, before that step's update); the last row is the final images, untransformed
+    labels: tuple[str, ...]  # the objectives' labels
+
+
+def native_shape(model: nn.Module) -> tuple[int, int, int]:
+    """(C, H, W) the model takes, from create_model's model_config."""
+    cfg = getattr(model, "model_config", None)
+    if cfg is None:
+        raise ValueError("the model has no model_config (not from create_model): pass image_shape=(C, H, W)")
+    return cfg["in_chans"], cfg["img_size"], cfg["img_size"]
+
+
+def _values(model: nn.Module, x: Tensor, objectives: list[Objective], acts: dict) -> Tensor:
+    acts[None] = model(x)  # the hooks fill in the named layers
+    return torch.stack([obj(acts)[k] for k, obj in enumerate(objectives)])  # (K,)
+
+
+def _step(param: Tensor, grad: Tensor, lr: float) -> None:
+    """The original's normalised ascent x += lr / mean|g| * g, the mean over each image's own gradient."""
+    mean_abs = grad.abs().flatten(1).mean(1).clamp_min(1e-12)  # (B,)
+    param.add_(lr * grad / mean_abs.view(-1, *[1] * (grad.dim() - 1)))
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients inside; the mode and requires_grad flags restored after."""
+    was_training, flags = model.training, [(p, p.requires_grad) for p in model.parameters()]
+    model.eval().requires_grad_(False)
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def visualize(
+    model: nn.Module,
+    objectives: Objective | Sequence[Objective],
+    *,
+    steps: int = 256,
+    param: str = "pixels",
+    transforms: Transforms = ORIGINAL,
+    step_rule: str = "normalized",
+    lr: float | None = None,  # None: DEFAULT_LR[step_rule]
+    seed: int = 0,
+    image_shape: tuple[int, int, int] | None = None,  # (C, H, W); None: the model's native size
+    progress: bool = False,
+) -> Visualization:
+    """Optimise one image per objective, all in one batch (image k sees only objective k's gradient), and
+    return them with the objective trace. The same seed gives the same images."""
+    objs = [objectives] if isinstance(objectives, Objective) else list(objectives)
+    if param not in PARAMETRISATIONS or step_rule not in STEP_RULES:
+        raise ValueError(f"param must be one of {list(PARAMETRISATIONS)} and step_rule one of {STEP_RULES}; "
+                         f"got {param!r}, {step_rule!r}")
+    device, lr = next(model.parameters()).device, lr or DEFAULT_LR[step_rule]
+    gen = torch.Generator().manual_seed(seed)
+    img = PARAMETRISATIONS[param]((len(objs), *(image_shape or native_shape(model))), gen, device)
+    adam = torch.optim.Adam([img.param], lr=lr, maximize=True) if step_rule == "adam" else None
+    trace = []
+    with _frozen(model), recording(model, sorted(set().union(*(o.layers for o in objs)))) as acts:
+        for t in tqdm(range(steps), desc="visualize", disable=not progress, leave=False):
+            x = img.image()
+            values = _values(model, transforms.shift(x, gen), objs, acts)
+            (grad,) = torch.autograd.grad(values.sum() - transforms.penalty(x).sum(), img.param)
+            if adam is None:
+                with torch.no_grad():
+                    _step(img.param, grad, lr)
+            else:
+                img.param.grad = grad
+                adam.step()
+            img.after_step(transforms.blur_size, transforms.sigma(t, steps))
+            trace.append(values.detach())
+        with torch.no_grad():
+            x = img.image()
+            trace.append(_values(model, x, objs, acts))
+    return Visualization(x.detach().cpu(), torch.stack(trace).cpu(), tuple(o.label for o in objs))
+
+
+# ---------------------------------------------------------------- which layers to look at
+
+STAGE = re.compile(r"^(stem|patch_embed|layer\d+|blocks\.\d+)$")
+
+
+def stage_layers(model: nn.Module) -> list[str]:
+    """The model's representation stages in forward order: stem / patch embedding, then every block or stage
+    (MLP `blocks.i`, CNN `layerN`, ViT `blocks.i`); for a VGG the ReLUs of `features`."""
+    return [n for n, m in model.named_modules()
+            if STAGE.match(n) or (n.startswith("features.") and isinstance(m, nn.ReLU))]
+
+
+def pick_layers(model: nn.Module, n: int) -> list[str]:
+    """n stages spread evenly from the first to the last (fewer when the model has fewer)."""
+    names = stage_layers(model)
+    if not names:
+        raise ValueError("no stem/patch_embed/layerN/blocks.i layers: name the layers yourself")
+    return [names[i] for i in sorted(set(np.linspace(0, len(names) - 1, n).round().astype(int)))]
+
+
+# ---------------------------------------------------------------- periodicity ("recurring patterns")
+
+
+def autocorrelation(images: Tensor) -> Tensor:
+    """(N, 2H-1, 2W-1) normalised autocorrelation of each image's channel mean, lag (0, 0) at [H-1, W-1]:
+    per lag, the mean of g[p] * g[p + lag] over the pixel pairs inside the image (g: the image minus its
+    mean), divided by its value at lag 0 (the variance). A constant image gives 0 everywhere."""
+    g = images.double().mean(1)  # (N, H, W)
+    g = g - g.mean((1, 2), keepdim=True)
+    _, h, w = g.shape
+    spectrum = torch.fft.rfft2(g, s=(2 * h, 2 * w))  # zero padding: linear, not circular, correlation
+    sums = torch.fft.irfft2(spectrum.abs() ** 2, s=(2 * h, 2 * w))  # sums over pairs, lag k at index k mod 2H
+    sums = torch.fft.fftshift(sums, dim=(-2, -1))[:, 1:, 1:]  # lag 0 at [H-1, W-1]
+    pairs = torch.outer(h - torch.arange(1 - h, h).abs(), w - torch.arange(1 - w, w).abs())
+    r = sums / pairs
+    var = r[:, h - 1, w - 1, None, None]
+    return torch.where(var > 1e-12, r / var.clamp_min(1e-12), torch.zeros_like(r))
+
+
+def _segments(h: int, w: int) -> tuple[Tensor, Tensor]:
+    """(Ly, Lx, M) row and column indices into autocorrelation()'s output of M points on the straight
+    segment from lag 0 to each lag of the window |dy| <= H//2, |dx| <= W//2 (the last point is the lag)."""
+    my, mx = h // 2, w // 2
+    dy, dx = torch.meshgrid(torch.arange(-my, my + 1), torch.arange(-mx, mx + 1), indexing="ij")
+    t = torch.linspace(0, 1, max(my, mx) + 1)
+    return (dy[..., None] * t).round().long() + h - 1, (dx[..., None] * t).round().long() + w - 1
+
+
+def periodicity(images: Tensor) -> Tensor:
+    """(N,) in [0, 1]: the height of the strongest recurrence in each image (B, C, H, W).
+
+    r = autocorrelation(images) over lags up to half the image per axis (so at least a quarter of the
+    pixels overlap). A lag d counts by min(r(d), r(d) - v(d)), v(d) being the lowest r on the straight
+    segment from lag 0 to d: a recurrence must rise again after the correlation fell on the way out, so a
+    smooth image (r falling monotonically) scores 0 however slowly r falls, a pattern tiled with period p
+    scores r(p) = 1, and white noise scores its largest chance correlation (about 0.15 at 28x28)."""
+    r = autocorrelation(images)
+    rows, cols = _segments(*images.shape[-2:])
+    path = r[:, rows, cols]  # (N, Ly, Lx, M)
+    peak, valley = path[..., -1], path.amin(-1)
+    return torch.minimum(peak, peak - valley).amax((1, 2)).clamp(0, 1).float()
+
+
+def spectral_peak_share(images: Tensor) -> Tensor:
+    """(N,) in [0, 1]: share of an image's non-constant power (channel mean) in its strongest spatial
+    frequency, f and -f together: 1 for a single grating, about 2 ln(HW) / (HW) for white noise. Smooth
+    images score high too (their power sits at the lowest frequencies): read it with periodicity()."""
+    g = images.double().mean(1)
+    power = torch.fft.fft2(g - g.mean((1, 2), keepdim=True)).abs() ** 2  # (N, H, W); 0 at f = 0
+    total = power.sum((1, 2))
+    share = (2 * power.amax((1, 2)) / total.clamp_min(1e-12)).clamp(max=1)
+    return torch.where(total > 1e-12, share, torch.zeros_like(share)).float()
+
+
+def noise_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> Tensor:
+    """(n, C, H, W): the original's starting noise N(0.5, (1/6)^2), clipped to [0, 1] (the noise control)."""
+    gen = torch.Generator().manual_seed(seed)
+    return (0.5 + torch.randn(n, *shape, generator=gen) / 6).clamp(0, 1)
+
+
+def _z(a: np.ndarray, b: np.ndarray) -> float:
+    """(mean a - mean b) / its standard error (Welch); +-inf when both samples are constant."""
+    se = math.sqrt(sum(v.var(ddof=1) / len(v) if len(v) > 1 else 0.0 for v in (a, b)))
+    diff = a.mean() - b.mean()
+    return diff / se if se > 0 else math.copysign(math.inf, diff) if diff else 0.0
+
+
+def recurrence_table(scores: pd.DataFrame, score: str = "periodicity", z: float = 2.0) -> pd.DataFrame:
+    """One row per family from per-image scores (columns family, model, kind, `score`; kinds other than
+    "trained", "random" and "noise" are ignored): the trained images' mean, each control's mean, z of the
+    differences, and `recurs`: the trained mean exceeds both controls (the same architecture with random
+    weights; noise) by more than z standard errors."""
+    noise = scores.loc[scores.kind == "noise", score].to_numpy()
+    rows = []
+    for family, g in scores[scores.kind.isin(["trained", "random"])].groupby("family", sort=False):
+        trained = g.loc[g.kind == "trained", score].to_numpy()
+        random = g.loc[g.kind == "random", score].to_numpy()
+        z_random, z_noise = _z(trained, random), _z(trained, noise)
+        rows.append({"family": family, "model": g.model.iloc[0], "trained": trained.mean(),
+                     "random_weights": random.mean(), "noise": noise.mean(), "z_vs_random": z_random,
+                     "z_vs_noise": z_noise, "recurs": bool(z_random > z and z_noise > z)})
+    return pd.DataFrame(rows)
+
+
+def prediction_1(table: pd.DataFrame) -> tuple[bool, str]:
+    """The original study's Prediction 1 ("images that maximise an MLP show recurring, tiled patterns like
+    a CNN's"), judged from recurrence_table: it holds when both the MLP and the CNN recur."""
+    fam = table.set_index("family")
+    mlp, cnn = bool(fam.loc["mlp", "recurs"]), bool(fam.loc["cnn", "recurs"])
+    said = lambda f: (f"{f.upper()}: {fam.loc[f, 'trained']:.3f} vs random weights "
+                      f"{fam.loc[f, 'random_weights']:.3f}, noise {fam.loc[f, 'noise']:.3f}")
+    if mlp and cnn:
+        return True, (f"Prediction 1 holds: the MLP's images recur, as the CNN's do ({said('mlp')}; "
+                      f"{said('cnn')}).")
+    if mlp:
+        return False, (f"Prediction 1 is not borne out: the MLP's images recur ({said('mlp')}) but the CNN's "
+                       f"do not ({said('cnn')}), so there is no CNN pattern for the MLP to be like.")
+    return False, (f"Prediction 1 does not hold: the MLP's images are not more periodic than its controls "
+                   f"({said('mlp')}); the CNN's {'do' if cnn else 'do not'} recur ({said('cnn')}).")
+
+
+# ---------------------------------------------------------------- tile shuffle
+
+
+def tile_shuffle_accuracy(nets: dict[str, nn.Module], x: Tensor, y: Tensor, grids: Sequence[int] = (2, 4),
+                          seed: int = 0, batch_size: int = 1000) -> pd.DataFrame:
+    """Top-1 of every model on x (N, C, H, W) in [0, 1] and on tile-shuffled copies (texture_shape's
+    patch_shuffle: grid x grid tiles in a random order per image, the same images for every model). One
+    row per model x grid (grid 1: the original images) with the tile side in pixels and the drop in top-1."""
+    size, ts = x.shape[-1], texture_shape
+    images = {1: x, **{g: ts.patch_shuffle(x, grid=g, seed=seed) for g in grids}}
+    rows = [{"model": m, "grid": g, "tile_px": ts.patch_grid(size, g)[0],
+             "top1": (ts.predict(net, xs, batch_size) == y).float().mean().item(),
+             "note": ts.note(f"patch_shuffle_{g}", x.shape[1], size) if g > 1 else "original"}
+            for m, net in nets.items() for g, xs in images.items()]
+    out = pd.DataFrame(rows)
+    out["drop"] = out.groupby("model")["top1"].transform("first") - out["top1"]
+    return out
