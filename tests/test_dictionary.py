@@ -1,0 +1,234 @@
+"""utils.dictionary: an SAE recovers a known sparse dictionary; unit-norm decoder columns; L0, FVE, dead
+fraction and class selectivity against hand-computed cases; resampling revives a planted dead feature;
+splicing an exact (identity) SAE keeps accuracy; activation caching; match_features on permuted copies,
+independent noise and constant features; the Prediction 2 table."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from utils import data, dictionary, models
+
+
+def sparse_data(n: int = 4000, d: int = 32, m: int = 48, k: int = 3, seed: int = 0):
+    """n vectors, each a sum of k of m random unit directions (D (d, m)) with coefficients in [0.5, 1.5]."""
+    g = torch.Generator().manual_seed(seed)
+    directions = F.normalize(torch.randn(d, m, generator=g), dim=0)
+    idx = torch.rand(n, m, generator=g).argsort(1)[:, :k]
+    coef = torch.zeros(n, m).scatter(1, idx, 0.5 + torch.rand(n, k, generator=g))
+    return coef @ directions.T, directions
+
+
+def best_cosine(true: torch.Tensor, sae: dictionary.SparseAutoencoder) -> float:
+    """Mean over true directions of the best cosine with any learned decoder column."""
+    return (true.T @ F.normalize(sae.W_dec.detach(), dim=0)).max(1).values.mean().item()
+
+
+@pytest.fixture(scope="module")
+def recovered():
+    x, true = sparse_data()
+    cfg = dictionary.SAEConfig(expansion=4, l1_coef=0.1, lr=3e-3, lr_step=100, epochs=25, batch_size=64,
+                               resample_every=2, progress=False)
+    sae, history = dictionary.fit_sae(x, cfg)
+    return x, true, sae, history
+
+
+def test_relu_sae_recovers_a_known_sparse_dictionary(recovered):
+    x, true, sae, history = recovered
+    assert best_cosine(true, sae) >= 0.9
+    metrics = dictionary.sae_metrics(sae, x)
+    assert metrics["features"] == 128 and metrics["l0"] <= 8  # 3 true features per vector; 128 learned
+    assert metrics["fve"] > 0.5  # L1 shrinks coefficients, so not 1
+    assert list(history.epoch) == list(range(1, 26)) and history.mse.iloc[-1] < history.mse.iloc[0]
+
+
+def test_decoder_columns_stay_unit_norm(recovered):
+    norms = recovered[2].W_dec.detach().norm(dim=0)
+    torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-5, rtol=0)
+
+
+def test_topk_sae_recovers_the_dictionary_with_exactly_k_active():
+    x, true = sparse_data(seed=1)
+    cfg = dictionary.SAEConfig(expansion=4, activation="topk", k=3, lr=3e-3, epochs=15, batch_size=64,
+                               resample_every=2, progress=False)
+    sae, _ = dictionary.fit_sae(x, cfg)
+    h = dictionary.encode(sae, x)
+    assert ((h > 0).sum(1) <= 3).all() and dictionary.l0(h) > 2.5
+    assert best_cosine(true, sae) >= 0.9
+
+
+def test_original_preset():
+    p = dictionary.ORIGINAL
+    assert (p.expansion, p.activation, p.l1_coef, p.lr, p.lr_step, p.lr_gamma, p.epochs, p.batch_size) == (
+        3.0, "relu", 3e-4, 1e-3, 10, 0.5, 100, 32)
+    with pytest.raises(ValueError, match="activation"):
+        dictionary.SAEConfig(activation="sigmoid")
+
+
+def test_l0_fve_and_dead_fraction_by_hand():
+    x = torch.tensor([[0.0, 0.0], [2.0, 2.0]])  # mean (1, 1): total squared deviation 4
+    x_hat = torch.tensor([[0.0, 1.0], [2.0, 2.0]])  # squared residual 1
+    assert dictionary.fve(x, x_hat) == pytest.approx(0.75)
+    assert dictionary.fve(x, x.mean(0).expand_as(x)) == pytest.approx(0.0)
+    assert dictionary.fve(x, x_hat + 1) == pytest.approx(1 - 7 / 4)  # residuals -1,-2,-1,-1
+    h = torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [3.0, 0.0, 0.5]])
+    assert dictionary.l0(h) == pytest.approx(4 / 3)
+    assert dictionary.dead_fraction(h) == pytest.approx(1 / 3)
+
+
+def test_resampling_revives_a_planted_dead_feature():
+    x, _ = sparse_data(n=2000, d=16, m=24)
+    sae = dictionary.init_sae(x, dictionary.SAEConfig(expansion=2))
+    with torch.no_grad():
+        sae.b_enc[5] = -1e4  # planted: never fires
+    assert (dictionary.encode(sae, x)[:, 5] == 0).all()
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[5] = True
+    w_other = sae.W_dec[:, 6].detach().clone()
+    assert dictionary.resample_dead(sae, x, dead, generator=torch.Generator().manual_seed(0)) == 1
+    fires = (dictionary.encode(sae, x)[:, 5] > 0).float().mean().item()
+    assert fires > 0.05  # alive again: it points at a drawn (centred) input vector
+    assert sae.W_dec[:, 5].norm().item() == pytest.approx(1.0, abs=1e-6) and sae.b_enc[5].item() == 0.0
+    torch.testing.assert_close(sae.W_dec[:, 6].detach(), w_other)  # live features untouched
+
+
+def test_fit_resamples_dead_features_and_resets_adam():
+    x, _ = sparse_data(n=1000, d=16, m=24)
+    sae = dictionary.init_sae(x, dictionary.SAEConfig(expansion=2))
+    with torch.no_grad():
+        sae.b_enc[:4] = -1e4
+    cfg = dictionary.SAEConfig(expansion=2, l1_coef=0.01, epochs=2, batch_size=100, resample_every=1,
+                               progress=False)
+    sae, history = dictionary.fit_sae(x, cfg, sae=sae)
+    assert history.resampled.iloc[0] >= 4  # the four planted ones (and any others dead in epoch 1)
+    assert (dictionary.encode(sae, x)[:, :4] > 0).any(0).all()
+
+
+def identity_sae(d: int) -> dictionary.SparseAutoencoder:
+    """x_hat = relu(x) - relu(-x) = x exactly: 2d features (+e_i and -e_i), no biases, scale 1."""
+    sae = dictionary.SparseAutoencoder(d, 2 * d)
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye]))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 1))
+    return sae.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    ds = data.load_dataset("synthetic", "test", n=64, size=8, cache=False)
+    torch.manual_seed(0)
+    net = models.create_model("test_mlp", num_classes=ds.info.num_classes, in_chans=ds.info.channels,
+                              img_size=ds.info.image_size, mean=ds.info.mean, std=ds.info.std)
+    return net.eval(), ds
+
+
+def test_collect_activations_hooks_inputs_and_outputs_and_caches(tiny, tmp_path):
+    net, ds = tiny
+    x = ds.images[:10].float() / 255
+    cache = tmp_path / "acts.pt"
+    acts = dictionary.collect_activations(net, ds, "head:input", n=10, batch_size=4, cache=cache,
+                                          progress=False)
+    with torch.no_grad():
+        logits = net(x)
+    torch.testing.assert_close(net.head(acts), logits, atol=2e-2, rtol=1e-2)  # float16 cache
+    assert torch.load(cache, weights_only=True)["acts"].dtype == torch.float16
+    torch.testing.assert_close(dictionary.collect_activations(net, ds, "head", n=10, progress=False), logits)
+    again = dictionary.collect_activations(net, ds, "head:input", n=10, cache=cache, progress=False)
+    torch.testing.assert_close(again, acts, atol=0, rtol=0)  # loaded from the cache
+    with torch.no_grad():
+        net.head.weight.mul_(1)  # same weights: same fingerprint
+        before = dictionary.fingerprint(net)
+        net.stem.bias.add_(1.0)
+    assert dictionary.fingerprint(net) != before  # other weights: the cache is not reused
+    changed = dictionary.collect_activations(net, ds, "head:input", n=10, cache=cache, progress=False)
+    assert not torch.allclose(changed, acts)
+    with torch.no_grad():
+        net.stem.bias.sub_(1.0)
+    with pytest.raises(ValueError, match="module"):
+        dictionary.parse_layer("head:weights")
+
+
+def test_activation_path_is_under_the_checkpoints_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(tmp_path))
+    path = dictionary.activation_path("smoke", "fashion-mnist", "test_mlp", "head:input", "test", 256)
+    assert path == tmp_path / "smoke/fashion-mnist/activations/test_mlp__head-input__test256.pt"
+
+
+def test_splice_keeps_accuracy_with_an_exact_sae_and_loses_it_with_a_dead_one(tiny):
+    net, ds = tiny
+    d = net.head.in_features
+    exact = dictionary.splice_accuracy(net, "head:input", identity_sae(d), ds)
+    assert exact["top1_spliced"] == exact["top1"] and exact["accuracy_kept"] == pytest.approx(1.0)
+    dead = identity_sae(d)
+    with torch.no_grad():
+        dead.b_enc.fill_(-1e4)  # x_hat = b_dec = 0: the head sees zeros and predicts argmax(bias) always
+    res = dictionary.splice_accuracy(net, "head:input", dead, ds)
+    expected = (ds.labels == net.head.bias.argmax()).float().mean().item()
+    assert res["top1_spliced"] == pytest.approx(expected)
+    assert dictionary.sae_metrics(identity_sae(3), torch.randn(50, 3))["fve"] == pytest.approx(1.0)
+
+
+def test_match_features_permuted_copy_noise_and_constant_features():
+    g = torch.Generator().manual_seed(0)
+    a = torch.relu(torch.randn(5000, 20, generator=g))
+    perm = torch.randperm(20, generator=g)
+    m = dictionary.match_features(a, a[:, perm] * 3 + 1)  # Pearson r ignores scale and offset
+    torch.testing.assert_close(m.best, torch.ones(20), atol=1e-5, rtol=0)
+    assert (perm[m.index] == torch.arange(20)).all()
+    s = m.summary()
+    assert s["mean"] == pytest.approx(1.0, abs=1e-5) and s["share_above_0.8"] == 1.0
+    noise = dictionary.match_features(a, torch.randn(5000, 30, generator=g)).summary()
+    assert abs(noise["mean"]) < 0.06 and noise["share_above_0.5"] == 0.0
+    a_dead, b_dead = a.clone(), a.clone()
+    a_dead[:, 3] = 0.0  # a dead feature of A: no correlation, left out of the summary
+    b_dead[:, 7] = 2.0  # a constant feature of B: never the best match
+    m = dictionary.match_features(a_dead, b_dead)
+    assert math.isnan(m.best[3]) and m.index[3] == -1 and (m.index != 7).all()
+    s = m.summary()
+    assert s["constant_a"] == 1 and s["constant_b"] == 1 and not any(math.isnan(s[k]) for k in s)
+    all_dead = dictionary.match_features(torch.zeros(10, 4), a[:10]).summary()
+    assert all_dead["constant_a"] == 4 and math.isnan(all_dead["mean"])
+    with pytest.raises(ValueError, match="same images"):
+        dictionary.match_features(a, a[:10])
+
+
+def test_class_selectivity_by_hand():
+    labels = torch.tensor([0, 0, 1, 1])
+    h = torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    t = dictionary.class_selectivity(h, labels, 2)
+    # feature 0 fires on both class-0 images and no class-1 image: sensitivity 1, specificity 1
+    assert t.loc[0, ["class_index", "sensitivity", "specificity", "youden"]].tolist() == [0, 1.0, 1.0, 1.0]
+    # feature 1: class 1 (sens 1, spec 0.5) beats class 0 (sens 0.5, spec 0)
+    assert t.loc[1, ["class_index", "sensitivity", "specificity"]].tolist() == [1, 1.0, 0.5]
+    assert t.density.tolist() == [0.5, 0.75]
+
+
+def test_logit_weights_map_decoder_directions_through_the_head():
+    sae = identity_sae(3)
+    head = torch.nn.Linear(3, 2)
+    w = dictionary.logit_weights(sae, head)
+    torch.testing.assert_close(w, torch.cat([head.weight, -head.weight], 1).detach())
+
+
+def test_compare_dictionaries_and_prediction2():
+    g = torch.Generator().manual_seed(0)
+    base = torch.relu(torch.randn(800, 6, generator=g))
+    codes = {"a": base, "b": base[:, [1, 0, 2, 3, 4, 5]]}  # identical features: cross = ceiling
+    seeds = {"a": base.flip(1), "b": base}
+    random = {k: torch.relu(torch.randn(800, 6, generator=g)) for k in codes}
+    table, per_feature = dictionary.compare_dictionaries(codes, seeds, random)
+    assert len(table) == 6 and set(table.kind) == {"cross", "ceiling", "floor"}
+    assert len(per_feature) == 6 * 6
+    verdict = dictionary.prediction2(table)
+    assert verdict.pair.tolist() == ["a - b"]
+    assert verdict.gap_closed[0] == pytest.approx(1.0, abs=1e-5) and bool(verdict.holds[0])
+    toy = pd.DataFrame({"source": ["x", "y"] * 3, "target": ["y", "x"] * 3,
+                        "kind": ["cross"] * 2 + ["ceiling"] * 2 + ["floor"] * 2,
+                        "mean": [0.4, 0.5, 0.9, 0.8, 0.2, 0.3]})
+    v = dictionary.prediction2(toy, threshold=0.5)
+    assert v.cross[0] == pytest.approx(0.45) and v.gap_closed[0] == pytest.approx(0.2 / 0.6)
+    assert not v.holds[0]

@@ -1,0 +1,434 @@
+"""Dictionary learning: sparse autoencoders (SAEs) on any layer's activations, metrics, feature matching.
+
+    acts = collect_activations(net, test_ds, "head:input", cache=activation_path("quick", ..))  # (N, D)
+    sae, history = fit_sae(acts, replace(ORIGINAL, epochs=10))   # history: one row per epoch
+    h = encode(sae, acts)                                        # (N, F) feature activations, >= 0
+    sae_metrics(sae, acts); splice_accuracy(net, "head:input", sae, test_ds)
+    match_features(h_a, h_b).summary()                           # best Pearson r of each A feature in B
+
+Layers are named as in `model.named_modules()`: "head" is the output of `head`, "head:input" its (first)
+input. Activations are flattened per image to (N, D). The SAE sees them divided by one scalar (`sae.scale`,
+set so that the mean squared norm of a vector is D, i.e. unit RMS per dimension) so one L1 coefficient means
+the same for every model; `decode` undoes it, so callers always work in the layer's own units.
+
+Definitions (over the N vectors given):
+- L0: mean number of features with a non-zero activation per vector.
+- FVE: 1 - sum_d sum_n (x - x_hat)^2 / sum_d sum_n (x - mean_n x)^2; the residual is not centred, so a
+  constant offset in the reconstruction counts as unexplained.
+- dead fraction: share of features that are zero on every vector.
+- splice-in accuracy: top-1 with the layer's tensor (its output; its input for "<module>:input") replaced by
+  the SAE's reconstruction through a forward hook; accuracy kept = spliced top-1 / original top-1.
+- match_features: for each feature of A, the largest (signed) Pearson r of its per-image activations with
+  any feature of B. Constant features (dead ones) have no correlation: NaN for A (left out of the summary,
+  counted), never a match in B.
+
+Dead-feature resampling follows Bricken et al. (2023) with these simplifications: a feature is dead when it
+fired on none of the training vectors of the epoch just finished (not a 12.5M-token window); resampling runs
+at the end of every `resample_every`-th epoch in the first half of training (not at fixed step counts); the
+loss-weighted draw is over all training vectors (not a 819,200-sample pool); the bias b_dec is subtracted
+from the drawn vector before it becomes the new direction; b_dec starts at the data mean (not the
+geometric median). The TopK variant (Gao et al. 2024) keeps the k largest pre-activations (ReLU'd) and
+has no L1 term; their auxiliary dead-latent loss (AuxK) is not implemented.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import ImageSet, make_loader
+from .results import atomic_write, checkpoints_root
+from .train import evaluate
+
+ACTIVATIONS = ("relu", "topk")
+
+def parse_layer(layer: str) -> tuple[str, str]:
+    """"head" -> ("head", "output"); "head:input" -> ("head", "input")."""
+    name, _, point = layer.partition(":")
+    if point not in ("", "output", "input"):
+        raise ValueError(f"layer must be '<module>' or '<module>:input'; got {layer!r}")
+    return name, point or "output"
+
+
+@contextmanager
+def hooked(model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Iterator:
+    """Inside, every forward calls fn(t) on the layer's tensor t; a tensor fn returns replaces t."""
+    name, point = parse_layer(layer)
+    module = model.get_submodule(name)  # a clear AttributeError for a wrong name
+    if point == "input":
+        def pre(_, args):
+            new = fn(args[0])
+            return None if new is None else (new, *args[1:])
+        handle = module.register_forward_pre_hook(pre)
+    else:
+        handle = module.register_forward_hook(lambda _, args, out: fn(out))
+    try:
+        yield model
+    finally:
+        handle.remove()
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A hash of the model's weights and buffers: a cache made from other weights is not reused."""
+    sha = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        sha.update(name.encode())
+        sha.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return sha.hexdigest()[:16]
+
+
+def activation_path(profile: str, dataset: str, run: str, layer: str, split: str, n: int | None) -> Path:
+    """`<checkpoints>/<profile>/<dataset>/activations/<run>__<layer>__<split><n>.pt`."""
+    slug = layer.replace(":", "-")
+    return checkpoints_root() / profile / dataset / "activations" / f"{run}__{slug}__{split}{n or 'all'}.pt"
+
+
+@torch.no_grad()
+def collect_activations(model: nn.Module, ds: ImageSet, layer: str, *, n: int | None = None,
+                        batch_size: int = 256, cache: Path | None = None, dtype: torch.dtype = torch.float16,
+                        progress: bool = True) -> torch.Tensor:
+    """The layer's activations on the first n images of ds (None: all), (N, D) float32 on the CPU, stored as
+    `dtype` in `cache` (reused while model weights, layer, split and n are the same)."""
+    ds = ds.subset(min(n or len(ds), len(ds)))
+    key = {"fingerprint": fingerprint(model), "layer": layer, "split": ds.split, "dataset": ds.info.name,
+           "n": len(ds), "dtype": str(dtype)}
+    if cache is not None and Path(cache).exists():
+        blob = torch.load(cache, map_location="cpu", weights_only=True)
+        if blob["key"] == key:
+            return blob["acts"].float()
+    chunks, was_training = [], model.training
+    loader = make_loader(ds, batch_size, train=False, device=next(model.parameters()).device)
+    with hooked(model.eval(), layer, lambda t: chunks.append(t.detach().flatten(1).float().cpu())):
+        for x, _ in tqdm(loader, desc=f"activations {layer}", disable=not progress, leave=False):
+            model(x)
+    model.train(was_training)
+    acts = torch.cat(chunks)  # (N, D) float32
+    if cache is not None:  # float16 only where it cannot overflow (|a| <= 65504)
+        stored = acts.to(dtype) if acts.abs().max() < torch.finfo(dtype).max else acts
+        atomic_write(Path(cache), lambda p: torch.save({"key": key, "acts": stored}, p))
+        acts = stored.float()  # what a later call loads: the same numbers either way
+    return acts
+
+
+# ---------------------------------------------------------------------------------------------- the SAE
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    expansion: float = 3.0  # features per input dimension: n_features = round(expansion * D)
+    activation: str = "relu"  # "relu" (+ L1 penalty) or "topk" (Gao et al. 2024: k largest, no L1)
+    k: int = 32  # active features per vector, topk only
+    l1_coef: float = 3e-4  # loss = mean_n mean_d (x_hat - x)^2 + l1_coef * mean_n sum_f h_f (relu only)
+    lr: float = 1e-3  # Adam
+    lr_step: int = 10  # StepLR: lr *= lr_gamma every lr_step epochs
+    lr_gamma: float = 0.5
+    epochs: int = 100
+    batch_size: int = 32  # vectors per step
+    resample_every: int | None = None  # epochs between resamplings (first half of training); None: never
+    normalize: bool = True  # divide inputs by one scalar so mean_n ||x||^2 = D (see the module docstring)
+    seed: int = 0  # initialisation, batch order, resampling draws
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
+
+
+# The original study's settings: hidden 3x input, ReLU, unit-norm decoder directions, MSE + 3e-4 L1,
+# Adam 1e-3 with StepLR(10, 0.5), 100 epochs, batch 32 (it trained on 10k test-set activations).
+ORIGINAL = SAEConfig(expansion=3.0, activation="relu", l1_coef=3e-4, lr=1e-3, lr_step=10, lr_gamma=0.5,
+                     epochs=100, batch_size=32, resample_every=None)
+
+
+class SparseAutoencoder(nn.Module):
+    """h = act(W_enc (x / scale - b_dec) + b_enc);  x_hat = scale * (W_dec h + b_dec).
+
+    b_dec is the pre-encoder bias tied to the decoder bias; the columns of W_dec (D, F) are the dictionary
+    directions, kept at unit L2 norm by `fit_sae`."""
+
+    def __init__(self, d_in: int, n_features: int, activation: str = "relu", k: int = 32,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        w = F.normalize(torch.randn(d_in, n_features, generator=generator), dim=0)  # (D, F), unit columns
+        self.W_dec = nn.Parameter(w)
+        self.W_enc = nn.Parameter(w.T.clone())  # (F, D): starts as the transpose (Bricken; Gao)
+        self.b_enc = nn.Parameter(torch.zeros(n_features))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.activation, self.k = activation, k
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) in layer units -> (B, F) >= 0
+        pre = F.linear(x / self.scale - self.b_dec, self.W_enc, self.b_enc)
+        if self.activation == "topk":
+            vals, idx = pre.topk(min(self.k, pre.shape[1]), dim=1)
+            return torch.zeros_like(pre).scatter(1, idx, F.relu(vals))
+        return F.relu(pre)
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, D) in layer units
+        return (h @ self.W_dec.T + self.b_dec) * self.scale
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encode(x)
+        return self.decode(h), h
+
+
+@torch.no_grad()
+def normalize_decoder(sae: SparseAutoencoder) -> None:
+    sae.W_dec.div_(sae.W_dec.norm(dim=0, keepdim=True).clamp_min(1e-8))
+
+
+@torch.no_grad()
+def project_decoder_grad(sae: SparseAutoencoder) -> None:
+    """Remove the gradient's component along each unit column, so a step changes direction, not norm."""
+    if sae.W_dec.grad is not None:
+        g, w = sae.W_dec.grad, sae.W_dec
+        g.sub_(w * (g * w).sum(0, keepdim=True))
+
+
+def sae_loss(sae: SparseAutoencoder, x: torch.Tensor,
+             l1_coef: float) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """x: (B, D) layer units. MSE in normalised units (x / scale; mean over vectors and dims) + l1_coef *
+    mean_n sum_f h; also the parts (floats) and the codes h (B, F)."""
+    h = sae.encode(x)
+    mse = ((sae.decode(h) - x) / sae.scale).pow(2).mean()
+    l1 = h.sum(1).mean()  # h >= 0; the unit-norm columns make sum_f h_f ||d_f|| = sum_f h_f
+    coef = l1_coef if sae.activation == "relu" else 0.0
+    parts = {"mse": mse.item(), "l1": l1.item(), "l0": (h > 0).sum(1).float().mean().item()}
+    return mse + coef * l1, parts, h
+
+
+@torch.no_grad()
+def resample_dead(sae: SparseAutoencoder, x: torch.Tensor, dead: torch.Tensor,
+                  optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
+                  batch_size: int = 4096) -> int:
+    """Bricken et al. (2023) resampling of the `dead` (F,) bool features on x (N, D, layer units):
+    draw vectors with probability proportional to their squared reconstruction loss; the decoder column
+    becomes the unit direction of (x - b_dec), the encoder row that direction times 0.2 x the mean encoder
+    row norm of live features, the encoder bias 0, and Adam's moments for them are reset. Returns the
+    count."""
+    idx = dead.nonzero().flatten()
+    if len(idx) == 0:
+        return 0
+    loss = torch.cat([(sae(b)[0] - b).div(sae.scale).pow(2).sum(1) for b in x.split(batch_size)])  # (N,)
+    weights = loss.pow(2) + 1e-12
+    picks = torch.multinomial(weights / weights.sum(), len(idx), replacement=True, generator=generator)
+    directions = F.normalize(x[picks] / sae.scale - sae.b_dec, dim=1)  # (n_dead, D), what encode sees
+    alive = ~dead
+    enc_norm = sae.W_enc[alive].norm(dim=1).mean().item() if alive.any() else 1.0
+    sae.W_dec[:, idx] = directions.T
+    sae.W_enc[idx] = directions * 0.2 * enc_norm
+    sae.b_enc[idx] = 0.0
+    if optimizer is not None:
+        reset_adam(optimizer, sae, idx)
+    return len(idx)
+
+
+def reset_adam(optimizer: torch.optim.Optimizer, sae: SparseAutoencoder, idx: torch.Tensor) -> None:
+    """Zero Adam's moments of the features idx (encoder rows and biases, decoder columns)."""
+    for p, dim in ((sae.W_enc, 0), (sae.b_enc, 0), (sae.W_dec, 1)):
+        state = optimizer.state.get(p, {})
+        for moment in ("exp_avg", "exp_avg_sq"):
+            if moment in state:
+                state[moment].index_fill_(dim, idx, 0.0)
+
+
+def init_sae(x: torch.Tensor, cfg: SAEConfig) -> SparseAutoencoder:
+    """A new SAE for x (N, D): seeded directions, scale from the data, b_dec at the (normalised) data mean."""
+    n_features, gen = max(1, round(cfg.expansion * x.shape[1])), torch.Generator().manual_seed(cfg.seed)
+    sae = SparseAutoencoder(x.shape[1], n_features, cfg.activation, cfg.k, generator=gen)
+    with torch.no_grad():
+        if cfg.normalize:
+            sae.scale.fill_(x.pow(2).sum(1).mean().div(x.shape[1]).sqrt().clamp_min(1e-8).item())
+        sae.b_dec.copy_(x.mean(0) / sae.scale)
+    return sae.to(x.device)
+
+
+def fit_sae(acts: torch.Tensor, cfg: SAEConfig = ORIGINAL, sae: SparseAutoencoder | None = None,
+            device: str | torch.device | None = None) -> tuple[SparseAutoencoder, pd.DataFrame]:
+    """Train an SAE (a new one, or continue `sae`) on acts (N, D) in layer units; returns it in eval mode
+    and the per-epoch history (loss, mse, l1, l0, dead fraction, resampled features, lr)."""
+    x = acts.float().to(device or acts.device)
+    sae = init_sae(x, cfg) if sae is None else sae.to(x.device)
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=True)  # fused: ~1.3x faster on CPU
+    sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_step, cfg.lr_gamma)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rows = []
+    for epoch in tqdm(range(1, cfg.epochs + 1), desc="SAE epochs", disable=not cfg.progress, leave=False):
+        sae.train()
+        fired, sums, steps = torch.zeros(sae.b_enc.shape, dtype=torch.bool, device=x.device), {}, 0
+        for index in torch.randperm(len(x), generator=gen).split(cfg.batch_size):
+            loss, parts, h = sae_loss(sae, x[index], cfg.l1_coef)
+            fired |= (h > 0).any(0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            project_decoder_grad(sae)
+            opt.step()
+            normalize_decoder(sae)
+            sums = {k: sums.get(k, 0.0) + v for k, v in {"loss": loss.item(), **parts}.items()}
+            steps += 1
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        resample = cfg.resample_every and epoch % cfg.resample_every == 0 and epoch <= cfg.epochs / 2
+        n_new = resample_dead(sae, x, ~fired, opt, gen) if resample else 0
+        rows.append({"epoch": epoch, **{k: v / steps for k, v in sums.items()},
+                     "dead_fraction": 1 - fired.float().mean().item(), "resampled": n_new, "lr": lr})
+    return sae.eval(), pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def encode(sae: SparseAutoencoder, acts: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Feature activations (N, F) of acts (N, D), in batches, on acts' device."""
+    device = sae.b_dec.device
+    return torch.cat([sae.encode(b.float().to(device)).to(acts.device) for b in acts.split(batch_size)])
+
+
+def l0(h: torch.Tensor) -> float:
+    """Mean number of non-zero features per vector; h (N, F)."""
+    return (h > 0).sum(1).float().mean().item()
+
+
+def fve(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """1 - sum of squared residuals / sum of squared deviations from the per-dimension mean; x (N, D)."""
+    x, x_hat = x.double(), x_hat.double()
+    return 1.0 - ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-30)).item()
+
+
+def dead_fraction(h: torch.Tensor) -> float:
+    """Share of features that are zero on every vector; h (N, F)."""
+    return 1.0 - (h > 0).any(0).float().mean().item()
+
+
+@torch.no_grad()
+def sae_metrics(sae: SparseAutoencoder, acts: torch.Tensor) -> dict[str, float]:
+    """L0, FVE and dead fraction of `sae` on acts (N, D), plus the feature count."""
+    h = encode(sae, acts)
+    x_hat = torch.cat([sae.decode(b.to(sae.b_dec.device)).cpu() for b in h.split(4096)])
+    return {"features": h.shape[1], "l0": l0(h), "fve": fve(acts.cpu(), x_hat),
+            "dead_fraction": dead_fraction(h)}
+
+
+@torch.no_grad()
+def splice_accuracy(model: nn.Module, layer: str, sae: SparseAutoencoder, ds: ImageSet,
+                    n: int | None = None, batch_size: int = 256) -> dict[str, float]:
+    """Top-1 on the first n images of ds as is and with the layer's tensor replaced by the SAE's
+    reconstruction (same shape), and accuracy kept = spliced / original."""
+    loader = make_loader(ds.subset(min(n or len(ds), len(ds))), batch_size, train=False,
+                         device=next(model.parameters()).device)
+    top1 = evaluate(model, loader, amp=False)["top1"]
+    splice = lambda t: sae(t.flatten(1).float())[0].reshape(t.shape).to(t.dtype)
+    with hooked(model, layer, splice):
+        spliced = evaluate(model, loader, amp=False)["top1"]
+    return {"top1": top1, "top1_spliced": spliced, "accuracy_kept": spliced / top1 if top1 > 0 else math.nan}
+
+
+@dataclass(frozen=True)
+class FeatureMatch:
+    best: torch.Tensor  # (Fa,) best Pearson r of each A feature with any B feature; NaN: A feature constant
+    index: torch.Tensor  # (Fa,) int64, the B feature that gives it; -1 for constant A features
+    n_constant_b: int  # constant B features (never matched)
+
+    def summary(self) -> dict[str, float]:
+        """Over A's non-constant features: mean, median, share of best r above 0.5 and 0.8; counts."""
+        r = self.best[~self.best.isnan()].double()
+        stats = dict.fromkeys(("mean", "median", "share_above_0.5", "share_above_0.8"), math.nan)
+        if len(r):
+            stats = {"mean": r.mean().item(), "median": r.median().item(),
+                     "share_above_0.5": (r > 0.5).double().mean().item(),
+                     "share_above_0.8": (r > 0.8).double().mean().item()}
+        counts = {"features": len(self.best), "constant_a": len(self.best) - len(r)}
+        return {**stats, **counts, "constant_b": self.n_constant_b}
+
+
+def standardize(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h - mean) / std per column (population std), zero for constant columns; and the constant mask."""
+    h = h.double()
+    centred = h - h.mean(0)
+    std = centred.pow(2).mean(0).sqrt()
+    constant = std <= 1e-12 * h.abs().amax(0).clamp_min(1.0)
+    return torch.where(constant, 0.0, centred / std.clamp_min(1e-300)), constant
+
+
+@torch.no_grad()
+def match_features(acts_a: torch.Tensor, acts_b: torch.Tensor, chunk: int = 1024) -> FeatureMatch:
+    """For each feature (column) of acts_a (N, Fa), the largest Pearson r with any column of acts_b (N, Fb),
+    over the same N images in the same order. Standardised in float64, correlated in float32 (r to ~1e-6),
+    `chunk` A columns at a time."""
+    if acts_a.shape[0] != acts_b.shape[0]:
+        raise ValueError(f"need the same images: {acts_a.shape[0]} vs {acts_b.shape[0]} rows")
+    (za, const_a), (zb, const_b) = standardize(acts_a), standardize(acts_b)
+    za, zb = za.float(), zb.float()
+    best, index = [], []
+    for block in za.T.split(chunk):  # (c, N)
+        r = block @ zb / za.shape[0]  # (c, Fb) Pearson r; 0 against constant B columns
+        r[:, const_b] = -math.inf
+        value, arg = r.max(1)
+        best.append(value)
+        index.append(arg)
+    best, index = torch.cat(best).float(), torch.cat(index)
+    best[const_a | ~torch.isfinite(best)] = math.nan
+    index[best.isnan()] = -1
+    return FeatureMatch(best, index, int(const_b.sum()))
+
+
+def class_selectivity(h: torch.Tensor, labels: torch.Tensor, num_classes: int) -> pd.DataFrame:
+    """Per feature (h (N, F)), the class it signals best, by Youden's J = sensitivity + specificity - 1 with
+    "fires" = h > 0: sensitivity = P(fires | class), specificity = P(silent | any other class).
+    Columns: feature, density (share of images it fires on), class_index, sensitivity, specificity, youden."""
+    fires = (h > 0).double()  # (N, F)
+    onehot = F.one_hot(labels, num_classes).double()  # (N, K)
+    per_class = onehot.sum(0).clamp_min(1)[:, None]  # (K, 1) images per class
+    sens = onehot.T @ fires / per_class  # (K, F) P(fires | class k)
+    fp = (fires.sum(0) - onehot.T @ fires) / (len(labels) - per_class).clamp_min(1)  # P(fires | not k)
+    j = sens - fp  # sensitivity + specificity - 1
+    best = j.argmax(0)
+    cols = torch.arange(h.shape[1])
+    return pd.DataFrame({"feature": cols.numpy(), "density": fires.mean(0).numpy(),
+                         "class_index": best.numpy(), "sensitivity": sens[best, cols].numpy(),
+                         "specificity": (1 - fp[best, cols]).numpy(), "youden": j[best, cols].numpy()})
+
+
+@torch.no_grad()
+def logit_weights(sae: SparseAutoencoder, head: nn.Linear) -> torch.Tensor:
+    """(K, F): the change of each logit per unit of each feature when the SAE sits at the head's input, i.e.
+    the decoder directions (in layer units) mapped through the head's weight."""
+    return (head.weight.float() @ (sae.W_dec * sae.scale).to(head.weight.device)).cpu()
+
+
+def compare_dictionaries(codes: dict[str, torch.Tensor], seed_codes: dict[str, torch.Tensor],
+                         random_codes: dict[str, torch.Tensor]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Prediction 2's matchings on the same images. codes / seed_codes: model -> (N, F) codes of two SAEs
+    (different seeds) on the trained model; random_codes: of an SAE on the untrained model. Every model pair
+    (a, b), both directions: cross (a -> b), ceiling (a -> a's second seed), floor (a -> untrained b).
+    Returns (a row per comparison with match summary, a row per A feature with its best r)."""
+    ceilings = {a: match_features(codes[a], seed_codes[a]) for a in codes}
+    rows, features = [], []
+    for a, b in ((a, b) for a in codes for b in codes if a != b):
+        for kind, m in (("cross", match_features(codes[a], codes[b])), ("ceiling", ceilings[a]),
+                        ("floor", match_features(codes[a], random_codes[b]))):
+            rows.append({"source": a, "target": b, "kind": kind, **m.summary()})
+            features.append(pd.DataFrame({"source": a, "target": b, "kind": kind, "best_r": m.best.numpy()}))
+    return pd.DataFrame(rows), pd.concat(features, ignore_index=True)
+
+
+def prediction2(table: pd.DataFrame, threshold: float = 0.5, stat: str = "mean") -> pd.DataFrame:
+    """Per unordered pair, from compare_dictionaries' table: cross, ceiling and floor `stat` averaged over
+    both directions, the share of the floor-to-ceiling gap the cross-model value closes, and whether it
+    reaches `threshold` (Prediction 2: both families learn similar features)."""
+    t = table.assign(pair=[" - ".join(sorted(p)) for p in zip(table.source, table.target, strict=True)])
+    wide = t.pivot_table(index="pair", columns="kind", values=stat, aggfunc="mean")
+    out = wide[["cross", "ceiling", "floor"]].reset_index().rename_axis(columns=None)
+    gap = out.ceiling - out.floor
+    out["gap_closed"] = np.where(gap > 0, (out.cross - out.floor) / gap.where(gap > 0, 1), np.nan)
+    out["holds"] = out.gap_closed >= threshold
+    return out
