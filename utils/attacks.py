@@ -1,0 +1,302 @@
+"""Adversarial attacks in [0, 1] pixel space: FGSM, PGD (L-inf, L2), AutoAttack, robust accuracy, transfer.
+
+    x_adv = pgd(model, x, y, eps=8/255, norm="linf", steps=10)           # (B, C, H, W) in [0, 1]
+    x_adv = fgsm(model, x, y, eps=8/255)
+    x_adv, log = autoattack(model, x, y, eps=8/255, norm="linf", return_log=True)
+    robust_accuracy(model, loader, pgd, [0, 2/255, 8/255], steps=10)  # DataFrame: attack, eps, top1, top5
+    autoattack_report(model, loader, 8/255)                            # DataFrame: top1 after each attack
+    transfer_matrix({"mlp": m1, "cnn": m2}, loader, pgd, 8/255)       # DataFrame: a row per source x target
+
+Every model of this project takes [0, 1] images (normalisation is its first module), so attacks work in
+pixel space and clip to [0, 1]. Each attack runs the model in eval mode and restores its mode afterwards,
+and takes gradients with respect to the input only: the parameters' requires_grad flags are switched off
+for the attack (a smaller graph; nothing ever lands in `.grad`) and restored. fgsm and pgd with
+random_start=False compute what torchattacks' FGSM / PGD / PGDL2 compute (tests/test_attacks.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchattacks
+from tqdm.auto import tqdm
+
+NORMS = ("linf", "l2")
+# The "standard" AutoAttack of Croce & Hein (2020), in the order it runs them: APGD with cross-entropy,
+# targeted APGD (DLR loss, 9 target classes), targeted FAB (9 targets), Square (black-box, 5000 queries).
+AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
+Attack = Callable[..., torch.Tensor]  # attack(model, x, y, eps, **kw) -> x_adv
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@contextmanager
+def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and frozen parameters inside; the previous mode and requires_grad flags restored after."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _check(eps: float, norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {norm!r}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0; got {eps}")
+
+
+def loss_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d loss / d x (B, C, H, W), logits at x (B, classes)) for the summed cross-entropy, so that an image's
+    gradient does not depend on the batch size. targeted: the loss is -CE(target y), i.e. the gradient
+    points towards the target class."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x).float()
+    loss = F.cross_entropy(logits, y, reduction="sum")
+    (grad,) = torch.autograd.grad(-loss if targeted else loss, x)
+    return grad, logits.detach()
+
+
+def _flat_norm(t: torch.Tensor) -> torch.Tensor:
+    """Per-image L2 norm, shaped (B, 1, 1, 1) to broadcast."""
+    return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.ndim - 1)))
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """x_adv pulled back into the eps-ball around x (L-inf: clamp; L2: rescale), then into [0, 1]."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        delta = delta * torch.clamp(eps / _flat_norm(delta).clamp_min(1e-12), max=1.0)
+    return (x + delta).clamp(0, 1)
+
+
+def step(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Steepest-ascent direction of unit size in the norm: sign (L-inf) or grad / ||grad||_2 (L2)."""
+    return grad.sign() if norm == "linf" else grad / (_flat_norm(grad) + 1e-10)
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, seed: int | None = None) -> torch.Tensor:
+    """A random point of the eps-ball around x, clipped to [0, 1]: uniform per pixel (L-inf); a uniform
+    direction at radius eps * U(0, 1) (L2, torchattacks' convention). Drawn on the CPU from `seed` (None:
+    torch's global generator), so a seed gives the same start on any device."""
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
+    shape = x.shape
+    if norm == "linf":
+        delta = (torch.rand(shape, generator=gen) * 2 - 1) * eps
+    else:
+        direction = torch.randn(shape, generator=gen)
+        radius = torch.rand((shape[0],) + (1,) * (len(shape) - 1), generator=gen)
+        delta = direction / _flat_norm(direction) * radius * eps
+    return (x + delta.to(x.device, x.dtype)).clamp(0, 1)
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, targeted: bool = False
+         ) -> torch.Tensor:
+    """Fast gradient sign method (Goodfellow et al. 2015): x + eps * sign(grad), clipped to [0, 1].
+    x: (B, C, H, W) in [0, 1] on the model's device; y: (B,) labels (targets when targeted)."""
+    _check(eps, "linf")
+    if eps == 0:
+        return x.detach().clone()
+    with attack_mode(model):
+        return (x + eps * loss_grad(model, x, y, targeted)[0].sign()).clamp(0, 1).detach()
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "linf",
+        steps: int = 10, step_size: float | None = None, random_start: bool = True, targeted: bool = False,
+        seed: int | None = None, early_stop: bool = False) -> torch.Tensor:
+    """Projected gradient descent (Madry et al. 2018) on the cross-entropy, L-inf or L2 ball of radius eps.
+
+    step_size: per step, in the norm's units (default 2.5 * eps / steps, Madry et al.); every step is
+    projected to the eps-ball and to [0, 1]; the last iterate is returned. random_start: begin at a random
+    point of the ball (seeded by `seed`). targeted: y are target classes and the loss is minimised.
+    early_stop: an image stays at the first iterate the model gets wrong (reaches the target) and is not
+    computed further: the same robust accuracy up to iterates that later turn right again (which then
+    count as broken), at a fraction of the cost for models that break early. Off: torchattacks' PGD.
+    """
+    _check(eps, norm)
+    if eps == 0:
+        return x.detach().clone()
+    step_size = 2.5 * eps / max(steps, 1) if step_size is None else step_size
+    x = x.detach()
+    x_adv = _random_start(x, eps, norm, seed) if random_start else x.clone()  # (B, C, H, W), the output
+    idx, cur, x0, y0 = torch.arange(len(x), device=x.device), x_adv.clone(), x, y  # rows still attacked
+    with attack_mode(model):
+        for _ in range(steps):
+            grad, logits = loss_grad(model, cur, y0, targeted)
+            if early_stop:
+                going = (logits.argmax(1) == y0) != targeted  # untargeted: still right; targeted: not there
+                if not going.all():  # keep the finished rows' iterate, attack on with the rest
+                    x_adv[idx] = cur
+                    idx, cur, x0, y0, grad = idx[going], cur[going], x0[going], y0[going], grad[going]
+                    if len(idx) == 0:
+                        break
+            cur = project(cur + step_size * step(grad, norm), x0, eps, norm)
+    x_adv[idx] = cur
+    return x_adv
+
+
+_random_start = random_start  # pgd's keyword `random_start` shadows the function inside pgd
+
+
+# ---------------------------------------------------------------- AutoAttack (torchattacks)
+
+
+def _torchattacks_attack(name: str, model: nn.Module, eps: float, norm: str, n_classes: int, steps: int,
+                         n_queries: int, seed: int) -> torchattacks.attack.Attack:
+    """One member of AutoAttack as torchattacks builds it (its own AutoAttack uses steps=10)."""
+    kw = dict(norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, seed=seed, n_restarts=1)
+    if name == "apgd-ce":
+        return torchattacks.APGD(model, steps=steps, loss="ce", **kw)
+    if name == "apgd-t":
+        return torchattacks.APGDT(model, steps=steps, n_classes=n_classes, **kw)
+    if name == "fab-t":
+        return torchattacks.FAB(model, steps=steps, multi_targeted=True, n_classes=n_classes, **kw)
+    return torchattacks.Square(model, n_queries=n_queries, **kw)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits (B, classes) in eval mode, the model's mode restored."""
+    with attack_mode(model):
+        return model(x).float()
+
+
+def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf", *,
+               attacks: Sequence[str] = AUTOATTACK_STANDARD, steps: int = 100, n_queries: int = 5000,
+               seed: int = 0, return_log: bool = False):
+    """AutoAttack (Croce & Hein 2020) through torchattacks: `attacks` run in order, each on the images
+    that are still classified correctly, and an image keeps the first adversarial found for it.
+
+    steps: iterations of APGD, APGD-T and FAB (100 in the original; torchattacks' AutoAttack uses 10);
+    n_queries: Square's budget. Returns x_adv, or (x_adv, log) with return_log: a dict, for "clean" and
+    each attack in order, of how many images are still classified correctly after it (the attacks that
+    ran, and what each added). torchattacks seeds torch's global generator; its state is restored here.
+    """
+    _check(eps, norm)
+    unknown = [a for a in attacks if a not in AUTOATTACK_STANDARD]
+    if unknown:
+        raise ValueError(f"unknown AutoAttack member {unknown}; members: {', '.join(AUTOATTACK_STANDARD)}")
+    x, y = x.detach(), y.detach()
+    robust = predict(model, x).argmax(1) == y  # (B,) bool: not broken yet
+    x_adv, log = x.clone(), {"clean": int(robust.sum())}
+    n_classes = predict(model, x[:1]).shape[1]
+    with attack_mode(model), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        for name in attacks:
+            idx = robust.nonzero().flatten()
+            if len(idx) > 0 and eps > 0:
+                atk = _torchattacks_attack(name, model, eps, norm, n_classes, steps, n_queries, seed)
+                adv = atk(x[idx], y[idx]).to(x.device)
+                broken = predict(model, adv).argmax(1) != y[idx]
+                x_adv[idx[broken]], robust[idx[broken]] = adv[broken], False
+            log[name] = int(robust.sum())
+    return (x_adv, log) if return_log else x_adv
+
+
+# ---------------------------------------------------------------- evaluation over a loader
+
+
+def _bar(loader: Iterable, per_batch: int, desc: str, progress: bool) -> tqdm:
+    """A progress bar over `per_batch` units of work (eps values, source models) per batch of the loader."""
+    total = len(loader) * per_batch if hasattr(loader, "__len__") else None
+    return tqdm(total=total, desc=desc, leave=False, disable=not progress)
+
+
+def _topk_hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """(top-1 hits, top-5 hits) in a batch; top-5 is top-min(5, classes)."""
+    topk = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
+    return int((topk[:, 0] == y).sum()), int((topk == y[:, None]).any(1).sum())
+
+
+def robust_accuracy(model: nn.Module, loader: Iterable, attack: Attack, eps_list: Sequence[float], *,
+                    progress: bool = True, **kw) -> pd.DataFrame:
+    """Top-1 and top-5 accuracy on `attack(model, x, y, eps, **kw)` images for each eps: one row per eps
+    (columns attack, eps, top1, top5, n). loader: (x in [0, 1], y) batches; one pass, every eps per batch."""
+    device, eps_list, name = model_device(model), list(eps_list), getattr(attack, "__name__", str(attack))
+    hits = torch.zeros(len(eps_list), 2, dtype=torch.long)  # (eps, [top1, top5])
+    n = 0
+    with _bar(loader, len(eps_list), name, progress) as bar:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            for i, eps in enumerate(eps_list):
+                hits[i] += torch.tensor(_topk_hits(predict(model, attack(model, x, y, eps, **kw)), y))
+                bar.update()
+            n += len(y)
+    acc = (hits.double() / max(n, 1)).tolist()
+    return pd.DataFrame([{"attack": name, "eps": eps, "top1": a[0], "top5": a[1], "n": n}
+                         for eps, a in zip(eps_list, acc, strict=True)])
+
+
+def autoattack_report(model: nn.Module, loader: Iterable, eps: float, norm: str = "linf", *,
+                      progress: bool = True, **kw) -> pd.DataFrame:
+    """Which AutoAttack members ran and what each did: one row for "clean" and one per attack, with the
+    top-1 accuracy after it (cumulative: an image counts as broken once any attack so far broke it)."""
+    device, total, n = model_device(model), {}, 0
+    with _bar(loader, 1, "autoattack", progress) as bar:
+        for x, y in loader:
+            _, log = autoattack(model, x.to(device), y.to(device), eps, norm, return_log=True, **kw)
+            total = {k: total.get(k, 0) + v for k, v in log.items()}
+            n += len(y)
+            bar.update()
+    return pd.DataFrame([{"stage": i, "attack": k, "norm": norm, "eps": eps, "top1": v / max(n, 1), "n": n}
+                         for i, (k, v) in enumerate(total.items())])
+
+
+def _transfer_counts(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, attack: Attack,
+                     eps: float, bar: tqdm, **kw) -> dict[tuple[str, str], torch.Tensor]:
+    """Per (source, target), for one batch: [target right on the clean image, target right on the source's
+    x_adv, eligible, transferred]. eligible: the target is right on the clean image and the attack breaks
+    the source (the source is right on the clean image and wrong on x_adv); transferred: eligible and the
+    target is wrong on x_adv."""
+    on = {k: (x.to(model_device(m)), y.to(model_device(m))) for k, m in models.items()}
+    right = lambda k, images: (predict(models[k], images.to(on[k][0].device)).argmax(1) == on[k][1]).cpu()
+    clean = {k: right(k, x) for k in models}  # (B,) bool per model
+    counts = {}
+    for s, source in models.items():
+        x_adv = attack(source, *on[s], eps, **kw)
+        adv = {t: right(t, x_adv) for t in models}
+        broken = clean[s] & ~adv[s]
+        for t in models:
+            eligible = broken & clean[t]
+            moved = eligible & ~adv[t]
+            counts[s, t] = torch.tensor([clean[t].sum(), adv[t].sum(), eligible.sum(), moved.sum()])
+        bar.update()
+    return counts
+
+
+def transfer_matrix(models: Mapping[str, nn.Module], loader: Iterable, attack: Attack, eps: float, *,
+                    progress: bool = True, **kw) -> pd.DataFrame:
+    """Craft `attack(source, x, y, eps, **kw)` on each source model, evaluate on each target: one row per
+    (source, target) with target_clean_top1, target_adv_top1 (the target's accuracy on the source's
+    adversarial images), n_eligible (images the target gets right when clean and the attack breaks on the
+    source) and transfer_rate (the fraction of those the target gets wrong; NaN when none is eligible).
+    On the diagonal the transfer rate is 1 by construction."""
+    totals = {(s, t): torch.zeros(4, dtype=torch.long) for s in models for t in models}
+    n = 0
+    with _bar(loader, len(models), "transfer", progress) as bar:
+        for x, y in loader:
+            for key, c in _transfer_counts(models, x, y, attack, eps, bar, **kw).items():
+                totals[key] += c
+            n += len(y)
+    name, rows = getattr(attack, "__name__", str(attack)), []
+    for (s, t), (clean, adv, eligible, moved) in ((k, v.tolist()) for k, v in totals.items()):
+        rows.append({"source": s, "target": t, "attack": name, "eps": eps, "n": n,
+                     "target_clean_top1": clean / max(n, 1), "target_adv_top1": adv / max(n, 1),
+                     "n_eligible": eligible, "transfer_rate": moved / eligible if eligible else float("nan")})
+    return pd.DataFrame(rows)
