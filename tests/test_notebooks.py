@@ -8,7 +8,7 @@ import pytest
 from utils import run_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(p.name for p in ROOT.glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = [p.name for p in run_notebooks.find_notebooks(ROOT)]
 
 if NOTEBOOKS:
 

@@ -26,15 +26,14 @@ import torch.nn.functional as F
 import torchattacks
 from tqdm.auto import tqdm
 
+from .models import model_device
+
 NORMS = ("linf", "l2")
 # The "standard" AutoAttack of Croce & Hein (2020), in the order it runs them: APGD with cross-entropy,
 # targeted APGD (DLR loss, 9 target classes), targeted FAB (9 targets), Square (black-box, 5000 queries).
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 Attack = Callable[..., torch.Tensor]  # attack(model, x, y, eps, **kw) -> x_adv
 
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @contextmanager

@@ -14,7 +14,7 @@ one with another key is moved aside to `<run>.replaced-<time>/` (never deleted) 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -135,7 +135,7 @@ def get_or_train(
     freeze_except(net, recipe.trainable)
     folder.mkdir(parents=True, exist_ok=True)
     save_json(key, folder / "store.json")
-    cfg = train.TrainConfig(**{**asdict(recipe.train), "checkpoint_dir": str(folder), "progress": progress})
+    cfg = replace(recipe.train, checkpoint_dir=str(folder), progress=progress)
     train.fit(net, *train.make_loaders(train_ds, test_ds, cfg, device=device), cfg)
     return net.eval()
 

@@ -41,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from tqdm.auto import tqdm
 
 from . import models
+from .models import model_device
 
 MODES = ("fp32", "bf16", "compile", "channels_last")
 Shape = Sequence[int]  # one sample's shape, e.g. (C, H, W); the batch dimension is added here
@@ -60,9 +61,6 @@ def param_bytes(model: nn.Module, buffers: bool = False) -> int:
     tensors = list(model.parameters()) + (list(model.buffers()) if buffers else [])
     return sum(t.numel() * t.element_size() for t in tensors)
 
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def count_flops(model: nn.Module, input_shape: Shape, batch_size: int = 1) -> int:

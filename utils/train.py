@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from .data import Augment, ImageSet, default_augment, make_loader
 from .data.loaders import epoch_seed
+from .models import model_device
 from .results import atomic_write, checkpoints_root, environment, save_json
 
 OPTIMIZERS = ("adamw", "sgd", "lion", "lamb")
@@ -139,9 +140,6 @@ def autocast(device: torch.device, cfg_amp: bool):
     """bf16 autocast on CUDA when asked; a no-op context elsewhere."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg_amp and device.type == "cuda")
 
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @torch.no_grad()

@@ -46,6 +46,11 @@ class InputAdapter(nn.Module):
         return f"size={self.size}, out_chans={self.out_chans}"
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's (first) parameter."""
+    return next(model.parameters()).device
+
+
 def _apply_input(module: nn.Module, args: tuple) -> tuple:
     return (module.input(args[0]), *args[1:])
 
