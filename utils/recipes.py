@@ -22,7 +22,7 @@ class Recipe:
     trainable: str | None = None  # only parameters under this module name train (e.g. "head"); None: all
     train_subset: int | None = None  # first n training images, at most the profile's; None: the profile's
     fallback: str | None = None  # the run to use instead when pretrained weights are unreachable (offline)
-    note: str = ""  # where the recipe comes from, for the model card and the notebook
+    note: str = ""  # where the recipe comes from; printed by the 01 notebook (not part of the store key)
 
 
 def default_recipe(profile: str) -> Recipe:
