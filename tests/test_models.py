@@ -72,7 +72,6 @@ def test_input_adapter_normalises_and_resizes():
     "name,side,chans",
     [
         ("mlp_b6_wi512", 64, 1),
-        ("vit_small_patch16_224", 224, 3),
         ("resnet18_cifar", 28, 1),
         ("mlp_b4_wi256", 28, 1),
     ],
@@ -246,18 +245,41 @@ def test_timm_style_checkpoint_without_input_stage(tmp_path):
     assert model.head.weight.shape == (10, 32)
 
 
-def test_pretrained_offline_message(monkeypatch):
+PRETRAINED_HUB_IDS = {
+    "vit_small_patch16_224": "timm/vit_small_patch16_224.augreg_in21k_ft_in1k",
+    "swin_tiny_patch4_window7_224": "timm/swin_tiny_patch4_window7_224.ms_in1k",
+    "tnt_s_patch16_224": "timm/tnt_s_patch16_224.in1k",
+    "mixer_b16_224": "timm/mixer_b16_224.goog_in21k_ft_in1k",
+}
+
+
+@pytest.mark.parametrize("arch", list(PRETRAINED_HUB_IDS))
+def test_pretrained_offline_message(monkeypatch, arch):
     import timm.models._hub
 
     def offline(*args, **kwargs):
         raise ConnectionError("no route to huggingface.co")
 
     monkeypatch.setattr(timm.models._hub, "hf_hub_download", offline)
-    with pytest.raises(RuntimeError, match="unreachable") as err:
-        models.create_model("vit_small_patch16_224", pretrained=True)
+    with torch.device("meta"), pytest.raises(models.WeightsUnreachable, match="unreachable") as err:
+        models.create_model(arch, pretrained=True)
     msg = str(err.value)
     assert "checkpoint=" in msg and "model.safetensors" in msg
-    assert "timm/vit_small_patch16_224.augreg_in21k_ft_in1k" in msg
+    assert PRETRAINED_HUB_IDS[arch] in msg
+
+
+def test_pretrained_archs_take_small_grey_images_and_use_the_weights_statistics():
+    assert sorted(models.vit.PRETRAINED_224) == sorted(PRETRAINED_HUB_IDS)
+    model = models.create_model("swin_tiny_patch4_window7_224", num_classes=10, in_chans=1, img_size=28,
+                                mean=(0.286,), std=(0.353,)).eval()
+    assert model.input.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])  # ImageNet's, not ours
+    grey = torch.rand(2, 1, 28, 28)
+    assert model.input(grey).shape == (2, 3, 224, 224)
+    with torch.no_grad():
+        out = model(grey)
+        rgb = model(grey.expand(-1, 3, -1, -1))  # grey repeated to RGB by hand: the same logits
+    assert out.shape == (2, 10)
+    torch.testing.assert_close(out, rgb)
 
 
 def test_paper_pretrained_offline_message(monkeypatch, tmp_path):
@@ -268,7 +290,7 @@ def test_paper_pretrained_offline_message(monkeypatch, tmp_path):
 
     monkeypatch.setattr(gdown, "download", offline)
     monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(tmp_path))
-    with torch.device("meta"), pytest.raises(RuntimeError, match="could not download") as err:
+    with torch.device("meta"), pytest.raises(models.WeightsUnreachable, match="could not download") as err:
         models.create_model("mlp_b6_wi512", pretrained=True)
     assert "checkpoint=" in str(err.value) and "1QV3a99UT8llfh9zDDuNKWDH_5c6S_YT5" in str(err.value)
     with pytest.raises(ValueError, match="in21k_cifar10"):

@@ -101,8 +101,20 @@ def test_unreachable_pretrained_weights_fall_back(monkeypatch, data_root):
     monkeypatch.setitem(recipes.RECIPES, ("smoke", "vit_small_patch16_224"), offline)
 
     def no_hub(*a, **kw):
-        raise RuntimeError("hub unreachable")
+        raise store.models.WeightsUnreachable("hub unreachable")
 
     monkeypatch.setattr(store.models, "create_model", no_hub)
     assert store.resolve("vit_small_patch16_224", "synthetic", "smoke") == "test_vit"
     assert store.resolve("test_mlp", "synthetic", "smoke") == "test_mlp"  # nothing pretrained: as it is
+
+
+def test_other_build_errors_are_not_taken_for_offline(monkeypatch, data_root):
+    monkeypatch.setitem(recipes.RECIPES, ("smoke", "vit_small_patch16_224"),
+                        Recipe(RECIPE.train, pretrained=True, fallback="test_vit"))
+
+    def out_of_memory(*a, **kw):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(store.models, "create_model", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        store.resolve("vit_small_patch16_224", "synthetic", "smoke")

@@ -69,6 +69,13 @@ _FULL_ZOO = Recipe(
     ),
     note="DeiT-style from scratch: AdamW, warmup + cosine, label smoothing, mixup",
 )
+# Pretrained 224x224 timm models under full: the original study's ViT-S/16 recipe (frozen backbone, new head).
+_FULL_HEAD = Recipe(
+    TrainConfig(epochs=7, batch_size=1024, eval_batch_size=1024, lr=1e-3, weight_decay=0.0, amp=True),
+    pretrained=True,
+    trainable="head",
+    note="timm ImageNet weights, frozen backbone, new linear head: AdamW, 7 epochs, batch 1024, 224x224",
+)
 
 RECIPES: dict[tuple[str, str], Recipe] = {
     **{("smoke", m): Recipe(_SMOKE, note="smoke") for m in ("test_mlp", "test_cnn", "test_vit")},
@@ -130,10 +137,8 @@ RECIPES: dict[tuple[str, str], Recipe] = {
         ),
         note="standard CIFAR ResNet-18: SGD + Nesterov momentum 0.9, wd 5e-4, lr 0.1 per 256 images, cosine",
     ),
-    ("full", "vit_small_patch16_224"): Recipe(
-        TrainConfig(epochs=7, batch_size=1024, eval_batch_size=1024, lr=1e-3, weight_decay=0.0, amp=True),
-        pretrained=True,
-        trainable="head",
+    ("full", "vit_small_patch16_224"): replace(
+        _FULL_HEAD,
         fallback="vit_small_p4",
         note="the original study: timm ImageNet weights, frozen backbone, new linear head, AdamW, 7 epochs, "
         "batch 1024, 224x224",
@@ -144,6 +149,9 @@ RECIPES: dict[tuple[str, str], Recipe] = {
         note="full fine-tuning variant of the above: every layer trains, lr 1e-4"),
     ("full", "vit_small_p4"): _FULL_ZOO,
     **{("full", m): _FULL_ZOO for m in ("swin_tiny_s", "tnt_s", "mixer_s", "perceiver", "perceiver_io")},
+    # The pretrained zoo: no fallback, the from-scratch counterparts are in the zoo above.
+    **{("full", m): _FULL_HEAD
+       for m in ("swin_tiny_patch4_window7_224", "tnt_s_patch16_224", "mixer_b16_224")},
 }
 
 

@@ -155,7 +155,7 @@ def resolve(run: str, dataset: str | None = None, profile: str | None = None) ->
             pretrained=recipe.pretrained,
         )
         return run
-    except (RuntimeError, OSError) as err:
+    except models.WeightsUnreachable as err:
         print(f"{run}: pretrained weights unavailable, using {recipe.fallback} instead.\n  {err}")
         return recipe.fallback
 

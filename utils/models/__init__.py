@@ -15,12 +15,21 @@ from pathlib import Path
 import torch.nn as nn
 
 from . import cnn, mlp, vit
-from .common import InputAdapter, attach_input, head_name, load_weights, model_device, read_state_dict
+from .common import (
+    InputAdapter,
+    WeightsUnreachable,
+    attach_input,
+    head_name,
+    load_weights,
+    model_device,
+    read_state_dict,
+)
 from .mlp import is_paper_state_dict, load_paper_state_dict
 from .registry import family, get_builder, list_models, register_model
 
 __all__ = [
     "InputAdapter",
+    "WeightsUnreachable",
     "attach_input",
     "cnn",
     "create_model",

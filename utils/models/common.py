@@ -46,6 +46,10 @@ class InputAdapter(nn.Module):
         return f"size={self.size}, out_chans={self.out_chans}"
 
 
+class WeightsUnreachable(RuntimeError):
+    """Published weights could not be downloaded (offline); the message says how to provide them by hand."""
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's (first) parameter."""
     return next(model.parameters()).device

@@ -19,7 +19,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import InputAdapter, default_stats, load_weights, merge_overrides, no_pretrained, strip_prefixes
+from .common import (
+    InputAdapter,
+    WeightsUnreachable,
+    default_stats,
+    load_weights,
+    merge_overrides,
+    no_pretrained,
+    strip_prefixes,
+)
 from .registry import register_model
 
 Stats = Sequence[float] | None
@@ -244,7 +252,7 @@ def _gdown(file_id: str, path: Path, ckpt_name: str) -> None:
         gdown.download(id=file_id, output=str(path) + ".part", quiet=False)
         os.replace(str(path) + ".part", path)  # atomic: a broken download never looks finished
     except Exception as err:  # gdown raises its own, requests' and OS errors; all mean "not downloaded"
-        raise RuntimeError(
+        raise WeightsUnreachable(
             f"could not download the paper checkpoint {ckpt_name} ({type(err).__name__}: {err}). "
             f"On a machine with internet: `gdown {file_id} -O {ckpt_name}_weights` (or open {url}), "
             f"copy the file to {path} or pass checkpoint=<its path> to create_model"

@@ -3,8 +3,9 @@ Perceiver and Perceiver IO.
 
 timm models keep timm's layer names (`patch_embed`, `blocks.11`, `norm`, `head`; Swin `layers.3`, Mixer
 `blocks.7`) with our `input` stage attached in front (common.attach_input). Small-image configurations run
-at the dataset's native size with patch 4 (2 for Swin); `vit_small_patch16_224` resizes to 224 and repeats
-grey channels so that timm's ImageNet weights apply. Each builder's overrides are the keys of its config.
+at the dataset's native size with patch 4 (2 for Swin). The `PRETRAINED_224` architectures (ViT-S/16,
+Swin-T, TNT-S, Mixer-B/16) resize to 224 and repeat grey channels so that timm's ImageNet weights apply.
+Each builder's overrides are the keys of its config.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.tnt import TNT
 from timm.models.vision_transformer import VisionTransformer
 
-from .common import InputAdapter, attach_input, default_stats, merge_overrides, no_pretrained
+from .common import (
+    InputAdapter,
+    WeightsUnreachable,
+    attach_input,
+    default_stats,
+    merge_overrides,
+    no_pretrained,
+)
 from .registry import register_model
 
 Stats = Sequence[float] | None
@@ -169,18 +177,38 @@ for _name, _spec in ZOO.items():
     register_model("vit", _name)(_zoo_builder(_name, *_spec))
 
 
-@register_model("vit")
-def vit_small_patch16_224(num_classes: int = 10, in_chans: int = 3, img_size: int = 32, mean: Stats = None,
-                          std: Stats = None, pretrained: bool = False, **overrides) -> nn.Module:
-    """timm's ViT-S/16 at 224x224 (images resized, grey repeated to RGB). `pretrained=True` loads timm's
-    default weights (ImageNet-21k, fine-tuned on ImageNet-1k) from the Hugging Face hub."""
-    cfg = merge_overrides("vit_small_patch16_224", dict(drop_rate=0.0, drop_path_rate=0.1), overrides)
-    try:
-        model = timm.create_model("vit_small_patch16_224", pretrained=pretrained, num_classes=num_classes,
-                                  **cfg)
-    except OSError as err:  # the hub's offline and connection errors are all OSErrors
-        raise RuntimeError(_hub_unreachable("vit_small_patch16_224", err)) from err
-    return attach_input(model, InputAdapter(*default_stats(in_chans, mean, std), size=224, out_chans=3))
+# timm's 224x224 architectures, registered to be fine-tuned from their published ImageNet weights (01
+# notebook). name: docstring; `pretrained=True` loads the architecture's default tag from the HF hub.
+PRETRAINED_224: dict[str, str] = {
+    "vit_small_patch16_224": "timm's ViT-S/16 (22M params; weights: ImageNet-21k, fine-tuned on 1k).",
+    "swin_tiny_patch4_window7_224": "timm's Swin-T, window 7 (28M params; weights: ImageNet-1k).",
+    "tnt_s_patch16_224": "timm's Transformer-in-Transformer TNT-S/16 (24M params; weights: ImageNet-1k).",
+    "mixer_b16_224": "timm's MLP-Mixer-B/16 (60M params; weights: ImageNet-21k, fine-tuned on 1k).",
+}
+
+
+def _pretrained_builder(arch: str, doc: str):
+    def build(num_classes: int = 10, in_chans: int = 3, img_size: int = 32, mean: Stats = None,
+              std: Stats = None, pretrained: bool = False, **overrides) -> nn.Module:
+        cfg = merge_overrides(arch, dict(drop_rate=0.0, drop_path_rate=0.1), overrides)
+        try:
+            model = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **cfg)
+        except OSError as err:  # the hub's offline and connection errors are all OSErrors
+            raise WeightsUnreachable(_hub_unreachable(arch, err)) from err
+        weights = timm.models.get_pretrained_cfg(arch)  # the statistics the weights were trained with
+        return attach_input(model, InputAdapter(weights.mean, weights.std, size=224, out_chans=3))
+
+    build.__name__ = build.__qualname__ = arch
+    build.__doc__ = (
+        f"{doc} Images are resized to 224x224, grey repeated to RGB, and normalised with the weights' own "
+        "mean/std (the dataset's are not used: a frozen backbone expects its training statistics). "
+        "Overrides: drop_rate, drop_path_rate."
+    )
+    return build
+
+
+for _name, _doc in PRETRAINED_224.items():
+    register_model("vit", _name)(_pretrained_builder(_name, _doc))
 
 
 def _hub_unreachable(arch: str, err: Exception) -> str:
