@@ -312,3 +312,32 @@ def test_model_config_rebuilds_the_architecture():
     assert rebuilt.stem.in_features == 3 * 16 * 16
     assert rebuilt.input(torch.rand(2, 1, 28, 28)).shape == (2, 3, 16, 16)
     assert models.create_model("cnn_small", width=8).model_config["width"] == 8
+
+
+def _dropout_bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Dropout(0.5), nn.BatchNorm1d(8), nn.Linear(8, 3))
+
+
+def test_predict_gives_eval_mode_logits_in_batches_and_restores_the_mode():
+    net, x = _dropout_bn_net().train(), torch.rand(10, 3, 2, 2)
+    running_mean = net[3].running_mean.clone()
+    out = models.predict(net, x, batch_size=4)  # batches of 4, 4, 2
+    assert net.training and torch.equal(net[3].running_mean, running_mean)  # statistics untouched
+    with torch.no_grad():
+        expected = net.eval()(x)
+    assert out.shape == (10, 3) and out.device.type == "cpu" and out.dtype == torch.float32
+    torch.testing.assert_close(out, expected)
+
+
+def test_frozen_restores_mode_and_flags_even_after_an_error():
+    net = _dropout_bn_net().train()
+    net[1].weight.requires_grad_(False)  # a flag that differs from the rest must come back as it was
+    with pytest.raises(KeyError, match="inside"), models.frozen(net):
+        assert not net.training and not any(p.requires_grad for p in net.parameters())
+        raise KeyError("inside")
+    assert net.training
+    assert [p.requires_grad for p in net.parameters()] == [False, True, True, True, True, True]
+    with models.eval_mode(net):
+        assert not net.training
+    assert net.training

@@ -16,8 +16,7 @@ random_start=False compute what torchattacks' FGSM / PGD / PGDL2 compute (tests/
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 import torchattacks
 from tqdm.auto import tqdm
 
-from .models import model_device
+from .models import frozen, model_device
 
 NORMS = ("linf", "l2")
 # The "standard" AutoAttack of Croce & Hein (2020), in the order it runs them: APGD with cross-entropy,
@@ -34,22 +33,6 @@ NORMS = ("linf", "l2")
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 Attack = Callable[..., torch.Tensor]  # attack(model, x, y, eps, **kw) -> x_adv
 
-
-
-@contextmanager
-def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and frozen parameters inside; the previous mode and requires_grad flags restored after."""
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def _check(eps: float, norm: str) -> None:
@@ -113,7 +96,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, targ
     _check(eps, "linf")
     if eps == 0:
         return x.detach().clone()
-    with attack_mode(model):
+    with frozen(model):
         return (x + eps * loss_grad(model, x, y, targeted)[0].sign()).clamp(0, 1).detach()
 
 
@@ -136,7 +119,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm:
     x = x.detach()
     x_adv = _random_start(x, eps, norm, seed) if random_start else x.clone()  # (B, C, H, W), the output
     idx, cur, x0, y0 = torch.arange(len(x), device=x.device), x_adv.clone(), x, y  # rows still attacked
-    with attack_mode(model):
+    with frozen(model):
         for _ in range(steps):
             grad, logits = loss_grad(model, cur, y0, targeted)
             if early_stop:
@@ -173,7 +156,7 @@ def _torchattacks_attack(name: str, model: nn.Module, eps: float, norm: str, n_c
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits (B, classes) in eval mode, the model's mode restored."""
-    with attack_mode(model):
+    with frozen(model):
         return model(x).float()
 
 
@@ -196,7 +179,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
     robust = predict(model, x).argmax(1) == y  # (B,) bool: not broken yet
     x_adv, log = x.clone(), {"clean": int(robust.sum())}
     n_classes = predict(model, x[:1]).shape[1]
-    with attack_mode(model), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+    with frozen(model), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         for name in attacks:
             idx = robust.nonzero().flatten()
             if len(idx) > 0 and eps > 0:

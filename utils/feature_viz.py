@@ -31,6 +31,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import texture_shape
+from .models import frozen
 
 # ---------------------------------------------------------------- objectives
 
@@ -263,19 +264,6 @@ def _step(param: Tensor, grad: Tensor, lr: float) -> None:
     param.add_(lr * grad / mean_abs.view(-1, *[1] * (grad.dim() - 1)))
 
 
-@contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients inside; the mode and requires_grad flags restored after."""
-    was_training, flags = model.training, [(p, p.requires_grad) for p in model.parameters()]
-    model.eval().requires_grad_(False)
-    try:
-        yield
-    finally:
-        model.train(was_training)
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def visualize(
     model: nn.Module,
     objectives: Objective | Sequence[Objective],
@@ -300,7 +288,7 @@ def visualize(
     img = PARAMETRISATIONS[param]((len(objs), *(image_shape or native_shape(model))), gen, device)
     adam = torch.optim.Adam([img.param], lr=lr, maximize=True) if step_rule == "adam" else None
     trace = []
-    with _frozen(model), recording(model, sorted(set().union(*(o.layers for o in objs)))) as acts:
+    with frozen(model), recording(model, sorted(set().union(*(o.layers for o in objs)))) as acts:
         for t in tqdm(range(steps), desc="visualize", disable=not progress, leave=False):
             x = img.image()
             values = _values(model, transforms.shift(x, gen), objs, acts)

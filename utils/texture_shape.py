@@ -28,6 +28,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import models
 from .data import data_dir
 
 LUMA = (0.2989, 0.587, 0.114)  # ITU-R BT.601 luma weights, as torchvision's rgb_to_grayscale uses
@@ -268,12 +269,9 @@ def shape_bias(pred: Tensor, shape_labels: Tensor, texture_labels: Tensor) -> di
 # ---------------------------------------------------------------- evaluation
 
 
-@torch.inference_mode()
 def predict(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """Top-1 class per image, (N,) int64 on the CPU; images (N, C, H, W) in [0, 1], moved batch by batch."""
-    device = next(model.parameters()).device
-    starts = range(0, len(images), batch_size)
-    return torch.cat([model(images[i : i + batch_size].to(device)).argmax(1).cpu() for i in starts])
+    """Top-1 class per image, (N,) int64 on the CPU, in eval mode; images (N, C, H, W) in [0, 1]."""
+    return models.predict(model, images, batch_size).argmax(1)
 
 
 def per_class_accuracy(pred: Tensor, labels: Tensor, classes: tuple[str, ...]) -> pd.DataFrame:

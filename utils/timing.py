@@ -41,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from tqdm.auto import tqdm
 
 from . import models
-from .models import model_device
+from .models import eval_mode, model_device
 
 MODES = ("fp32", "bf16", "compile", "channels_last")
 Shape = Sequence[int]  # one sample's shape, e.g. (C, H, W); the batch dimension is added here
@@ -71,7 +71,7 @@ def count_flops(model: nn.Module, input_shape: Shape, batch_size: int = 1) -> in
     not), so a bias-free Linear(i, o) on batch B is exactly 2 * B * i * o."""
     x = torch.rand(batch_size, *input_shape, device=model_device(model))
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS)
-    with _eval(model), torch.no_grad(), counter:
+    with eval_mode(model), torch.no_grad(), counter:
         model(x)
     return int(counter.get_total_flops())
 
@@ -83,19 +83,6 @@ def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
 # Ops torch's counter does not know: without this, attention through scaled_dot_product_attention on a CPU
 # (its fused flash kernel) would count 0 FLOPs while the same attention on CUDA is counted.
 _EXTRA_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
-
-
-class _eval:
-    """Context: the model in eval mode (BatchNorm statistics untouched), its previous mode restored after."""
-
-    def __init__(self, model: nn.Module):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self) -> nn.Module:
-        return self.model.eval()
-
-    def __exit__(self, *exc) -> None:
-        self.model.train(self.was_training)
 
 
 # ---------------------------------------------------------------- torchinfo summary
@@ -121,7 +108,7 @@ def summary(model: nn.Module, input_shape: Shape, batch_size: int = 1, depth: in
     """torchinfo.summary on a batch of `batch_size` samples of `input_shape` (eval mode, model's device)."""
     import torchinfo
 
-    with _eval(model):
+    with eval_mode(model):
         stats = torchinfo.summary(
             model,
             input_size=(batch_size, *input_shape),
@@ -301,7 +288,7 @@ def measure(
     rows = []
     bar = tqdm(batch_sizes, desc=f"{getattr(model, 'model_name', 'model')} {mode}", leave=False,
                disable=not progress)
-    with _eval(net), torch.no_grad():
+    with eval_mode(net), torch.no_grad():
         for b in bar:
             rows.append(_one_batch_size(net, input_shape, b, device, mode, repeats, warmup, max_seconds))
     if mode == "compile":
@@ -344,7 +331,7 @@ def pareto_front(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
 def predict_proba(model: nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax probabilities (N, classes) float32 on the CPU, and labels (N,), over a loader, in eval mode."""
     probs, labels, device = [], [], model_device(model)
-    with _eval(model):
+    with eval_mode(model):
         for x, y in loader:
             probs.append(model(x.to(device)).float().softmax(dim=1).cpu())
             labels.append(y.cpu())

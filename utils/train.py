@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .data import Augment, ImageSet, default_augment, make_loader
 from .data.loaders import epoch_seed
-from .models import model_device
+from .models import eval_mode, model_device
 from .results import atomic_write, checkpoints_root, environment, save_json
 
 OPTIMIZERS = ("adamw", "sgd", "lion", "lamb")
@@ -145,19 +145,18 @@ def autocast(device: torch.device, cfg_amp: bool):
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, amp: bool = True) -> dict[str, float]:
     """Top-1, top-5 (top-k for k = min(5, classes)) and mean cross-entropy over the loader, in eval mode."""
-    was_training, device = model.training, model_device(model)
-    model.eval()
+    device = model_device(model)
     n, top1, top5, loss = 0, 0, 0, 0.0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        with autocast(device, amp):
-            logits = model(x).float()
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        topk = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
-        top1 += (topk[:, 0] == y).sum().item()
-        top5 += (topk == y[:, None]).any(1).sum().item()
-        n += len(y)
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            with autocast(device, amp):
+                logits = model(x).float()
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
+            topk = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
+            top1 += (topk[:, 0] == y).sum().item()
+            top5 += (topk == y[:, None]).any(1).sum().item()
+            n += len(y)
     return {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "loss": loss / max(n, 1)}
 
 

@@ -19,9 +19,12 @@ from .common import (
     InputAdapter,
     WeightsUnreachable,
     attach_input,
+    eval_mode,
+    frozen,
     head_name,
     load_weights,
     model_device,
+    predict,
     read_state_dict,
 )
 from .mlp import is_paper_state_dict, load_paper_state_dict
@@ -33,12 +36,15 @@ __all__ = [
     "attach_input",
     "cnn",
     "create_model",
+    "eval_mode",
+    "frozen",
     "family",
     "list_models",
     "load_checkpoint",
     "load_paper_state_dict",
     "mlp",
     "model_device",
+    "predict",
     "register_model",
     "vit",
 ]

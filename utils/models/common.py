@@ -1,9 +1,11 @@
-"""The input stage every model starts with: [0, 1] images -> normalised (and resized) tensors."""
+"""The input stage every model starts with ([0, 1] images -> normalised, resized tensors), checkpoint loading,
+and the shared inference helpers: model_device, eval_mode, frozen, predict."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import safetensors.torch
@@ -53,6 +55,41 @@ class WeightsUnreachable(RuntimeError):
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's (first) parameter."""
     return next(model.parameters()).device
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode inside (no dropout, BatchNorm statistics untouched); its previous mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no parameter gradients inside (attacks, feature visualisation: gradients w.r.t. the input
+    only); the mode and the requires_grad flags restored after."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        with eval_mode(model):
+            yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits (N, classes), float32 on the CPU, in eval mode; images (N, C, H, W) in [0, 1] on any device,
+    moved to the model's batch by batch."""
+    device = model_device(model)
+    with eval_mode(model):
+        return torch.cat([model(images[i : i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(images), batch_size)])
 
 
 def _apply_input(module: nn.Module, args: tuple) -> tuple:
