@@ -1,10 +1,10 @@
-"""Dictionary learning: sparse autoencoders (SAEs) on any layer's activations, metrics, feature matching.
+"""Dictionary learning: sparse autoencoders (SAEs) on any layer's activations and their metrics (matching
+features across models: utils.feature_matching).
 
     acts = collect_activations(net, test_ds, "head:input", cache=activation_path("quick", ..))  # (N, D)
     sae, history = fit_sae(acts, replace(ORIGINAL, epochs=10))   # history: one row per epoch
     h = encode(sae, acts)                                        # (N, F) feature activations, >= 0
     sae_metrics(sae, acts); splice_accuracy(net, "head:input", sae, test_ds)
-    match_features(h_a, h_b).summary()                           # best Pearson r of each A feature in B
 
 Layers are named as in `model.named_modules()`: "head" is the output of `head`, "head:input" its (first)
 input. Activations are flattened per image to (N, D). The SAE sees them divided by one scalar (`sae.scale`,
@@ -18,9 +18,6 @@ Definitions (over the N vectors given):
 - dead fraction: share of features that are zero on every vector.
 - splice-in accuracy: top-1 with the layer's tensor (its output; its input for "<module>:input") replaced by
   the SAE's reconstruction through a forward hook; accuracy kept = spliced top-1 / original top-1.
-- match_features: for each feature of A, the largest (signed) Pearson r of its per-image activations with
-  any feature of B. Constant features (dead ones) have no correlation: NaN for A (left out of the summary,
-  counted), never a match in B.
 
 Dead-feature resampling follows Bricken et al. (2023) with these simplifications: a feature is dead when it
 fired on none of the training vectors of the epoch just finished (not a 12.5M-token window); resampling runs
@@ -40,7 +37,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -332,103 +328,8 @@ def splice_accuracy(model: nn.Module, layer: str, sae: SparseAutoencoder, ds: Im
     return {"top1": top1, "top1_spliced": spliced, "accuracy_kept": spliced / top1 if top1 > 0 else math.nan}
 
 
-@dataclass(frozen=True)
-class FeatureMatch:
-    best: torch.Tensor  # (Fa,) best Pearson r of each A feature with any B feature; NaN: A feature constant
-    index: torch.Tensor  # (Fa,) int64, the B feature that gives it; -1 for constant A features
-    n_constant_b: int  # constant B features (never matched)
-
-    def summary(self) -> dict[str, float]:
-        """Over A's non-constant features: mean, median, share of best r above 0.5 and 0.8; counts."""
-        r = self.best[~self.best.isnan()].double()
-        stats = dict.fromkeys(("mean", "median", "share_above_0.5", "share_above_0.8"), math.nan)
-        if len(r):
-            stats = {"mean": r.mean().item(), "median": r.median().item(),
-                     "share_above_0.5": (r > 0.5).double().mean().item(),
-                     "share_above_0.8": (r > 0.8).double().mean().item()}
-        counts = {"features": len(self.best), "constant_a": len(self.best) - len(r)}
-        return {**stats, **counts, "constant_b": self.n_constant_b}
-
-
-def standardize(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h - mean) / std per column (population std), zero for constant columns; and the constant mask."""
-    h = h.double()
-    centred = h - h.mean(0)
-    std = centred.pow(2).mean(0).sqrt()
-    constant = std <= 1e-12 * h.abs().amax(0).clamp_min(1.0)
-    return torch.where(constant, 0.0, centred / std.clamp_min(1e-300)), constant
-
-
-@torch.no_grad()
-def match_features(acts_a: torch.Tensor, acts_b: torch.Tensor, chunk: int = 1024) -> FeatureMatch:
-    """For each feature (column) of acts_a (N, Fa), the largest Pearson r with any column of acts_b (N, Fb),
-    over the same N images in the same order. Standardised in float64, correlated in float32 (r to ~1e-6),
-    `chunk` A columns at a time."""
-    if acts_a.shape[0] != acts_b.shape[0]:
-        raise ValueError(f"need the same images: {acts_a.shape[0]} vs {acts_b.shape[0]} rows")
-    (za, const_a), (zb, const_b) = standardize(acts_a), standardize(acts_b)
-    za, zb = za.float(), zb.float()
-    best, index = [], []
-    for block in za.T.split(chunk):  # (c, N)
-        r = block @ zb / za.shape[0]  # (c, Fb) Pearson r; 0 against constant B columns
-        r[:, const_b] = -math.inf
-        value, arg = r.max(1)
-        best.append(value)
-        index.append(arg)
-    best, index = torch.cat(best).float(), torch.cat(index)
-    best[const_a | ~torch.isfinite(best)] = math.nan
-    index[best.isnan()] = -1
-    return FeatureMatch(best, index, int(const_b.sum()))
-
-
-def class_selectivity(h: torch.Tensor, labels: torch.Tensor, num_classes: int) -> pd.DataFrame:
-    """Per feature (h (N, F)), the class it signals best, by Youden's J = sensitivity + specificity - 1 with
-    "fires" = h > 0: sensitivity = P(fires | class), specificity = P(silent | any other class).
-    Columns: feature, density (share of images it fires on), class_index, sensitivity, specificity, youden."""
-    fires = (h > 0).double()  # (N, F)
-    onehot = F.one_hot(labels, num_classes).double()  # (N, K)
-    per_class = onehot.sum(0).clamp_min(1)[:, None]  # (K, 1) images per class
-    sens = onehot.T @ fires / per_class  # (K, F) P(fires | class k)
-    fp = (fires.sum(0) - onehot.T @ fires) / (len(labels) - per_class).clamp_min(1)  # P(fires | not k)
-    j = sens - fp  # sensitivity + specificity - 1
-    best = j.argmax(0)
-    cols = torch.arange(h.shape[1])
-    return pd.DataFrame({"feature": cols.numpy(), "density": fires.mean(0).numpy(),
-                         "class_index": best.numpy(), "sensitivity": sens[best, cols].numpy(),
-                         "specificity": (1 - fp[best, cols]).numpy(), "youden": j[best, cols].numpy()})
-
-
 @torch.no_grad()
 def logit_weights(sae: SparseAutoencoder, head: nn.Linear) -> torch.Tensor:
     """(K, F): the change of each logit per unit of each feature when the SAE sits at the head's input, i.e.
     the decoder directions (in layer units) mapped through the head's weight."""
     return (head.weight.float() @ (sae.W_dec * sae.scale).to(head.weight.device)).cpu()
-
-
-def compare_dictionaries(codes: dict[str, torch.Tensor], seed_codes: dict[str, torch.Tensor],
-                         random_codes: dict[str, torch.Tensor]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Prediction 2's matchings on the same images. codes / seed_codes: model -> (N, F) codes of two SAEs
-    (different seeds) on the trained model; random_codes: of an SAE on the untrained model. Every model pair
-    (a, b), both directions: cross (a -> b), ceiling (a -> a's second seed), floor (a -> untrained b).
-    Returns (a row per comparison with match summary, a row per A feature with its best r)."""
-    ceilings = {a: match_features(codes[a], seed_codes[a]) for a in codes}
-    rows, features = [], []
-    for a, b in ((a, b) for a in codes for b in codes if a != b):
-        for kind, m in (("cross", match_features(codes[a], codes[b])), ("ceiling", ceilings[a]),
-                        ("floor", match_features(codes[a], random_codes[b]))):
-            rows.append({"source": a, "target": b, "kind": kind, **m.summary()})
-            features.append(pd.DataFrame({"source": a, "target": b, "kind": kind, "best_r": m.best.numpy()}))
-    return pd.DataFrame(rows), pd.concat(features, ignore_index=True)
-
-
-def prediction2(table: pd.DataFrame, threshold: float = 0.5, stat: str = "mean") -> pd.DataFrame:
-    """Per unordered pair, from compare_dictionaries' table: cross, ceiling and floor `stat` averaged over
-    both directions, the share of the floor-to-ceiling gap the cross-model value closes, and whether it
-    reaches `threshold` (Prediction 2: both families learn similar features)."""
-    t = table.assign(pair=[" - ".join(sorted(p)) for p in zip(table.source, table.target, strict=True)])
-    wide = t.pivot_table(index="pair", columns="kind", values=stat, aggfunc="mean")
-    out = wide[["cross", "ceiling", "floor"]].reset_index().rename_axis(columns=None)
-    gap = out.ceiling - out.floor
-    out["gap_closed"] = np.where(gap > 0, (out.cross - out.floor) / gap.where(gap > 0, 1), np.nan)
-    out["holds"] = out.gap_closed >= threshold
-    return out

@@ -1,0 +1,76 @@
+"""Recurring patterns: autocorrelation against brute force, periodicity of tiled, noisy and smooth images,
+and the Prediction 1 verdict on made-up scores."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from utils import recurrence
+
+
+def tiled(n: int, channels: int, size: int, period: int, seed: int = 0) -> torch.Tensor:
+    """(n, C, size, size): a random period x period tile repeated (the last repeat cut at the border)."""
+    tile = torch.rand(n, channels, period, period, generator=torch.Generator().manual_seed(seed))
+    reps = math.ceil(size / period)
+    return tile.repeat(1, 1, reps, reps)[..., :size, :size]
+
+
+def test_autocorrelation_matches_brute_force():
+    x = torch.rand(1, 2, 5, 6, generator=torch.Generator().manual_seed(1))
+    g = x.double().mean(1)[0]
+    g = g - g.mean()
+    r = recurrence.autocorrelation(x)[0]
+    assert r.shape == (9, 11) and r[4, 5] == pytest.approx(1.0)
+    for dy, dx in [(1, 0), (0, 2), (-2, 3), (4, -5)]:
+        a = g[max(0, -dy): 5 - max(0, dy), max(0, -dx): 6 - max(0, dx)]
+        b = g[max(0, dy): 5 + min(0, dy), max(0, dx): 6 + min(0, dx)]
+        assert r[4 + dy, 5 + dx].item() == pytest.approx(((a * b).mean() / g.pow(2).mean()).item())
+
+
+@pytest.mark.parametrize("channels, size, period", [(1, 28, 7), (1, 28, 14), (3, 32, 8), (1, 28, 5)])
+def test_periodicity_is_one_for_tiled_images(channels, size, period):
+    assert recurrence.periodicity(tiled(4, channels, size, period)).min() > 0.99
+
+
+def test_periodicity_is_low_for_noise_and_smooth_images():
+    noise = recurrence.noise_images(32, (1, 28, 28), seed=0)
+    assert recurrence.periodicity(noise).max() < 0.3
+    ramp = torch.linspace(0, 1, 28).expand(1, 1, 28, 28)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    blob = torch.exp(-((yy - 10) ** 2 + (xx - 16) ** 2) / 50)[None, None]
+    assert recurrence.periodicity(torch.cat([ramp, blob])).max() < 0.05
+    assert recurrence.periodicity(torch.full((1, 3, 8, 8), 0.5)).item() == 0.0
+
+
+def test_periodicity_counts_a_grating_along_one_axis():
+    grating = 0.5 + 0.4 * torch.cos(2 * math.pi * torch.arange(28.0) / 7).expand(1, 1, 28, 28)
+    assert recurrence.periodicity(grating).item() > 0.99
+    assert recurrence.spectral_peak_share(grating).item() == pytest.approx(1.0, abs=1e-6)
+    assert recurrence.spectral_peak_share(recurrence.noise_images(16, (1, 28, 28))).max() < 0.05
+
+
+def scores(mlp_trained: float, cnn_trained: float, n: int = 12) -> pd.DataFrame:
+    """Per-image scores: trained around the given mean, random weights and noise around 0.15."""
+    rng = np.random.default_rng(0)
+    rows = [{"family": f, "model": f"m_{f}", "kind": k, "periodicity": mean + 0.02 * rng.standard_normal()}
+            for f, trained in (("mlp", mlp_trained), ("cnn", cnn_trained), ("vit", 0.15))
+            for k, mean in (("trained", trained), ("random", 0.15)) for _ in range(n)]
+    noise = 0.15 + 0.02 * rng.standard_normal(n)
+    rows += [{"family": "-", "model": "noise", "kind": "noise", "periodicity": v} for v in noise]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("mlp, cnn, holds, says", [
+    (0.6, 0.7, True, "holds"),
+    (0.15, 0.7, False, "does not hold"),
+    (0.6, 0.15, False, "not borne out"),
+])
+def test_prediction_1_verdict(mlp, cnn, holds, says):
+    table = recurrence.recurrence_table(scores(mlp, cnn))
+    assert table.family.tolist() == ["mlp", "cnn", "vit"]
+    assert table.set_index("family").recurs.tolist() == [mlp > 0.3, cnn > 0.3, False]
+    verdict, text = recurrence.prediction_1(table)
+    assert verdict is holds and says in text
