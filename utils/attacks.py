@@ -26,6 +26,7 @@ import torchattacks
 from tqdm.auto import tqdm
 
 from .models import frozen, model_device
+from .train import topk_hits
 
 NORMS = ("linf", "l2")
 # The "standard" AutoAttack of Croce & Hein (2020), in the order it runs them: APGD with cross-entropy,
@@ -200,12 +201,6 @@ def _bar(loader: Iterable, per_batch: int, desc: str, progress: bool) -> tqdm:
     return tqdm(total=total, desc=desc, leave=False, disable=not progress)
 
 
-def _topk_hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
-    """(top-1 hits, top-5 hits) in a batch; top-5 is top-min(5, classes)."""
-    topk = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
-    return int((topk[:, 0] == y).sum()), int((topk == y[:, None]).any(1).sum())
-
-
 def robust_accuracy(model: nn.Module, loader: Iterable, attack: Attack, eps_list: Sequence[float], *,
                     progress: bool = True, **kw) -> pd.DataFrame:
     """Top-1 and top-5 accuracy on `attack(model, x, y, eps, **kw)` images for each eps: one row per eps
@@ -217,7 +212,7 @@ def robust_accuracy(model: nn.Module, loader: Iterable, attack: Attack, eps_list
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             for i, eps in enumerate(eps_list):
-                hits[i] += torch.tensor(_topk_hits(predict(model, attack(model, x, y, eps, **kw)), y))
+                hits[i] += torch.tensor(topk_hits(predict(model, attack(model, x, y, eps, **kw)), y))
                 bar.update()
             n += len(y)
     acc = (hits.double() / max(n, 1)).tolist()

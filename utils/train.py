@@ -141,6 +141,11 @@ def autocast(device: torch.device, cfg_amp: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg_amp and device.type == "cuda")
 
 
+def topk_hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """(top-1 hits, top-5 hits) in a batch of logits (B, classes); top-5 is top-min(5, classes)."""
+    topk = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
+    return int((topk[:, 0] == y).sum()), int((topk == y[:, None]).any(1).sum())
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, amp: bool = True) -> dict[str, float]:
@@ -153,10 +158,8 @@ def evaluate(model: nn.Module, loader, amp: bool = True) -> dict[str, float]:
             with autocast(device, amp):
                 logits = model(x).float()
             loss += F.cross_entropy(logits, y, reduction="sum").item()
-            topk = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
-            top1 += (topk[:, 0] == y).sum().item()
-            top5 += (topk == y[:, None]).any(1).sum().item()
-            n += len(y)
+            hit1, hit5 = topk_hits(logits, y)
+            top1, top5, n = top1 + hit1, top5 + hit5, n + len(y)
     return {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "loss": loss / max(n, 1)}
 
 
