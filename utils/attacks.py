@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import torchattacks
 from tqdm.auto import tqdm
 
-from .models import frozen, model_device
+from .models import eval_mode, frozen, model_device
 from .train import topk_hits
 
 NORMS = ("linf", "l2")
@@ -33,7 +33,6 @@ NORMS = ("linf", "l2")
 # targeted APGD (DLR loss, 9 target classes), targeted FAB (9 targets), Square (black-box, 5000 queries).
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 Attack = Callable[..., torch.Tensor]  # attack(model, x, y, eps, **kw) -> x_adv
-
 
 
 def _check(eps: float, norm: str) -> None:
@@ -156,8 +155,8 @@ def _torchattacks_attack(name: str, model: nn.Module, eps: float, norm: str, n_c
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits (B, classes) in eval mode, the model's mode restored."""
-    with frozen(model):
+    """Logits (B, classes) on x's device, in eval mode, the model's mode restored."""
+    with eval_mode(model):
         return model(x).float()
 
 
@@ -177,9 +176,9 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
     if unknown:
         raise ValueError(f"unknown AutoAttack member {unknown}; members: {', '.join(AUTOATTACK_STANDARD)}")
     x, y = x.detach(), y.detach()
-    robust = predict(model, x).argmax(1) == y  # (B,) bool: not broken yet
+    logits = predict(model, x)
+    robust, n_classes = logits.argmax(1) == y, logits.shape[1]  # robust (B,) bool: not broken yet
     x_adv, log = x.clone(), {"clean": int(robust.sum())}
-    n_classes = predict(model, x[:1]).shape[1]
     with frozen(model), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         for name in attacks:
             idx = robust.nonzero().flatten()

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import ImageSet, make_loader
+from .models import eval_mode, model_device
 from .results import atomic_write, checkpoints_root
 from .train import evaluate
 
@@ -103,12 +104,12 @@ def collect_activations(model: nn.Module, ds: ImageSet, layer: str, *, n: int | 
         blob = torch.load(cache, map_location="cpu", weights_only=True)
         if blob["key"] == key:
             return blob["acts"].float()
-    chunks, was_training = [], model.training
-    loader = make_loader(ds, batch_size, train=False, device=next(model.parameters()).device)
-    with hooked(model.eval(), layer, lambda t: chunks.append(t.detach().flatten(1).float().cpu())):
+    chunks = []
+    loader = make_loader(ds, batch_size, train=False, device=model_device(model))
+    store = lambda t: chunks.append(t.detach().flatten(1).float().cpu())
+    with eval_mode(model), hooked(model, layer, store):
         for x, _ in tqdm(loader, desc=f"activations {layer}", disable=not progress, leave=False):
             model(x)
-    model.train(was_training)
     acts = torch.cat(chunks)  # (N, D) float32
     if cache is not None:  # float16 only where it cannot overflow (|a| <= 65504)
         stored = acts.to(dtype) if acts.abs().max() < torch.finfo(dtype).max else acts
