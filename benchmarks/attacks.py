@@ -18,11 +18,7 @@ import torch
 import torchattacks
 
 from utils import attacks, models
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from utils.timing import sync
 
 
 def seconds(fn, device: torch.device) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from utils.data import Augment, DatasetInfo, ImageSet, make_loader
+from utils.timing import sync
 
 
 def cifar_shaped(n: int, seed: int = 0) -> ImageSet:
@@ -24,11 +25,6 @@ def cifar_shaped(n: int, seed: int = 0) -> ImageSet:
     labels = torch.randint(0, 10, (n,), generator=gen)
     info = DatasetInfo("bench", 10, tuple(map(str, range(10))), 3, 32, (0.5,) * 3, (0.25,) * 3)
     return ImageSet(images, labels, info)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def images_per_second(loader, epochs: int, device: torch.device) -> float:

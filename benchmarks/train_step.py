@@ -14,20 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from utils import models
+from utils import models, timing
 
 MODES = ("fp32", "bf16", "compile")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def images_per_s(name: str, batch_size: int, mode: str, args: argparse.Namespace) -> float:
@@ -49,14 +43,8 @@ def images_per_s(name: str, batch_size: int, mode: str, args: argparse.Namespace
 
     for _ in range(args.warmup):
         step()
-    blocks = []
-    for _ in range(args.repeats):
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        sync(device)
-        blocks.append(time.perf_counter() - start)
+    timing.sync(device)
+    blocks = timing.time_calls(lambda: [step() for _ in range(args.steps)], device, args.repeats, None)
     return args.steps * batch_size / statistics.median(blocks)
 
 

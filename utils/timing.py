@@ -62,7 +62,6 @@ def param_bytes(model: nn.Module, buffers: bool = False) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-
 def count_flops(model: nn.Module, input_shape: Shape, batch_size: int = 1) -> int:
     """FLOPs of one forward pass on a batch of `batch_size` samples of `input_shape`, in eval mode.
 
@@ -211,7 +210,7 @@ def _prepare(model: nn.Module, mode: str, x: torch.Tensor) -> tuple[Callable, to
     return model, x
 
 
-def _time_calls(fn: Callable[[], object], device: torch.device, repeats: int, max_seconds: float | None
+def time_calls(fn: Callable[[], object], device: torch.device, repeats: int, max_seconds: float | None
                 ) -> list[float]:
     """Seconds per call of `fn`, synchronised: CUDA events on a GPU, perf_counter on a CPU. Stops early
     after `max_seconds` of timing, but never before min(repeats, 5) calls."""
@@ -233,7 +232,8 @@ def _time_calls(fn: Callable[[], object], device: torch.device, repeats: int, ma
     return times
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on a CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -243,14 +243,14 @@ def _one_batch_size(model, input_shape, batch_size, device, mode, repeats, warmu
     forward, x = _prepare(model, mode, x)
     t0 = time.perf_counter()
     forward(x)  # the first call: compilation for "compile", allocator and kernel selection for the rest
-    _sync(device)
+    sync(device)
     first = time.perf_counter() - t0
     for _ in range(warmup):
         forward(x)
-    _sync(device)
+    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = np.asarray(_time_calls(lambda: forward(x), device, repeats, max_seconds))
+    times = np.asarray(time_calls(lambda: forward(x), device, repeats, max_seconds))
     q25, med, q75 = np.percentile(times, [25, 50, 75])
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     return {
