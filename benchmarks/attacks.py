@@ -17,7 +17,8 @@ import time
 import torch
 import torchattacks
 
-from utils import attacks, models
+from utils import models
+from utils.experiments import attacks
 from utils.timing import sync
 
 

@@ -233,8 +233,9 @@ def test_synthetic_deterministic_and_any_shape(tmp_path):
 
 def test_cache_is_written_once_and_reused(data_root, monkeypatch):
     calls = []
-    reader = registry._READERS["synthetic"]
-    monkeypatch.setitem(registry._READERS, "synthetic", lambda *a, **k: calls.append(1) or reader(*a, **k))
+    reader = registry.DATASETS["synthetic"]
+    counted = lambda *a, **k: calls.append(1) or reader(*a, **k)
+    monkeypatch.setitem(registry.DATASETS._items, "synthetic", counted)
     first = data.load_dataset("synthetic", n=50, size=8)
     files = sorted((data_root / "cache").glob("synthetic-train-*.pt"))
     assert len(files) == 1 and not list((data_root / "cache").glob("*.tmp*"))

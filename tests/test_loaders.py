@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from utils import data
 from utils.data import Augment
-from utils.data.loaders import NO_AUGMENT, crop_rows, row_buffer
+from utils.data.base import NO_AUGMENT
+from utils.data.loaders import crop_rows, row_buffer
 
 BACKENDS = ["resident", "torch", "ffcv"]
 
@@ -141,7 +142,7 @@ def test_defaults(make_id_set):
     ds = make_id_set(50)
     assert len(data.make_loader(ds, 16, train=True)) == 3 and len(data.make_loader(ds, 16, train=False)) == 4
     assert len(data.make_loader(ds, 16, train=True, drop_last=False)) == 4
-    with pytest.raises(ValueError, match="resident, torch, ffcv"):
+    with pytest.raises(KeyError, match="'dali'; registered loader backends: ffcv, resident, torch"):
         data.make_loader(ds, 16, train=True, backend="dali")
     with pytest.raises(ValueError, match="batch_size"):
         data.make_loader(ds, 0, train=True)

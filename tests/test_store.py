@@ -104,8 +104,25 @@ def test_unreachable_pretrained_weights_fall_back(monkeypatch, data_root):
         raise store.models.WeightsUnreachable("hub unreachable")
 
     monkeypatch.setattr(store.models, "create_model", no_hub)
-    assert store.resolve("vit_small_patch16_224", "synthetic", "smoke") == "test_vit"
-    assert store.resolve("test_mlp", "synthetic", "smoke") == "test_mlp"  # nothing pretrained: as it is
+    assert store.resolve("vit_small_patch16_224", "synthetic", "smoke") == ("test_vit", None)
+    assert store.resolve("test_mlp", "synthetic", "smoke") == ("test_mlp", None)  # nothing pretrained
+
+
+def test_resolve_builds_a_pretrained_model_once_and_get_or_train_uses_it(monkeypatch, data_root, ck):
+    reachable = Recipe(RECIPE.train, pretrained=True, fallback="test_vit")
+    monkeypatch.setitem(recipes.RECIPES, ("smoke", "test_mlp@pretrained"), reachable)
+    builds = []
+    real = store.models.create_for
+
+    def counting(name, info, seed=None, pretrained=False, **kw):
+        builds.append(pretrained)
+        return real(name, info, seed=seed, **kw)  # "downloads" nothing: test_mlp has no weights
+
+    monkeypatch.setattr(store.models, "create_for", counting)
+    run, net = store.resolve("test_mlp@pretrained", "synthetic", "smoke")
+    assert run == "test_mlp@pretrained" and net is not None and builds == [True]
+    trained = store.get_or_train(run, "synthetic", "smoke", net=net, progress=False)
+    assert trained is net and builds == [True]  # not built (fetched) a second time
 
 
 def test_other_build_errors_are_not_taken_for_offline(monkeypatch, data_root):

@@ -1,11 +1,23 @@
-"""Shared package behind the numbered notebooks: data, models, training, results.
+"""The shared package behind the numbered notebooks.
 
-    from utils import data, models, train
+Infrastructure (this folder): `data`, `models`, `train`, `metrics`, `hooks`, `store`, `recipes`, `profiles`,
+`results`, `plots`, `files`, `registry`, `timing`, `run_notebooks`, `report`. Experiments, one module per
+question: `utils.experiments.<topic>` (they import infrastructure, never each other).
 
-`train` and `run_notebooks` are imported on demand (as above), not here: they are also run as
-`python -m utils.train` / `python -m utils.run_notebooks`, which must not find them imported already.
+    from utils import data, models, train, metrics, store
+    from utils.experiments import attacks, texture_shape, cka
+
+Nothing is imported eagerly here: `python -m utils.data` must not pay for timm, and `python -m utils.train`
+must not find itself imported already. `import utils; utils.models` still works (imported on first use).
 """
 
-from . import data, models, profiles, results
+import importlib
 
-__all__ = ["data", "models", "profiles", "results"]
+_SUBMODULES = {"data", "models", "train", "metrics", "hooks", "store", "recipes", "profiles", "results",
+               "plots", "files", "registry", "timing", "run_notebooks", "report", "experiments"}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -80,8 +80,11 @@ def default_profile_name() -> str:
     return "full" if torch.cuda.is_available() else "quick"
 
 
-def get_profile(name: str | None = None) -> Profile:
-    """The named profile (None: `default_profile_name()`); an unknown name lists the valid ones."""
+def get_profile(name: str | Profile | None = None) -> Profile:
+    """The named profile (None: `default_profile_name()`; a Profile: itself); an unknown name lists the
+    valid ones; a CUDA profile without a visible GPU is a RuntimeError."""
+    if isinstance(name, Profile):
+        return name
     name = default_profile_name() if name is None else name
     if name not in PROFILES:
         raise KeyError(f"unknown profile {name!r}; profiles: {', '.join(PROFILES)}")

@@ -2,8 +2,9 @@
 
     r = get_recipe("cnn_small", "quick")   # Recipe(train=TrainConfig(...), overrides={...}, ...)
 
-A (profile, model) pair without an entry gets the profile's default recipe. `utils.store.get_or_train`
-builds, trains and caches models with these; notebooks never spell out a recipe themselves.
+A run without an entry is an error (never a silent default); runs that are not in the table (sweep points,
+ablations) pass their recipe to `utils.store.get_or_train` explicitly, built from `default_recipe`,
+`sweep_recipe` or `with_train`.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("quick", "vit_mini_p4"): Recipe(replace(_QUICK, epochs=10, batch_size=64), note="quick ViT"),
     **{
         ("quick", m): _QUICK_ZOO
-        for m in ("swin_mini", "tnt_mini", "mixer_mini", "perceiver_mini", "perceiver_io_mini")
+        for m in ("swin_mini_p2", "tnt_mini_p4", "mixer_mini_p4", "perceiver_mini", "perceiver_io_mini")
     },
     # full: CIFAR-10 on a GPU. Not yet run by this project (no GPU has been lent): values from the sources.
     ("full", "mlp_b12_wi1024"): Recipe(
@@ -130,7 +131,7 @@ RECIPES: dict[tuple[str, str], Recipe] = {
             epochs=60,
             batch_size=512,
             eval_batch_size=2048,
-            optimizer="sgd",
+            optimizer="nesterov",
             lr=0.2,
             weight_decay=5e-4,
             warmup_epochs=2,
@@ -149,7 +150,8 @@ RECIPES: dict[tuple[str, str], Recipe] = {
         pretrained=True, fallback="vit_small_p4",
         note="full fine-tuning variant of the above: every layer trains, lr 1e-4"),
     ("full", "vit_small_p4"): _FULL_ZOO,
-    **{("full", m): _FULL_ZOO for m in ("swin_tiny_s", "tnt_s", "mixer_s", "perceiver", "perceiver_io")},
+    **{("full", m): _FULL_ZOO
+       for m in ("swin_tiny_p2", "tnt_small_p4", "mixer_small_p4", "perceiver_base", "perceiver_io_base")},
     # The pretrained zoo: no fallback, the from-scratch counterparts are in the zoo above.
     **{("full", m): _FULL_HEAD
        for m in ("swin_tiny_patch4_window7_224", "tnt_s_patch16_224", "mixer_b16_224")},
@@ -157,8 +159,13 @@ RECIPES: dict[tuple[str, str], Recipe] = {
 
 
 def get_recipe(run: str, profile: str) -> Recipe:
-    """The recipe of a run ("model" or "model@variant") under a profile; the profile default if none."""
-    return RECIPES.get((profile, run)) or default_recipe(profile)
+    """The recipe of a run ("model" or "model@variant") under a profile. A run without an entry is a KeyError
+    listing the profile's runs: pass `recipe=` to store.get_or_train for anything else (sweeps, ablations)."""
+    if (profile, run) not in RECIPES:
+        known = sorted(r for p, r in RECIPES if p == profile)
+        raise KeyError(f"no recipe for {run!r} under profile {profile!r}; recipes: {', '.join(known)} "
+                       "(or pass recipe=..., e.g. recipes.default_recipe(profile))")
+    return RECIPES[profile, run]
 
 
 def with_train(recipe: Recipe, **changes) -> Recipe:

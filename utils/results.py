@@ -1,39 +1,41 @@
-"""Where results and checkpoints go, and what is saved beside every number (config + environment).
+"""The run context of a notebook and what is saved beside every number (config + environment).
 
-    out = results_dir("quick", "fashion-mnist", "02_adversarial_robustness")  # created
-    save_config(out, {"eps": [0, 0.01]})          # config.json: the resolved config + environment()
-    save_table(df, out / "robust_accuracy.csv")   # tidy tables: one row per model x setting
+    run = start("02_adversarial_robustness", profile, dataset, models, device,
+                sized=dict(n_images={"smoke": 32, "quick": 500, "full": None}), seed=0)
+    run.cfg["n_images"]                  # this profile's value, resolved once here
+    save_table(df, run.out / "robust_accuracy.csv")   # tidy tables: one row per model x setting
+    run.finish()                         # the last cell: the run's folder replaces the previous one
 
-Roots: $MLPZOOM_RESULTS / $MLPZOOM_CHECKPOINTS when set (tests point them at temp folders), else
-`<repo>/results` and `<repo>/checkpoints`.
+A run writes into `<results>/<profile>/<dataset>/<notebook>.running/`; `finish()` swaps that folder in for
+`<notebook>/` in one rename, so a run that fails half-way leaves the last complete run's tables, figures
+and config.json together and untouched. config.json holds the resolved parameters (only this profile's
+values) and the environment (git revision, versions, device).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
+import shutil
 import subprocess
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from .files import REPO, atomic_write, checkpoints_root, read_json, results_root, save_json
+from .profiles import Profile, get_profile
 
-
-def results_root() -> Path:
-    return Path(os.environ.get("MLPZOOM_RESULTS") or REPO / "results")
-
-
-def checkpoints_root() -> Path:
-    return Path(os.environ.get("MLPZOOM_CHECKPOINTS") or REPO / "checkpoints")
+__all__ = ["REPO", "NotebookRun", "atomic_write", "checkpoints_root", "environment", "load_config",
+           "read_table", "results_dir", "results_root", "save_arrays", "save_config", "save_json",
+           "save_table", "start"]
 
 
 def results_dir(profile: str, dataset: str, notebook: str) -> Path:
-    """`<results>/<profile>/<dataset>/<notebook>/`, created."""
+    """`<results>/<profile>/<dataset>/<notebook>/` (created)."""
     folder = results_root() / profile / dataset / notebook
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -84,63 +86,99 @@ def environment(device: str | torch.device | None = None) -> dict:
     }
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """`write(tmp)` then rename onto `path`: a crash mid-write never leaves a half file at `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def save_json(obj, path: Path) -> Path:
-    return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
-
-
 def save_config(folder: Path, config: dict, device: str | torch.device | None = None) -> Path:
     """`folder/config.json`: {"config": the resolved config, "environment": environment()}."""
     return save_json({"config": config, "environment": environment(device)}, Path(folder) / "config.json")
 
 
-def save_table(df, path: Path) -> Path:
+def load_config(folder: Path) -> dict:
+    """The "config" part of `folder/config.json`."""
+    return read_json(Path(folder) / "config.json", "a notebook's config")["config"]
+
+
+def save_table(df: pd.DataFrame, path: Path) -> Path:
     """A pandas DataFrame as CSV (no index column), written atomically."""
     return atomic_write(path, lambda p: df.to_csv(p, index=False))
 
 
+def save_arrays(arrays: dict, path: Path) -> Path:
+    """Named numpy arrays (images for figures) as a compressed .npz, written atomically."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: numpy would otherwise append .npz to the temp name
+            np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    return atomic_write(path, write)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def resolve_sized(sized: dict[str, dict], profile: str) -> dict:
+    """{knob: {profile: value}} -> {knob: value for `profile`}; a knob without that profile is a KeyError."""
+    out = {}
+    for knob, by_profile in sized.items():
+        if not isinstance(by_profile, dict) or profile not in by_profile:
+            have = ", ".join(by_profile) if isinstance(by_profile, dict) else type(by_profile).__name__
+            raise KeyError(f"parameter {knob!r} has no value for profile {profile!r} (it has: {have})")
+        out[knob] = by_profile[profile]
+    return out
+
+
 @dataclass(frozen=True)
 class NotebookRun:
-    """What a notebook works on, resolved from its `parameters` cell (None: the profile's choice)."""
+    """What a notebook works on, resolved once from its `parameters` cell (None: the profile's choice)."""
 
-    profile: str
+    notebook: str
+    profile: str  # the profile's name; `p` is the Profile itself
     dataset: str
     models: list[str]  # the comparison trio [mlp, cnn, vit] unless the notebook names others
     device: str
-    out: Path  # results/<profile>/<dataset>/<notebook>/
+    out: Path  # where this run writes: <results>/<profile>/<dataset>/<notebook>.running/ until finish()
+    cfg: dict = field(default_factory=dict)  # the notebook's resolved parameters (this profile's values)
+    p: Profile | None = None
+
+    @property
+    def final(self) -> Path:
+        """<results>/<profile>/<dataset>/<notebook>/: where the run's files are after finish()."""
+        return self.out.with_name(self.notebook)
+
+    def save_dataset(self, info) -> Path:
+        """`dataset.json`: what figures need to know of the data (class names in label order, shape)."""
+        described = {"name": info.name, "num_classes": info.num_classes, "classes": list(info.classes),
+                     "channels": info.channels, "image_size": info.image_size}
+        return save_json(described, self.out / "dataset.json")
+
+    def finish(self) -> Path:
+        """Swap this run's folder in for the previous complete run (which is deleted); returns it."""
+        old = self.final.with_name(f"{self.notebook}.previous")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.final.exists():
+            self.final.rename(old)
+        self.out.rename(self.final)
+        shutil.rmtree(old, ignore_errors=True)
+        print(f"results: {self.final}")
+        return self.final
 
 
-def start(
-    notebook: str,
-    profile: str | None = None,
-    dataset: str | None = None,
-    models: list[str] | None = None,
-    device: str | None = None,
-    **config,
-) -> NotebookRun:
-    """Resolve a notebook's parameters against its profile, create its results folder and write
-    config.json there (the resolved parameters + `config` + the environment)."""
-    from .profiles import get_profile
-
+def start(notebook: str, profile: str | None = None, dataset: str | None = None,
+          models: list[str] | None = None, device: str | None = None, *, sized: dict | None = None,
+          threads: int | dict | None = None, **config) -> NotebookRun:
+    """Resolve a notebook's parameters against its profile, create an empty folder for this run and write
+    config.json there: the resolved parameters (`sized` knobs at this profile's value, `config` as given)
+    and the environment. threads: torch's CPU threads (an int, or one per profile; None: torch's default),
+    set before the environment is recorded."""
     p = get_profile(profile)
-    run = NotebookRun(
-        p.name,
-        dataset or p.dataset,
-        list(models or p.trio),
-        device or p.device,
-        results_dir(p.name, dataset or p.dataset, notebook),
-    )
-    save_config(run.out, {"notebook": notebook, **asdict(run), **config}, run.device)
+    threads = resolve_sized({"threads": threads}, p.name)["threads"] if isinstance(threads, dict) else threads
+    if threads:
+        torch.set_num_threads(threads)
+        config["threads"] = threads
+    dataset = dataset or p.dataset
+    running = results_root() / p.name / dataset / f"{notebook}.running"
+    shutil.rmtree(running, ignore_errors=True)  # left by a run that failed: it is not a result
+    running.mkdir(parents=True)
+    cfg = {**resolve_sized(sized or {}, p.name), **config}
+    run = NotebookRun(notebook, p.name, dataset, list(models or p.trio), device or p.device, running, cfg, p)
+    resolved = {"notebook": notebook, "profile": run.profile, "dataset": run.dataset, "models": run.models,
+                "device": run.device, **cfg}
+    save_config(running, resolved, run.device)
     return run

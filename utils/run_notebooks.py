@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import REPO, results_root
 from .profiles import PROFILES, get_profile
-from .results import REPO, results_root
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-import torch
 import torch.nn as nn
 
 from . import data, models, train
-from .profiles import get_profile
+from .files import checkpoints_root, save_json
+from .profiles import Profile, get_profile
 from .recipes import Recipe, get_recipe
-from .results import checkpoints_root, save_json
 
 
 def model_of(run: str) -> str:
@@ -33,13 +32,13 @@ def model_of(run: str) -> str:
     return run.split("@", 1)[0]
 
 
-def train_subset(profile: str, recipe: Recipe | None = None) -> int | None:
+def train_subset(profile: str | Profile, recipe: Recipe | None = None) -> int | None:
     """The first n training images a run uses: the recipe's subset, capped by the profile's."""
     sizes = [n for n in (get_profile(profile).train_subset, recipe and recipe.train_subset) if n]
     return min(sizes) if sizes else None
 
 
-def load_splits(profile: str, dataset: str | None = None, recipe: Recipe | None = None):
+def load_splits(profile: str | Profile, dataset: str | None = None, recipe: Recipe | None = None):
     """(train, test) ImageSets of `dataset` (default: the profile's), cut to the profile's subsets."""
     p = get_profile(profile)
     name = dataset or p.dataset
@@ -72,17 +71,7 @@ def _same(a: dict, b: dict) -> bool:
 
 def build(model: str, info: data.DatasetInfo, recipe: Recipe, **kw) -> nn.Module:
     """The recipe's model for a dataset, initialised from the recipe's seed."""
-    torch.manual_seed(recipe.train.seed)
-    return models.create_model(
-        model,
-        num_classes=info.num_classes,
-        in_chans=info.channels,
-        img_size=info.image_size,
-        mean=info.mean,
-        std=info.std,
-        **recipe.overrides,
-        **kw,
-    )
+    return models.create_for(model, info, seed=recipe.train.seed, **recipe.overrides, **kw)
 
 
 def freeze_except(model: nn.Module, trainable: str | None) -> None:
@@ -111,15 +100,17 @@ def _set_aside_if_changed(folder: Path, key: dict) -> None:
 def get_or_train(
     run: str,
     dataset: str | None = None,
-    profile: str | None = None,
+    profile: str | Profile | None = None,
     *,
     recipe: Recipe | None = None,
     device: str | None = None,
     progress: bool = True,
+    net: nn.Module | None = None,
 ) -> nn.Module:
     """The trained model of `run` (eval mode, on `device`, default the profile's): loaded when a finished
     run with the same key is stored, else trained with `recipe` (default: recipes.get_recipe(run, profile)),
-    resuming a half-finished run."""
+    resuming a half-finished run. `net`: the freshly built model to train (from `resolve`), so pretrained
+    weights are fetched once."""
     p = get_profile(profile)
     dataset, recipe, device = dataset or p.dataset, recipe or get_recipe(run, p.name), device or p.device
     folder, key = run_dir(run, dataset, p.name), store_key(run, dataset, p.name, recipe)
@@ -130,8 +121,9 @@ def get_or_train(
             model_of(run), **card["model_config"], checkpoint=folder / "model.safetensors"
         )
         return net.to(device).eval()
-    train_ds, test_ds = load_splits(p.name, dataset, recipe)
-    net = build(model_of(run), train_ds.info, recipe, pretrained=recipe.pretrained)  # may say: offline
+    train_ds, test_ds = load_splits(p, dataset, recipe)
+    if net is None:
+        net = build(model_of(run), train_ds.info, recipe, pretrained=recipe.pretrained)  # may say: offline
     freeze_except(net, recipe.trainable)
     folder.mkdir(parents=True, exist_ok=True)
     save_json(key, folder / "store.json")
@@ -140,38 +132,38 @@ def get_or_train(
     return net.eval()
 
 
-def resolve(run: str, dataset: str | None = None, profile: str | None = None) -> str:
-    """`run`, or its recipe's fallback when `run` starts from pretrained weights that are neither stored nor
-    reachable (offline); says why when it falls back."""
+def resolve(run: str, dataset: str | None = None, profile: str | Profile | None = None
+            ) -> tuple[str, nn.Module | None]:
+    """(`run`, None) when `run` is stored or starts from nothing to download; (`run`, its freshly built model)
+    when its pretrained weights were fetched (pass it to get_or_train as `net=`: fetched once); its
+    recipe's (fallback, None) when those weights are unreachable (offline), saying why."""
     p = get_profile(profile)
     dataset, recipe = dataset or p.dataset, get_recipe(run, p.name)
-    if not recipe.pretrained or not recipe.fallback or is_stored(run, dataset, p.name):
-        return run
+    if not recipe.pretrained or is_stored(run, dataset, p.name):
+        return run, None
     try:
-        build(
-            model_of(run),
-            data.load_dataset(dataset, "test", subset=1).info,
-            recipe,
-            pretrained=recipe.pretrained,
-        )
-        return run
+        info = data.load_dataset(dataset, "test", subset=1).info
+        return run, build(model_of(run), info, recipe, pretrained=recipe.pretrained)
     except models.WeightsUnreachable as err:
+        if not recipe.fallback:
+            raise
         print(f"{run}: pretrained weights unavailable, using {recipe.fallback} instead.\n  {err}")
-        return recipe.fallback
+        return recipe.fallback, None
 
 
-def history(run: str, dataset: str | None = None, profile: str | None = None) -> pd.DataFrame:
+def history(run: str, dataset: str | None = None, profile: str | Profile | None = None) -> pd.DataFrame:
     """Per-epoch history of a finished stored run."""
     p = get_profile(profile)
     return pd.read_csv(run_dir(run, dataset or p.dataset, p.name) / "history.csv")
 
 
-def model_card(run: str, dataset: str | None = None, profile: str | None = None) -> dict:
+def model_card(run: str, dataset: str | None = None, profile: str | Profile | None = None) -> dict:
     p = get_profile(profile)
     return json.loads((run_dir(run, dataset or p.dataset, p.name) / "model.json").read_text())
 
 
-def summarize(runs: list[str], dataset: str | None = None, profile: str | None = None) -> pd.DataFrame:
+def summarize(runs: list[str], dataset: str | None = None, profile: str | Profile | None = None
+              ) -> pd.DataFrame:
     """One row per finished stored run: family, params, epochs, final val top-1/top-5, training minutes and
     images/s (the mean over epochs, evaluation excluded)."""
     rows = []
@@ -185,6 +177,15 @@ def summarize(runs: list[str], dataset: str | None = None, profile: str | None =
     return pd.DataFrame(rows)
 
 
-def histories(runs: list[str], dataset: str | None = None, profile: str | None = None) -> pd.DataFrame:
+def histories(runs: list[str], dataset: str | None = None, profile: str | Profile | None = None
+              ) -> pd.DataFrame:
     """The per-epoch histories of `runs` in one tidy table with a `run` column."""
     return pd.concat([history(r, dataset, profile).assign(run=r) for r in runs], ignore_index=True)
+
+
+def sweep(points: dict[str, Recipe], dataset: str | None = None, profile: str | Profile | None = None,
+          device: str | None = None) -> pd.DataFrame:
+    """Train (or load) every run of `points` (run name -> recipe) and summarize them, in that order."""
+    for name, recipe in points.items():
+        get_or_train(name, dataset, profile, recipe=recipe, device=device)
+    return summarize(list(points), dataset, profile)

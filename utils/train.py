@@ -35,11 +35,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import Augment, ImageSet, default_augment, make_loader
-from .data.loaders import epoch_seed
-from .models import eval_mode, model_device
-from .results import atomic_write, checkpoints_root, environment, save_json
+from .data.base import epoch_seed
+from .files import atomic_write, checkpoints_root, save_json
+from .metrics import evaluate
+from .models import autocast, model_device
+from .results import environment
 
-OPTIMIZERS = ("adamw", "sgd", "lion", "lamb")
+OPTIMIZERS = ("adamw", "sgd", "nesterov", "lion", "lamb")  # sgd: heavy-ball momentum; nesterov: Nesterov's
+FINITE_CHECK_EVERY = 50  # steps between loss finiteness checks (each is a host-device sync)
 _NOT_RESUME_RELEVANT = {"checkpoint_dir", "progress"}  # may change between a run and its resumption
 
 
@@ -51,7 +54,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # one of OPTIMIZERS (timm.optim.create_optimizer_v2)
     lr: float = 1e-3  # peak learning rate, after warmup
     weight_decay: float = 0.05  # not applied to biases and norm parameters
-    momentum: float = 0.9  # sgd only
+    momentum: float = 0.9  # sgd and nesterov only
     warmup_epochs: int = 0  # linear warmup from warmup_lr, then cosine to min_lr at the last update
     warmup_lr: float = 1e-6
     min_lr: float = 0.0
@@ -107,8 +110,9 @@ def make_loaders(
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    opt = "momentum" if cfg.optimizer == "sgd" else cfg.optimizer  # timm's "sgd" is Nesterov
-    kw = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
+    # timm's names: "momentum" is SGD with heavy-ball momentum, "sgd" and "nesterov" are Nesterov's.
+    opt = {"sgd": "momentum", "nesterov": "nesterov"}.get(cfg.optimizer, cfg.optimizer)
+    kw = {"momentum": cfg.momentum} if cfg.optimizer in ("sgd", "nesterov") else {}
     return timm.optim.create_optimizer_v2(model, opt=opt, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
 
 
@@ -136,41 +140,20 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generat
     return lam * x + (1 - lam) * x[perm], y, y[perm], lam
 
 
-def autocast(device: torch.device, cfg_amp: bool):
-    """bf16 autocast on CUDA when asked; a no-op context elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg_amp and device.type == "cuda")
-
-
-def topk_hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
-    """(top-1 hits, top-5 hits) in a batch of logits (B, classes); top-5 is top-min(5, classes)."""
-    topk = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
-    return int((topk[:, 0] == y).sum()), int((topk == y[:, None]).any(1).sum())
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, amp: bool = True) -> dict[str, float]:
-    """Top-1, top-5 (top-k for k = min(5, classes)) and mean cross-entropy over the loader, in eval mode."""
-    device = model_device(model)
-    n, top1, top5, loss = 0, 0, 0, 0.0
-    with eval_mode(model):
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            with autocast(device, amp):
-                logits = model(x).float()
-            loss += F.cross_entropy(logits, y, reduction="sum").item()
-            hit1, hit5 = topk_hits(logits, y)
-            top1, top5, n = top1 + hit1, top5 + hit5, n + len(y)
-    return {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "loss": loss / max(n, 1)}
-
-
 def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, epoch: int) -> dict:
-    """One pass; returns train loss/acc, images/s and the last lr. Updates are counted from epoch * len."""
+    """One pass; returns train loss/acc, images/s and the last lr. Updates are counted from epoch * len.
+
+    The running sums stay on the device (float64 loss, int64 hits), so a step never waits for the device;
+    the loss is checked for finiteness every FINITE_CHECK_EVERY steps and at the end of the epoch (a NaN or
+    inf step loss makes the running sum non-finite, so no bad step goes unnoticed)."""
     model.train()
     device, steps = model_device(model), len(loader)
     rng = np.random.default_rng(epoch_seed(cfg.seed + 1, epoch))  # mixup draws: a function of (seed, epoch)
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch)
-    n, correct, total_loss, start = 0, 0, 0.0, time.perf_counter()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    n, checked, start = 0, 0, time.perf_counter()
     bar = tqdm(
         loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress
     )
@@ -185,25 +168,36 @@ def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, 
         loss = lam * F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         if lam < 1:
             loss = loss + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=cfg.label_smoothing)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i}: lower the lr?")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        total_loss += loss.detach().double() * len(y)
+        correct += (logits.argmax(1) == y).sum()
         n += len(y)
-        bar.set_postfix(loss=f"{total_loss / n:.3f}")
+        if (i + 1) % FINITE_CHECK_EVERY == 0 or i + 1 == steps:
+            check_finite(total_loss, epoch, checked, i)
+            checked = i + 1
+            if cfg.progress:
+                bar.set_postfix(loss=f"{total_loss.item() / n:.3f}")
     seconds = time.perf_counter() - start
     return {
-        "train_loss": total_loss / max(n, 1),
-        "train_acc": correct / max(n, 1),
+        "train_loss": total_loss.item() / max(n, 1),
+        "train_acc": correct.item() / max(n, 1),
         "lr": optimizer.param_groups[0]["lr"],
         "train_seconds": seconds,
         "images_per_s": n / seconds,
     }
+
+
+def check_finite(total_loss: torch.Tensor, epoch: int, first: int, last: int) -> None:
+    """FloatingPointError when the running loss sum is NaN or infinite (one host-device sync)."""
+    if not math.isfinite(total_loss.item()):
+        raise FloatingPointError(
+            f"loss became {total_loss.item()} at epoch {epoch + 1}, between steps {first} and {last}: "
+            "lower the lr (or set grad_clip)?"
+        )
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -352,15 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or checkpoints_root() / "cli" / args.dataset / args.model
     cfg_kw = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     cfg = TrainConfig(**cfg_kw, checkpoint_dir=str(out))
-    info = train_ds.info
-    model = models.create_model(
-        args.model,
-        num_classes=info.num_classes,
-        in_chans=info.channels,
-        img_size=info.image_size,
-        mean=info.mean,
-        std=info.std,
-    )
+    model = models.create_for(args.model, train_ds.info)
     history = fit(model, *make_loaders(train_ds, test_ds, cfg, device=args.device, backend=args.backend), cfg)
     print(history.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(json.dumps({"checkpoint_dir": str(out), **history.iloc[-1].to_dict()}, default=float))

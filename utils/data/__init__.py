@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import folders, sources, synthetic  # noqa: F401  (registers the readers)
+from .base import Augment, default_augment
 from .cache import data_dir, load_dataset
-from .loaders import Augment, default_augment, make_loader
+from .loaders import BACKENDS, make_loader
 from .registry import DatasetInfo, ImageSet, get_info, get_reader, list_datasets, register_dataset
 
 
@@ -25,6 +26,6 @@ def write_beton(ds: ImageSet, path: str | Path) -> Path:
 
 
 __all__ = [
-    "Augment", "DatasetInfo", "ImageSet", "data_dir", "default_augment", "get_info", "get_reader",
+    "Augment", "BACKENDS", "DatasetInfo", "ImageSet", "data_dir", "default_augment", "get_info", "get_reader",
     "list_datasets", "load_dataset", "make_loader", "register_dataset", "write_beton",
 ]

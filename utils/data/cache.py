@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from ..files import atomic_write, data_root
 from .registry import DatasetInfo, ImageSet, get_reader
 from .sources import SPLIT_ALIASES, source_dir
 
@@ -20,10 +20,7 @@ _NOT_HASHED = {"download"}  # kwargs that do not change the decoded data
 
 def data_dir(root: str | Path | None = None) -> Path:
     """Where datasets and caches live: `root`, else $MLPZOOM_DATA, else `<repo>/data`."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("MLPZOOM_DATA")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "data"
+    return Path(root).expanduser() if root is not None else data_root()
 
 
 def cache_path(name: str, split: str, root: Path, kwargs: dict) -> Path:
@@ -35,16 +32,10 @@ def cache_path(name: str, split: str, root: Path, kwargs: dict) -> Path:
 
 
 def save_cache(ds: ImageSet, path: Path) -> None:
-    """torch.save of plain tensors and builtins (loadable with weights_only=True); atomic via os.replace."""
+    """torch.save of plain tensors and builtins (loadable with weights_only=True), written atomically."""
     blob = {"images": ds.images.contiguous(), "labels": ds.labels.contiguous(), "info": asdict(ds.info),
             "split": ds.split, "meta": ds.meta}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda p: torch.save(blob, p))
 
 
 def read_cache(path: Path) -> ImageSet:

@@ -8,7 +8,6 @@ ffcv's image fields are RGB-only and JPEG would change pixels. Only this module 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -16,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cache import data_dir
-from .loaders import NO_AUGMENT, Batch, EpochLoader, to_float
+from ..files import atomic_write, data_root
+from .base import NO_AUGMENT, Batch, EpochLoader, to_float
 from .registry import ImageSet
 
 try:
@@ -56,15 +55,10 @@ def write_beton(ds: ImageSet, path: str | Path, num_workers: int = 2) -> Path:
     path = Path(path)
     c, h, w = ds.images.shape[1:]
     image = RGBImageField(write_mode="raw") if c == 3 else NDArrayField(np.dtype("uint8"), (h, w, c))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        writer = DatasetWriter(str(tmp), {"image": image, "label": IntField()}, num_workers=num_workers)
-        writer.from_indexed_dataset(_HWCItems(ds))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    fields = {"image": image, "label": IntField()}
+    items = _HWCItems(ds)
+    write = lambda tmp: DatasetWriter(str(tmp), fields, num_workers=num_workers).from_indexed_dataset(items)
+    return atomic_write(path, write)
 
 
 def default_beton_path(ds: ImageSet) -> Path:
@@ -73,7 +67,7 @@ def default_beton_path(ds: ImageSet) -> Path:
     for t in (ds.images, ds.labels):
         digest.update(str(tuple(t.shape)).encode())
         digest.update(t.contiguous().numpy().tobytes())
-    folder = Path(ds.meta.get("cache_dir") or data_dir() / "cache")
+    folder = Path(ds.meta.get("cache_dir") or data_root() / "cache")
     return folder / f"{ds.info.name}-{ds.split}-{digest.hexdigest()}.beton"
 
 

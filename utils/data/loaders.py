@@ -10,66 +10,14 @@ runs see the same batches); without it an internal counter advances once per pas
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .registry import DatasetInfo, ImageSet
-
-Batch = tuple[torch.Tensor, torch.Tensor]
-BACKENDS = ("resident", "torch", "ffcv")
-_DIGITS = {"mnist", "svhn"}  # a mirrored digit is another symbol (or none): no flips by default
-
-
-@dataclass(frozen=True)
-class Augment:
-    pad: int = 4  # random crop after zero padding by this many pixels per side (0: no crop)
-    flip: bool = True  # horizontal flip with probability 0.5
-
-
-NO_AUGMENT = Augment(pad=0, flip=False)
-
-
-def default_augment(info: DatasetInfo, train: bool) -> Augment:
-    """Pad-4 crop + flip for training (no flip for digits), nothing for evaluation."""
-    return Augment(flip=info.name not in _DIGITS) if train else NO_AUGMENT
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 63-bit seed that depends only on (seed, epoch), decorrelated across both."""
-    digest = hashlib.blake2b(f"{seed}/{epoch}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-class EpochLoader:
-    """What every backend shares: len, batch_size, info, set_epoch and the epoch counter."""
-
-    def __init__(self, ds: ImageSet, batch_size: int, *, train: bool, device: str | torch.device,
-                 augment: Augment, seed: int, drop_last: bool):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size, self.train, self.augment = batch_size, train, augment
-        self.device, self.seed, self.drop_last = torch.device(device), seed, drop_last
-        self.info, self.num_samples = ds.info, len(ds)
-        self.epoch = 0  # the epoch the next pass will be
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n, bs = self.num_samples, self.batch_size
-        return n // bs if self.drop_last else -(-n // bs)
-
-    def __iter__(self) -> Iterator[Batch]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        return self.batches(epoch)
-
-    def batches(self, epoch: int) -> Iterator[Batch]:
-        raise NotImplementedError
-
+from ..registry import Registry
+from .base import NO_AUGMENT, Augment, Batch, EpochLoader, default_augment, epoch_seed, to_float
+from .registry import ImageSet
 
 # ---------------------------------------------------------------- resident: whole set on the device
 
@@ -102,10 +50,6 @@ def crop_rows(buf: torch.Tensor, shape: torch.Size, idx: torch.Tensor, dy: torch
     inside = ((src >= 0) & (src < h))[:, None, :]
     start = torch.where(inside, start, buf.numel() - wp)
     return windows.index_select(0, start.reshape(-1)).view(len(idx), c, h, w)
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    return x.to(torch.float32).div_(255)  # uint8 -> [0, 1]; division keeps k/255 exact to round trip
 
 
 class ResidentLoader(EpochLoader):
@@ -204,6 +148,21 @@ class TorchLoader(EpochLoader):
 # ---------------------------------------------------------------- the one entry point
 
 
+def _ffcv_loader(ds: ImageSet, batch_size: int, **kw) -> EpochLoader:
+    from .ffcv import FFCVLoader  # only this backend needs ffcv (and numba): imported on first use
+
+    return FFCVLoader(ds, batch_size, **kw)
+
+
+# backend name -> factory(ds, batch_size, train=, device=, augment=, seed=, drop_last=, num_workers=, path=)
+BACKENDS: Registry = Registry("loader backend")
+BACKENDS.add("resident", lambda ds, bs, num_workers, path, **kw: ResidentLoader(ds, bs, **kw))
+BACKENDS.add("torch", lambda ds, bs, num_workers, path, **kw: TorchLoader(ds, bs, num_workers=num_workers,
+                                                                         **kw))
+BACKENDS.add("ffcv", lambda ds, bs, num_workers, path, **kw: _ffcv_loader(ds, bs, num_workers=num_workers,
+                                                                          path=path, **kw))
+
+
 def make_loader(ds: ImageSet, batch_size: int, *, train: bool, device: str | torch.device = "cpu",
                 backend: str = "resident", augment: Augment | None = None, seed: int = 0,
                 drop_last: bool | None = None, num_workers: int = 2, path: str | None = None) -> EpochLoader:
@@ -214,15 +173,7 @@ def make_loader(ds: ImageSet, batch_size: int, *, train: bool, device: str | tor
     num_workers: DataLoader processes (torch) or decoding threads (ffcv). path: the .beton file (ffcv;
     an existing file is used as is, a missing one is written from ds; None: next to the cache).
     """
+    factory = BACKENDS[backend]  # KeyError listing the backends
     augment = default_augment(ds.info, train) if augment is None else augment
-    kw = dict(train=train, device=device, augment=augment, seed=seed,
-              drop_last=train if drop_last is None else drop_last)
-    if backend == "resident":
-        return ResidentLoader(ds, batch_size, **kw)
-    if backend == "torch":
-        return TorchLoader(ds, batch_size, num_workers=num_workers, **kw)
-    if backend == "ffcv":
-        from .ffcv import FFCVLoader
-
-        return FFCVLoader(ds, batch_size, num_workers=num_workers, path=path, **kw)
-    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    return factory(ds, batch_size, num_workers=num_workers, path=path, train=train, device=device,
+                   augment=augment, seed=seed, drop_last=train if drop_last is None else drop_last)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,14 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def head(self, n: int | None) -> ImageSet:
+        """The first n images (None, or n >= len: all of them, the same object)."""
+        return self if n is None or n >= len(self) else self.subset(n)
+
+    def as_float(self) -> torch.Tensor:
+        """The images as float32 (N, C, H, W) in [0, 1]."""
+        return self.images.float() / 255
+
     def subset(self, n_or_index: int | torch.Tensor) -> ImageSet:
         """The first n images, or the images at an index tensor."""
         idx = slice(0, n_or_index) if isinstance(n_or_index, int) else n_or_index
@@ -48,34 +57,21 @@ class ImageSet:
 
 
 Reader = Callable[..., ImageSet]  # reader(split, root, **kwargs) -> ImageSet
-_READERS: dict[str, Reader] = {}
-_INFOS: dict[str, DatasetInfo] = {}
+DATASETS: Registry[Reader] = Registry("dataset")
 
 
 def register_dataset(info: DatasetInfo) -> Callable[[Reader], Reader]:
     """Decorator: `@register_dataset(INFO) def read(split, root, **kw) -> ImageSet`."""
-
-    def wrap(fn: Reader) -> Reader:
-        _READERS[info.name] = fn
-        _INFOS[info.name] = info
-        return fn
-
-    return wrap
+    return DATASETS.register(info.name, info=info)
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _READERS if fnmatch.fnmatch(n, pattern))
-
-
-def _check_name(name: str) -> str:
-    if name not in _READERS:
-        raise KeyError(f"unknown dataset {name!r}; registered datasets: {', '.join(list_datasets())}")
-    return name
+    return DATASETS.names(pattern)
 
 
 def get_info(name: str) -> DatasetInfo:
-    return _INFOS[_check_name(name)]
+    return DATASETS.meta(name)["info"]
 
 
 def get_reader(name: str) -> Reader:
-    return _READERS[_check_name(name)]
+    return DATASETS[name]

@@ -1,4 +1,4 @@
-"""Models: one registry over three families (mlp, cnn, vit), each model taking [0, 1] images.
+"""Models: one registry over the families (mlp, cnn, vit, mixer, perceiver), each model taking [0, 1] images.
 
     m = create_model("resnet18_cifar", num_classes=10, in_chans=3, img_size=32, mean=info.mean, std=info.std)
     list_models("mlp_*"); family("vit_small_patch16_224")  # -> "vit"
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from . import cnn, mlp, vit
@@ -19,22 +20,25 @@ from .common import (
     InputAdapter,
     WeightsUnreachable,
     attach_input,
+    autocast,
     eval_mode,
     frozen,
     head_name,
     load_weights,
     model_device,
-    predict,
     read_state_dict,
 )
 from .mlp import is_paper_state_dict, load_paper_state_dict
-from .registry import family, get_builder, list_models, register_model
+from .registry import FAMILIES, family, get_builder, list_models, register_model
 
 __all__ = [
+    "FAMILIES",
     "InputAdapter",
     "WeightsUnreachable",
     "attach_input",
+    "autocast",
     "cnn",
+    "create_for",
     "create_model",
     "eval_mode",
     "frozen",
@@ -44,7 +48,6 @@ __all__ = [
     "load_paper_state_dict",
     "mlp",
     "model_device",
-    "predict",
     "register_model",
     "vit",
 ]
@@ -74,6 +77,15 @@ def create_model(
     model.model_config = dict(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **stats,
                               **getattr(model, "resolved_overrides", overrides))
     return model
+
+
+def create_for(name: str, info, seed: int | None = None, **kw) -> nn.Module:
+    """create_model for a dataset (a DatasetInfo: classes, channels, size, mean, std), initialised from
+    torch's global generator seeded with `seed` when given."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return create_model(name, num_classes=info.num_classes, in_chans=info.channels, img_size=info.image_size,
+                        mean=info.mean, std=info.std, **kw)
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, num_classes: int) -> None:

@@ -1,5 +1,5 @@
 """The input stage every model starts with ([0, 1] images -> normalised, resized tensors), checkpoint loading,
-and the shared inference helpers: model_device, eval_mode, frozen, predict."""
+and the shared execution helpers: model_device, eval_mode, frozen, autocast (predictions: utils.metrics)."""
 
 from __future__ import annotations
 
@@ -82,14 +82,10 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Logits (N, classes), float32 on the CPU, in eval mode; images (N, C, H, W) in [0, 1] on any device,
-    moved to the model's batch by batch."""
-    device = model_device(model)
-    with eval_mode(model):
-        return torch.cat([model(images[i : i + batch_size].to(device)).float().cpu()
-                          for i in range(0, len(images), batch_size)])
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA when `enabled`; a no-op context elsewhere (bf16 on a CPU is emulated or slow)."""
+    on_cuda = torch.device(device).type == "cuda"
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and on_cuda)
 
 
 def _apply_input(module: nn.Module, args: tuple) -> tuple:

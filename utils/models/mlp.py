@@ -10,7 +10,6 @@ hookable) unless `final_norm=True`, so that the authors' released checkpoints re
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..files import atomic_write, checkpoints_root
 from .common import (
     InputAdapter,
     WeightsUnreachable,
@@ -231,26 +231,29 @@ def load_paper_state_dict(model: BottleneckMLP, state_dict: dict[str, torch.Tens
 
 
 def download_paper_checkpoint(name: str, tag: bool | str) -> dict[str, torch.Tensor]:
-    """The authors' weights for `name` (tag True: "in21k"), fetched with gdown into the checkpoints folder."""
+    """The authors' weights for `name` (tag True: "in21k"), fetched with gdown into
+    `<checkpoints>/paper/` (the checkpoints root, $MLPZOOM_CHECKPOINTS or <repo>/checkpoints)."""
     tag = "in21k" if tag is True else tag
     if (name, tag) not in PAPER_CHECKPOINTS:
         tags = sorted(t for n, t in PAPER_CHECKPOINTS if n == name)
         raise ValueError(f"{name}: no paper checkpoint {tag!r}; pretrained may be True or one of {tags}")
     ckpt_name, file_id = PAPER_CHECKPOINTS[name, tag]
-    path = Path(os.environ.get("MLPZOOM_CHECKPOINTS", "checkpoints")) / "paper" / f"{ckpt_name}_weights"
+    path = checkpoints_root() / "paper" / f"{ckpt_name}_weights"
     if not path.is_file():
         _gdown(file_id, path, ckpt_name)
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _gdown(file_id: str, path: Path, ckpt_name: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     url = f"https://drive.google.com/uc?id={file_id}"
     try:
         import gdown
 
-        gdown.download(id=file_id, output=str(path) + ".part", quiet=False)
-        os.replace(str(path) + ".part", path)  # atomic: a broken download never looks finished
+        def fetch(tmp: Path) -> None:
+            if gdown.download(id=file_id, output=str(tmp), quiet=False) is None:
+                raise OSError("gdown returned no file")
+
+        atomic_write(path, fetch)  # a broken download never looks finished
     except Exception as err:  # gdown raises its own, requests' and OS errors; all mean "not downloaded"
         raise WeightsUnreachable(
             f"could not download the paper checkpoint {ckpt_name} ({type(err).__name__}: {err}). "

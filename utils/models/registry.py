@@ -1,48 +1,38 @@
-"""Model registry (timm style): `@register_model(family)` on a builder, `create_model(name, ...)`."""
+"""Model registry (timm style): `@register_model(family)` on a builder, `create_model(name, ...)`.
+
+Families: "mlp", "cnn", "vit" (transformers: ViT, Swin, TnT), and the two families of the week-8 zoo that
+are neither: "mixer" (MLP-Mixer: an MLP on patches) and "perceiver" (Perceiver, Perceiver IO: cross-attention
+into latents). A study of MLPs against ViTs must not count a Mixer as a ViT.
+"""
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 
 import torch.nn as nn
 
-FAMILIES = ("mlp", "cnn", "vit")
+from ..registry import Registry
+
+FAMILIES = ("mlp", "cnn", "vit", "mixer", "perceiver")
 Builder = Callable[..., nn.Module]  # builder(num_classes, in_chans, img_size, **overrides) -> nn.Module
-_BUILDERS: dict[str, Builder] = {}
-_FAMILY: dict[str, str] = {}
+MODELS: Registry[Builder] = Registry("model")
 
 
 def register_model(family: str, name: str | None = None) -> Callable[[Builder], Builder]:
     """Register a builder under its function name (or `name`) in one of FAMILIES."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-
-    def wrap(fn: Builder) -> Builder:
-        key = name or fn.__name__
-        if key in _BUILDERS:
-            raise ValueError(f"model {key!r} registered twice")
-        _BUILDERS[key] = fn
-        _FAMILY[key] = family
-        return fn
-
-    return wrap
+    return MODELS.register(name, family=family)
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _BUILDERS if fnmatch.fnmatch(n, pattern))
-
-
-def _check_name(name: str) -> str:
-    if name not in _BUILDERS:
-        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
-    return name
+    return MODELS.names(pattern)
 
 
 def family(name: str) -> str:
-    """'mlp', 'cnn' or 'vit'."""
-    return _FAMILY[_check_name(name)]
+    """One of FAMILIES."""
+    return MODELS.meta(name)["family"]
 
 
 def get_builder(name: str) -> Builder:
-    return _BUILDERS[_check_name(name)]
+    return MODELS[name]

@@ -1,5 +1,10 @@
-"""ViT family, the week-8 "ViT zoo": timm's ViT, Swin, TNT and MLP-Mixer, and perceiver-pytorch's
-Perceiver and Perceiver IO.
+"""The week-8 "ViT zoo": timm's ViT, Swin, TNT (family "vit"), MLP-Mixer (family "mixer"), and
+perceiver-pytorch's Perceiver and Perceiver IO (family "perceiver").
+
+Names: `<arch>_<size>[_p<patch>]`, size one of test < mini < tiny < small < base (`test_*` for the tiny test
+variants, as every family has), patch the side of the patches the model cuts from the native image
+(`vit_small_p4`, `swin_tiny_p2`, `mixer_mini_p4`; Perceivers take pixels, no patch). The 224x224
+architectures keep timm's names (`vit_small_patch16_224`).
 
 timm models keep timm's layer names (`patch_embed`, `blocks.11`, `norm`, `head`; Swin `layers.3`, Mixer
 `blocks.7`) with our `input` stage attached in front (common.attach_input). Small-image configurations run
@@ -91,70 +96,74 @@ PERCEIVER_IO = dict(depth=6, num_latents=128, latent_dim=256, cross_heads=1, lat
 _TINY_PERCEIVER = dict(num_latents=16, latent_dim=32, latent_heads=2, cross_dim_head=16, latent_dim_head=16,
                        num_freq_bands=4)
 
-# name: (make, config = the valid overrides, docstring)
-ZOO: dict[str, tuple[Make, dict, str]] = {
-    "vit_tiny_p4": (_timm_make(VisionTransformer), VIT_TINY,
+# name: (family, make, config = the valid overrides, docstring)
+ZOO: dict[str, tuple[str, Make, dict, str]] = {
+    "vit_tiny_p4": ("vit", _timm_make(VisionTransformer), VIT_TINY,
                     "ViT-Tiny (embed 192, depth 12, 3 heads) on 4x4 patches of the native image (5.4M)."),
-    "vit_small_p4": (_timm_make(VisionTransformer),
+    "vit_small_p4": ("vit", _timm_make(VisionTransformer),
                      {**VIT_TINY, "embed_dim": 384, "num_heads": 6, "drop_path_rate": 0.1},
                      "ViT-Small (embed 384, depth 12, 6 heads) on 4x4 patches of the native image (21.3M)."),
-    "swin_tiny_s": (_timm_make(SwinTransformer),
+    "swin_tiny_p2": ("vit", _timm_make(SwinTransformer),
                     dict(patch_size=2, window_size=4, embed_dim=96, depths=(2, 2, 6, 2),
                          num_heads=(3, 6, 12, 24), mlp_ratio=4.0, drop_path_rate=0.1),
                     "Swin-T widths and depths for small images: patch 2, window 4 (stages of 16, 8, 4, 2 "
                     "tokens a side at 32x32; timm pads the odd 7x7 stage at 28x28). 27.5M params."),
-    "tnt_s": (_timm_make(TNT),
+    "tnt_small_p4": ("vit", _timm_make(TNT),
               dict(patch_size=4, first_stride=1, embed_dim=384, inner_dim=24, depth=12, num_heads_outer=6,
                    num_heads_inner=4, drop_path_rate=0.1),
               "Transformer-in-Transformer, TNT-S widths; each 4x4 patch is 16 inner pixel tokens (23.3M)."),
-    "mixer_s": (_timm_make(MlpMixer),
+    "mixer_small_p4": ("mixer", _timm_make(MlpMixer),
                 dict(patch_size=4, num_blocks=8, embed_dim=512, mlp_ratio=(0.5, 4.0), drop_path_rate=0.0),
                 "MLP-Mixer-S widths (8 blocks, 512 channels) on 4x4 patches (17.1M params)."),
-    "perceiver": (_perceiver_make, PERCEIVER,
+    "perceiver_base": ("perceiver", _perceiver_make, PERCEIVER,
                   "Perceiver: 128 latents of 256, 4 cross-attentions each followed by 2 self-attentions; "
                   "Fourier position features up to the image's Nyquist frequency (11.8M params)."),
-    "perceiver_io": (_perceiver_io_make, PERCEIVER_IO,
+    "perceiver_io_base": ("perceiver", _perceiver_io_make, PERCEIVER_IO,
                      "Perceiver IO: pixel tokens cross-attended once into 128 latents of 256, 6 "
                      "self-attentions, one learned query decoded to the logits (7.4M params)."),
     # Mini variants: the same architectures sized for CPU training (the quick profile).
-    "vit_mini_p4": (_timm_make(VisionTransformer),
+    "vit_mini_p4": ("vit", _timm_make(VisionTransformer),
                     dict(patch_size=4, embed_dim=96, depth=6, num_heads=3, mlp_ratio=2.0, drop_rate=0.0,
                          drop_path_rate=0.0),
                     "ViT on 4x4 patches, embed 96, depth 6, 3 heads, MLP ratio 2 (0.46M): CPU-sized."),
-    "swin_mini": (_timm_make(SwinTransformer),
+    "swin_mini_p2": ("vit", _timm_make(SwinTransformer),
                   dict(patch_size=2, window_size=4, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8),
                        mlp_ratio=2.0, drop_path_rate=0.0),
                   "Swin with patch 2, window 4, embed 32, three stages of 2 blocks (0.39M): CPU-sized."),
-    "tnt_mini": (_timm_make(TNT),
+    "tnt_mini_p4": ("vit", _timm_make(TNT),
                  dict(patch_size=4, first_stride=1, embed_dim=64, inner_dim=8, depth=4, num_heads_outer=2,
                       num_heads_inner=1, mlp_ratio=2.0, drop_path_rate=0.0),
                  "TNT with embed 64, inner 8, depth 4 on 4x4 patches (0.18M): CPU-sized."),
-    "mixer_mini": (_timm_make(MlpMixer),
+    "mixer_mini_p4": ("mixer", _timm_make(MlpMixer),
                    dict(patch_size=4, num_blocks=4, embed_dim=128, mlp_ratio=(0.5, 2.0), drop_path_rate=0.0),
                    "MLP-Mixer with 4 blocks of 128 channels on 4x4 patches (0.29M): CPU-sized."),
-    "perceiver_mini": (_perceiver_make,
+    "perceiver_mini": ("perceiver", _perceiver_make,
                        {**PERCEIVER, **_TINY_PERCEIVER, "num_latents": 32, "latent_dim": 64, "depth": 2,
                         "self_per_cross_attn": 1},
                        "Perceiver with 32 latents of 64, 2 cross-attentions (0.22M): CPU-sized."),
-    "perceiver_io_mini": (_perceiver_io_make,
+    "perceiver_io_mini": ("perceiver", _perceiver_io_make,
                           {**PERCEIVER_IO, **_TINY_PERCEIVER, "num_latents": 32, "latent_dim": 64, "depth": 2,
                            "queries_dim": 32},
                           "Perceiver IO with 32 latents of 64, 2 self-attentions (0.19M): CPU-sized."),
     # Tiny variants for tests and the smoke profile: milliseconds on CPU.
-    "test_vit": (_timm_make(VisionTransformer), dict(patch_size=4, embed_dim=32, depth=2, num_heads=2,
-                                                     mlp_ratio=2.0), "Tiny ViT for tests."),
-    "test_swin": (_timm_make(SwinTransformer), dict(patch_size=2, window_size=4, embed_dim=16, depths=(1, 1),
-                                                    num_heads=(1, 2), mlp_ratio=2.0, drop_path_rate=0.0),
+    "test_vit": ("vit", _timm_make(VisionTransformer),
+                 dict(patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
+                 "Tiny ViT for tests."),
+    "test_swin": ("vit", _timm_make(SwinTransformer),
+                  dict(patch_size=2, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2),
+                       mlp_ratio=2.0, drop_path_rate=0.0),
                   "Tiny Swin for tests."),
-    "test_tnt": (_timm_make(TNT), dict(patch_size=4, first_stride=1, embed_dim=32, inner_dim=8, depth=2,
-                                       num_heads_outer=2, num_heads_inner=1, mlp_ratio=2.0),
+    "test_tnt": ("vit", _timm_make(TNT),
+                 dict(patch_size=4, first_stride=1, embed_dim=32, inner_dim=8, depth=2, num_heads_outer=2,
+                      num_heads_inner=1, mlp_ratio=2.0),
                  "Tiny TNT for tests."),
-    "test_mixer": (_timm_make(MlpMixer), dict(patch_size=4, num_blocks=2, embed_dim=32, mlp_ratio=(0.5, 2.0)),
+    "test_mixer": ("mixer", _timm_make(MlpMixer),
+                   dict(patch_size=4, num_blocks=2, embed_dim=32, mlp_ratio=(0.5, 2.0)),
                    "Tiny MLP-Mixer for tests."),
-    "test_perceiver": (_perceiver_make,
+    "test_perceiver": ("perceiver", _perceiver_make,
                        {**PERCEIVER, **_TINY_PERCEIVER, "depth": 1, "self_per_cross_attn": 1},
                        "Tiny Perceiver for tests."),
-    "test_perceiver_io": (_perceiver_io_make,
+    "test_perceiver_io": ("perceiver", _perceiver_io_make,
                           {**PERCEIVER_IO, **_TINY_PERCEIVER, "depth": 1, "queries_dim": 16},
                           "Tiny Perceiver IO for tests."),
 }
@@ -173,8 +182,8 @@ def _zoo_builder(name: str, make: Make, defaults: dict, doc: str):
     return build
 
 
-for _name, _spec in ZOO.items():
-    register_model("vit", _name)(_zoo_builder(_name, *_spec))
+for _name, (_family, *_spec) in ZOO.items():
+    register_model(_family, _name)(_zoo_builder(_name, *_spec))
 
 
 # timm's 224x224 architectures, registered to be fine-tuned from their published ImageNet weights (01
@@ -208,7 +217,7 @@ def _pretrained_builder(arch: str, doc: str):
 
 
 for _name, _doc in PRETRAINED_224.items():
-    register_model("vit", _name)(_pretrained_builder(_name, _doc))
+    register_model("mixer" if _name.startswith("mixer") else "vit", _name)(_pretrained_builder(_name, _doc))
 
 
 def _hub_unreachable(arch: str, err: Exception) -> str:

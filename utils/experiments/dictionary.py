@@ -1,7 +1,7 @@
 """Dictionary learning: sparse autoencoders (SAEs) on any layer's activations and their metrics (matching
-features across models: utils.feature_matching).
+features across models: feature_matching).
 
-    acts = collect_activations(net, test_ds, "head:input", cache=activation_path("quick", ..))  # (N, D)
+    acts = hooks.collect_activations(net, test_ds, "head:input", cache=hooks.activation_path(...))  # (N, D)
     sae, history = fit_sae(acts, replace(ORIGINAL, epochs=10))   # history: one row per epoch
     h = encode(sae, acts)                                        # (N, F) feature activations, >= 0
     sae_metrics(sae, acts); splice_accuracy(net, "head:input", sae, test_ds)
@@ -30,12 +30,8 @@ has no L1 term; their auxiliary dead-latent loss (AuxK) is not implemented.
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -43,80 +39,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import ImageSet, make_loader
-from .models import eval_mode, model_device
-from .results import atomic_write, checkpoints_root
-from .train import evaluate
+from ..data import ImageSet, make_loader
+from ..hooks import hooked
+from ..metrics import evaluate
 
 ACTIVATIONS = ("relu", "topk")
-
-def parse_layer(layer: str) -> tuple[str, str]:
-    """"head" -> ("head", "output"); "head:input" -> ("head", "input")."""
-    name, _, point = layer.partition(":")
-    if point not in ("", "output", "input"):
-        raise ValueError(f"layer must be '<module>' or '<module>:input'; got {layer!r}")
-    return name, point or "output"
-
-
-@contextmanager
-def hooked(model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Iterator:
-    """Inside, every forward calls fn(t) on the layer's tensor t; a tensor fn returns replaces t."""
-    name, point = parse_layer(layer)
-    module = model.get_submodule(name)  # a clear AttributeError for a wrong name
-    if point == "input":
-        def pre(_, args):
-            new = fn(args[0])
-            return None if new is None else (new, *args[1:])
-        handle = module.register_forward_pre_hook(pre)
-    else:
-        handle = module.register_forward_hook(lambda _, args, out: fn(out))
-    try:
-        yield model
-    finally:
-        handle.remove()
-
-
-def fingerprint(model: nn.Module) -> str:
-    """A hash of the model's weights and buffers: a cache made from other weights is not reused."""
-    sha = hashlib.sha1()
-    for name, t in model.state_dict().items():
-        sha.update(name.encode())
-        sha.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return sha.hexdigest()[:16]
-
-
-def activation_path(profile: str, dataset: str, run: str, layer: str, split: str, n: int | None) -> Path:
-    """`<checkpoints>/<profile>/<dataset>/activations/<run>__<layer>__<split><n>.pt`."""
-    slug = layer.replace(":", "-")
-    return checkpoints_root() / profile / dataset / "activations" / f"{run}__{slug}__{split}{n or 'all'}.pt"
-
-
-@torch.no_grad()
-def collect_activations(model: nn.Module, ds: ImageSet, layer: str, *, n: int | None = None,
-                        batch_size: int = 256, cache: Path | None = None, dtype: torch.dtype = torch.float16,
-                        progress: bool = True) -> torch.Tensor:
-    """The layer's activations on the first n images of ds (None: all), (N, D) float32 on the CPU, stored as
-    `dtype` in `cache` (reused while model weights, layer, split and n are the same)."""
-    ds = ds.subset(min(n or len(ds), len(ds)))
-    key = {"fingerprint": fingerprint(model), "layer": layer, "split": ds.split, "dataset": ds.info.name,
-           "n": len(ds), "dtype": str(dtype)}
-    if cache is not None and Path(cache).exists():
-        blob = torch.load(cache, map_location="cpu", weights_only=True)
-        if blob["key"] == key:
-            return blob["acts"].float()
-    chunks = []
-    loader = make_loader(ds, batch_size, train=False, device=model_device(model))
-    store = lambda t: chunks.append(t.detach().flatten(1).float().cpu())
-    with eval_mode(model), hooked(model, layer, store):
-        for x, _ in tqdm(loader, desc=f"activations {layer}", disable=not progress, leave=False):
-            model(x)
-    acts = torch.cat(chunks)  # (N, D) float32
-    if cache is not None:  # float16 only where it cannot overflow (|a| <= 65504)
-        stored = acts.to(dtype) if acts.abs().max() < torch.finfo(dtype).max else acts
-        atomic_write(Path(cache), lambda p: torch.save({"key": key, "acts": stored}, p))
-        acts = stored.float()  # what a later call loads: the same numbers either way
-    return acts
-
 
 # ---------------------------------------------------------------------------------------------- the SAE
 

@@ -4,6 +4,7 @@ classes recur like a CNN's): a periodicity score, its controls and the verdict.
     periodicity(vis.images)                     # (K,) height of the strongest recurrence, in [0, 1]
     spectral_peak_share(vis.images)             # (K,) share of the power in the strongest frequency
     noise_images(64, (1, 28, 28))               # the noise control: the visualisation's starting noise
+    score_table(images, model="mlp", kind="trained")   # one row per image: periodicity, spectral share
     recurrence_table(scores); prediction_1(table)
 """
 
@@ -66,6 +67,13 @@ def spectral_peak_share(images: Tensor) -> Tensor:
     total = power.sum((1, 2))
     share = (2 * power.amax((1, 2)) / total.clamp_min(1e-12)).clamp(max=1)
     return torch.where(total > 1e-12, share, torch.zeros_like(share)).float()
+
+
+def score_table(images: Tensor, **labels) -> pd.DataFrame:
+    """One row per image of (N, C, H, W): the `labels` columns (scalars or length-N lists), periodicity and
+    spectral_peak_share."""
+    return pd.DataFrame({**labels, "periodicity": periodicity(images).numpy(),
+                         "spectral_peak_share": spectral_peak_share(images).numpy()})
 
 
 def noise_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> Tensor:

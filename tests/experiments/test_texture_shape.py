@@ -9,7 +9,8 @@ import torch.nn as nn
 from PIL import Image
 from torchvision.transforms.functional import rgb_to_grayscale
 
-from utils import texture_shape as ts
+from utils import metrics
+from utils.experiments import texture_shape as ts
 
 
 def rand(b=4, c=3, h=32, w=32, seed=0):
@@ -261,7 +262,7 @@ def test_predict_and_per_class_accuracy():
     guess = torch.tensor([0, 1, 1, 1, 0, 2])
     x = torch.zeros(6, 1, 4, 4)
     x[:, 0, 0, 0] = guess / 10
-    pred = ts.predict(Echo(), x, batch_size=4)
+    pred = metrics.predict_classes(Echo(), x, batch_size=4)
     assert torch.equal(pred, guess)
     df = ts.per_class_accuracy(pred, labels, ("a", "b", "c", "d"))
     assert list(df["class"]) == ["a", "b", "c", "d"] and list(df["n"]) == [2, 3, 1, 0]
@@ -292,12 +293,12 @@ def test_evaluate_modifications_tidy_rows_and_overall():
     assert len(per_class) == 2 * 2 * 3  # modification x model x class
     gray_notes = set(per_class["note"][per_class["modification"] == "grayscale"])
     assert gray_notes == {"identity: the images have 1 channel"}
-    direct = ts.per_class_accuracy(ts.predict(Echo(), x), y, classes)
+    direct = ts.per_class_accuracy(metrics.predict_classes(Echo(), x), y, classes)
     for (mod, model), rows in per_class.groupby(["modification", "model"]):
         assert list(rows["correct"]) == list(direct["correct"]), (mod, model)  # grayscale: identity here
     overall = ts.overall_accuracy(per_class)
     assert len(overall) == 4 and (overall["n"] == 40).all()
-    expected = (ts.predict(Echo(), x) == y).float().mean().item()
+    expected = (metrics.predict_classes(Echo(), x) == y).float().mean().item()
     np.testing.assert_allclose(overall["top1"], expected)
     np.testing.assert_allclose(overall["mean_class_top1"], direct["top1"].mean())
 
@@ -311,3 +312,17 @@ def test_cue_conflict_bias_scores_shape_and_texture_labels():
         assert row.shape_decisions == (y == k).sum() and row.texture_decisions == (texture == k).sum()
         assert row.n == 60 and row.excluded == 0
         assert row.shape_bias == pytest.approx(int((y == k).sum()) / int(((y == k) | (texture == k)).sum()))
+
+
+def test_tile_shuffle_accuracy():
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 28, 28)
+    positional = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 4))
+    pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 4))  # sees no positions
+    y = positional(x).argmax(1)
+    y_pooled = pooled(x).argmax(1)
+    out = ts.tile_shuffle_accuracy({"positional": positional}, x, y, grids=(2, 4))
+    assert out.grid.tolist() == [1, 2, 4] and out.tile_px.tolist() == [28, 14, 7]
+    assert out.top1.iloc[0] == 1.0 and (out.top1.iloc[1:] < 0.9).all() and out["drop"].iloc[0] == 0
+    out = ts.tile_shuffle_accuracy({"pooled": pooled}, x, y_pooled)
+    assert out.top1.tolist() == [1.0, 1.0, 1.0]

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils import feature_viz as fv
 from utils import models
+from utils.experiments import feature_viz as fv
 
 
 def tiny(name: str, channels: int = 1, size: int = 16) -> nn.Module:
@@ -45,14 +45,6 @@ def test_objectives_compose_by_sum_and_scale():
     combined = 2 * a + b * -0.5
     assert torch.allclose(combined(acts), 2 * a(acts) - 0.5 * b(acts))
     assert combined.layers == {"a"} and combined.label == "2*class 2 + -0.5*a:mean 1"
-
-
-def test_recording_sees_the_layer_output():
-    net, x = tiny("test_mlp"), torch.rand(3, 1, 16, 16)
-    with fv.recording(net, ["stem"]) as acts:
-        net(x)
-    assert torch.allclose(acts["stem"], net.stem(net.flatten(net.input(x))))
-    assert not net.stem._forward_hooks  # removed on exit
 
 
 @pytest.mark.parametrize("name, n, expected", [
@@ -175,15 +167,3 @@ def test_image_shape_is_needed_for_models_without_a_config():
 # ---------------------------------------------------------------- tile shuffle
 
 
-def test_tile_shuffle_accuracy():
-    torch.manual_seed(0)
-    x = torch.rand(64, 1, 28, 28)
-    positional = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 4))
-    pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 4))  # sees no positions
-    y = positional(x).argmax(1)
-    y_pooled = pooled(x).argmax(1)
-    out = fv.tile_shuffle_accuracy({"positional": positional}, x, y, grids=(2, 4))
-    assert out.grid.tolist() == [1, 2, 4] and out.tile_px.tolist() == [28, 14, 7]
-    assert out.top1.iloc[0] == 1.0 and (out.top1.iloc[1:] < 0.9).all() and out["drop"].iloc[0] == 0
-    out = fv.tile_shuffle_accuracy({"pooled": pooled}, x, y_pooled)
-    assert out.top1.tolist() == [1.0, 1.0, 1.0]

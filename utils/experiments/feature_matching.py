@@ -87,6 +87,14 @@ def class_selectivity(h: torch.Tensor, labels: torch.Tensor, num_classes: int) -
                          "specificity": (1 - fp[best, cols]).numpy(), "youden": j[best, cols].numpy()})
 
 
+def top_examples(h: torch.Tensor, features, images: torch.Tensor, labels: torch.Tensor, k: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k images (and labels) on which each of `features` is most active: (F, k, C, H, W) uint8 as given,
+    (F, k) labels; h (N, all features) codes over the same N images."""
+    top = torch.stack([h[:, int(f)].topk(min(k, len(h))).indices for f in features])  # (F, k)
+    return images[top], labels[top]
+
+
 def compare_dictionaries(codes: dict[str, torch.Tensor], seed_codes: dict[str, torch.Tensor],
                          random_codes: dict[str, torch.Tensor]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Prediction 2's matchings on the same images. codes / seed_codes: model -> (N, F) codes of two SAEs

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from utils import feature_matching
+from utils.experiments import feature_matching
 
 
 def test_match_features_permuted_copy_noise_and_constant_features():

@@ -1,6 +1,5 @@
 """utils.timing: FLOPs and sizes against closed forms, measure's rows and refusals, ECE on hand-made cases."""
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -10,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from test_models import _paper_count  # the hand count of the paper's MLPs, shared with test_models
 
-from utils import models, timing
+from utils import models
+from utils.experiments import cost
 
 
 def tiny_cnn() -> nn.Module:
@@ -25,7 +25,7 @@ def tiny_mlp() -> nn.Module:
 
 @pytest.mark.parametrize("batch,i,o", [(1, 5, 7), (8, 32, 10), (3, 100, 1)])
 def test_flops_of_a_linear_layer_are_two_per_multiply_add(batch, i, o):
-    assert timing.count_flops(nn.Linear(i, o, bias=False), (i,), batch_size=batch) == 2 * batch * i * o
+    assert cost.count_flops(nn.Linear(i, o, bias=False), (i,), batch_size=batch) == 2 * batch * i * o
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0)])
@@ -34,19 +34,19 @@ def test_flops_of_a_conv_match_the_closed_form(stride, padding):
     conv = nn.Conv2d(c_in, c_out, k, stride, padding, bias=False)
     out = (side + 2 * padding - k) // stride + 1  # output pixels per side
     expected = 2 * b * c_out * out * out * c_in * k * k  # one multiply-add per weight per output pixel
-    assert timing.count_flops(conv, (c_in, side, side), batch_size=b) == expected
+    assert cost.count_flops(conv, (c_in, side, side), batch_size=b) == expected
 
 
 def test_cpu_attention_is_counted_like_its_matmuls():
     b, h, n, d = 2, 3, 10, 8  # QK^T and AV: each 2 * b * h * n * n * d
     attend = lambda q: F.scaled_dot_product_attention(q, q, q)
-    assert timing.count_flops(_Lambda(attend), (h, n, d), batch_size=b) == 4 * b * h * n * n * d
+    assert cost.count_flops(_Lambda(attend), (h, n, d), batch_size=b) == 4 * b * h * n * n * d
     vit = models.create_model("test_vit", in_chans=1, img_size=28)
-    fused = timing.count_flops(vit, (1, 28, 28))
+    fused = cost.count_flops(vit, (1, 28, 28))
     for m in vit.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = False  # timm's explicit q @ k^T, softmax, @ v
-    assert fused == timing.count_flops(vit, (1, 28, 28)) > 0
+    assert fused == cost.count_flops(vit, (1, 28, 28)) > 0
 
 
 class _Lambda(nn.Module):
@@ -62,24 +62,24 @@ def test_count_params_matches_the_hand_count_of_the_paper_mlps():
     for blocks, width in [(12, 1024), (12, 512), (6, 1024), (6, 512)]:
         with torch.device("meta"):  # counting only
             net = models.create_model(f"mlp_b{blocks}_wi{width}")
-        total, trainable = timing.count_params(net)
+        total, trainable = cost.count_params(net)
         assert total == trainable == _paper_count(blocks, width)
-        assert timing.param_bytes(net) == 4 * total  # float32
+        assert cost.param_bytes(net) == 4 * total  # float32
     net = models.create_model("mlp_b4_wi256", in_chans=3, img_size=32)
     net.head.requires_grad_(False)
-    total, trainable = timing.count_params(net)
+    total, trainable = cost.count_params(net)
     assert total == _paper_count(4, 256, d_in=3 * 32 * 32) and trainable == total - (256 * 10 + 10)
 
 
 def test_param_bytes_with_buffers_adds_batchnorm_statistics():
     net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    assert timing.param_bytes(net) == 4 * (16 + 8)
-    assert timing.param_bytes(net, buffers=True) == 4 * (16 + 8) + 4 * 8 + 8  # means, vars, int64 counter
+    assert cost.param_bytes(net) == 4 * (16 + 8)
+    assert cost.param_bytes(net, buffers=True) == 4 * (16 + 8) + 4 * 8 + 8  # means, vars, int64 counter
 
 
 def test_summary_totals():
     b, i, o = 4, 6, 5
-    s = timing.summary(nn.Sequential(nn.Linear(i, o)), (i,), batch_size=b)
+    s = cost.summary(nn.Sequential(nn.Linear(i, o)), (i,), batch_size=b)
     assert s.params == s.trainable == i * o + o and s.param_bytes == 4 * (i * o + o)
     assert s.activation_bytes == 2 * b * o * 4  # the layer's float32 output and its gradient
     assert s.input_bytes == b * i * 4 and "Linear: 1-1" in s.table
@@ -89,18 +89,18 @@ def test_is_cnn_follows_the_registry_then_the_structure():
     names = ("test_cnn", "test_vit", "test_tnt")  # TnT's pixel embedding is an overlapping conv
     with torch.device("meta"):
         nets = [models.create_model(n, in_chans=1, img_size=28) for n in names]
-    assert [timing.is_cnn(n) for n in nets] == [True, False, False]
+    assert [cost.is_cnn(n) for n in nets] == [True, False, False]
     patchify = nn.Sequential(nn.Conv2d(1, 4, 4, stride=4), nn.Flatten())  # a ViT-style patch embedding
-    assert timing.is_cnn(tiny_cnn()) and not timing.is_cnn(tiny_mlp()) and not timing.is_cnn(patchify)
+    assert cost.is_cnn(tiny_cnn()) and not cost.is_cnn(tiny_mlp()) and not cost.is_cnn(patchify)
 
 
 def test_measure_reports_positive_numbers_for_every_supported_mode():
     net = tiny_cnn()
-    modes = timing.supported_modes(net, "cpu")
+    modes = cost.supported_modes(net, "cpu")
     assert modes[0] == "fp32" and "channels_last" in modes
     for mode in modes:
         sizes = (1, 4) if mode != "compile" else (2,)  # compiling is slow on CPU: one batch size
-        df = timing.measure(net, (1, 8, 8), batch_sizes=sizes, device="cpu", mode=mode, repeats=6, warmup=1,
+        df = cost.measure(net, (1, 8, 8), batch_sizes=sizes, device="cpu", mode=mode, repeats=6, warmup=1,
                             progress=False)
         assert list(df.batch_size) == list(sizes) and (df["mode"] == mode).all() and (df.repeats == 6).all()
         for col in ("latency_ms", "latency_q25_ms", "latency_q75_ms", "throughput", "first_call_ms"):
@@ -112,7 +112,7 @@ def test_measure_reports_positive_numbers_for_every_supported_mode():
 
 
 def test_measure_stops_at_max_seconds_but_not_before_five_calls():
-    df = timing.measure(tiny_mlp(), (1, 8, 8), batch_sizes=(1,), repeats=1000, warmup=0, max_seconds=0.0,
+    df = cost.measure(tiny_mlp(), (1, 8, 8), batch_sizes=(1,), repeats=1000, warmup=0, max_seconds=0.0,
                         progress=False)
     assert df.repeats.item() == 5
 
@@ -120,57 +120,26 @@ def test_measure_stops_at_max_seconds_but_not_before_five_calls():
 def test_measure_refuses_what_the_device_cannot_run(monkeypatch):
     mlp = tiny_mlp()
     with pytest.raises(ValueError, match=r"'channels_last' cannot run .* CNNs only.*supported here: fp32"):
-        timing.measure(mlp, (1, 8, 8), batch_sizes=(1,), mode="channels_last")
+        cost.measure(mlp, (1, 8, 8), batch_sizes=(1,), mode="channels_last")
     with pytest.raises(ValueError, match="unknown timing mode 'fp16'; modes: fp32, bf16, compile"):
-        timing.measure(mlp, (1, 8, 8), batch_sizes=(1,), mode="fp16")
-    monkeypatch.setattr(timing, "_cpu_has_bf16", lambda: False)  # a CPU without AVX512-BF16 / AMX
-    monkeypatch.setattr(timing, "_has_cxx_compiler", lambda: False)
-    assert timing.supported_modes(tiny_cnn(), "cpu") == ("fp32", "channels_last")
+        cost.measure(mlp, (1, 8, 8), batch_sizes=(1,), mode="fp16")
+    monkeypatch.setattr(cost, "_cpu_has_bf16", lambda: False)  # a CPU without AVX512-BF16 / AMX
+    monkeypatch.setattr(cost, "_has_cxx_compiler", lambda: False)
+    assert cost.supported_modes(tiny_cnn(), "cpu") == ("fp32", "channels_last")
     with pytest.raises(ValueError, match=r"'bf16' cannot run .*native bf16.*supported here: fp32$"):
-        timing.measure(mlp, (1, 8, 8), batch_sizes=(1,), mode="bf16")
+        cost.measure(mlp, (1, 8, 8), batch_sizes=(1,), mode="bf16")
     with pytest.raises(ValueError, match=r"'compile' cannot run .*C\+\+ compiler"):
-        timing.measure(mlp, (1, 8, 8), batch_sizes=(1,), mode="compile")
+        cost.measure(mlp, (1, 8, 8), batch_sizes=(1,), mode="compile")
     with pytest.raises(ValueError, match="cpu and cuda"):
-        timing.supported_modes(mlp, "meta")
+        cost.supported_modes(mlp, "meta")
 
 
 def test_headline_and_pareto_front():
     rows = [("a", "fp32", 1, 2.0, 500.0), ("a", "fp32", 8, 4.0, 2000.0), ("a", "fp32", 64, 40.0, 1600.0)]
     df = pd.DataFrame(rows, columns=["model", "mode", "batch_size", "latency_ms", "throughput"])
-    head = timing.headline(df.assign(latency_iqr_ms=0.1)).iloc[0]
+    head = cost.headline(df.assign(latency_iqr_ms=0.1)).iloc[0]
     assert (head.latency_batch, head.latency_ms, head.best_batch, head.best_throughput) == (1, 2.0, 8, 2000.0)
     x, y = [1, 2, 3, 2, 3], [0.9, 0.8, 0.5, 0.7, 0.5]  # (2, .7) is dominated by (2, .8); ties stay
-    assert timing.pareto_front(x, y).tolist() == [True, True, True, False, True]
+    assert cost.pareto_front(x, y).tolist() == [True, True, True, False, True]
 
 
-def _probs(confidences, correct, classes=3):
-    """Rows whose top probability is `confidences[i]` on class 0; the label is 0 when correct, else 1."""
-    c = torch.tensor(confidences, dtype=torch.float64)
-    rest = ((1 - c) / (classes - 1))[:, None].expand(-1, classes - 1)
-    return torch.cat([c[:, None], rest], 1), torch.tensor([0 if k else 1 for k in correct])
-
-
-def test_ece_is_zero_when_confidence_equals_accuracy():
-    probs, labels = _probs([0.7] * 10 + [0.95] * 20, [1] * 7 + [0] * 3 + [1] * 19 + [0])
-    assert timing.expected_calibration_error(probs, labels) == pytest.approx(0, abs=1e-12)
-
-
-def test_ece_matches_a_hand_computed_value():
-    # bin (13/15, 14/15]: conf 0.9, acc 1/2 -> gap 0.4, weight 2/5; bin (8/15, 9/15]: conf 0.55, acc 2/3.
-    probs, labels = _probs([0.9, 0.9, 0.55, 0.55, 0.55], [1, 0, 1, 1, 0])
-    expected = 2 / 5 * 0.4 + 3 / 5 * (2 / 3 - 0.55)  # = 0.23
-    assert timing.expected_calibration_error(probs, labels) == pytest.approx(expected, abs=1e-12)
-    diagram = timing.reliability_diagram(probs, labels)
-    assert len(diagram) == 15 and diagram["count"].sum() == 5
-    assert diagram.loc[13, ["count", "confidence", "accuracy"]].tolist() == pytest.approx([2, 0.9, 0.5])
-    assert diagram.loc[8, "count"] == 3 and math.isnan(diagram.loc[0, "accuracy"])
-    one_bin = timing.expected_calibration_error(probs, labels, n_bins=1)  # |mean acc - mean conf|
-    assert one_bin == pytest.approx(abs(3 / 5 - (2 * 0.9 + 3 * 0.55) / 5))
-
-
-def test_predict_proba_rows_are_the_models_softmax():
-    net = tiny_mlp()
-    x, y = torch.rand(10, 1, 8, 8), torch.arange(10) % 3
-    probs, labels = timing.predict_proba(net, [(x[:6], y[:6]), (x[6:], y[6:])])
-    assert torch.allclose(probs, net.eval()(x).softmax(1), atol=1e-6) and torch.equal(labels, y)
-    assert torch.allclose(probs.sum(1), torch.ones(10))

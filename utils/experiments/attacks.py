@@ -25,8 +25,9 @@ import torch.nn.functional as F
 import torchattacks
 from tqdm.auto import tqdm
 
-from .models import eval_mode, frozen, model_device
-from .train import topk_hits
+from .. import metrics
+from ..models import frozen, model_device
+from ..references import ORIGINAL_ATTACKS_CIFAR10
 
 NORMS = ("linf", "l2")
 # The "standard" AutoAttack of Croce & Hein (2020), in the order it runs them: APGD with cross-entropy,
@@ -153,13 +154,6 @@ def _torchattacks_attack(name: str, model: nn.Module, eps: float, norm: str, n_c
     return torchattacks.Square(model, n_queries=n_queries, **kw)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits (B, classes) on x's device, in eval mode, the model's mode restored."""
-    with eval_mode(model):
-        return model(x).float()
-
-
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf", *,
                attacks: Sequence[str] = AUTOATTACK_STANDARD, steps: int = 100, n_queries: int = 5000,
                seed: int = 0, return_log: bool = False):
@@ -176,7 +170,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
     if unknown:
         raise ValueError(f"unknown AutoAttack member {unknown}; members: {', '.join(AUTOATTACK_STANDARD)}")
     x, y = x.detach(), y.detach()
-    logits = predict(model, x)
+    logits = metrics.logits(model, x)
     robust, n_classes = logits.argmax(1) == y, logits.shape[1]  # robust (B,) bool: not broken yet
     x_adv, log = x.clone(), {"clean": int(robust.sum())}
     with frozen(model), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
@@ -185,7 +179,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
             if len(idx) > 0 and eps > 0:
                 atk = _torchattacks_attack(name, model, eps, norm, n_classes, steps, n_queries, seed)
                 adv = atk(x[idx], y[idx]).to(x.device)
-                broken = predict(model, adv).argmax(1) != y[idx]
+                broken = metrics.logits(model, adv).argmax(1) != y[idx]
                 x_adv[idx[broken]], robust[idx[broken]] = adv[broken], False
             log[name] = int(robust.sum())
     return (x_adv, log) if return_log else x_adv
@@ -211,7 +205,8 @@ def robust_accuracy(model: nn.Module, loader: Iterable, attack: Attack, eps_list
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             for i, eps in enumerate(eps_list):
-                hits[i] += torch.tensor(topk_hits(predict(model, attack(model, x, y, eps, **kw)), y))
+                logits = metrics.logits(model, attack(model, x, y, eps, **kw))
+                hits[i] += torch.stack(metrics.topk_hits(logits, y)).cpu()
                 bar.update()
             n += len(y)
     acc = (hits.double() / max(n, 1)).tolist()
@@ -241,7 +236,8 @@ def _transfer_counts(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.
     the source (the source is right on the clean image and wrong on x_adv); transferred: eligible and the
     target is wrong on x_adv."""
     on = {k: (x.to(model_device(m)), y.to(model_device(m))) for k, m in models.items()}
-    right = lambda k, images: (predict(models[k], images.to(on[k][0].device)).argmax(1) == on[k][1]).cpu()
+    right = lambda k, images: (metrics.logits(models[k], images.to(on[k][0].device)).argmax(1)
+                               == on[k][1]).cpu()
     clean = {k: right(k, x) for k in models}  # (B,) bool per model
     counts = {}
     for s, source in models.items():
@@ -275,4 +271,21 @@ def transfer_matrix(models: Mapping[str, nn.Module], loader: Iterable, attack: A
         rows.append({"source": s, "target": t, "attack": name, "eps": eps, "n": n,
                      "target_clean_top1": clean / max(n, 1), "target_adv_top1": adv / max(n, 1),
                      "n_eligible": eligible, "transfer_rate": moved / eligible if eligible else float("nan")})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the original study's numbers
+
+def original_vs_ours(curves: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The original study's top-1 (references.ORIGINAL_ATTACKS_CIFAR10) beside this run's at the nearest eps
+    of each grid: one row per attack x model (curves: robust_accuracy rows with model and family columns)."""
+    rows = []
+    for (attack, eps), by_family in ORIGINAL_ATTACKS_CIFAR10.items():
+        c = curves[curves.attack == attack]
+        nearest = c.eps.iloc[(c.eps - eps).abs().argmin()]
+        for model, family in c[["model", "family"]].drop_duplicates().itertuples(index=False):
+            ours = c[(c.model == model) & (c.eps == nearest)].top1.item()
+            rows.append({"attack": attack, "eps": nearest, "family": family, "model": model,
+                         "original_top1_cifar10": by_family.get(family, float("nan")),
+                         f"top1_{dataset}": ours})
     return pd.DataFrame(rows)

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils import data, dictionary, models
+from utils import data, models
+from utils.experiments import dictionary
 
 
 def sparse_data(n: int = 4000, d: int = 32, m: int = 48, k: int = 3, seed: int = 0):
@@ -121,38 +122,6 @@ def tiny():
     net = models.create_model("test_mlp", num_classes=ds.info.num_classes, in_chans=ds.info.channels,
                               img_size=ds.info.image_size, mean=ds.info.mean, std=ds.info.std)
     return net.eval(), ds
-
-
-def test_collect_activations_hooks_inputs_and_outputs_and_caches(tiny, tmp_path):
-    net, ds = tiny
-    x = ds.images[:10].float() / 255
-    cache = tmp_path / "acts.pt"
-    acts = dictionary.collect_activations(net, ds, "head:input", n=10, batch_size=4, cache=cache,
-                                          progress=False)
-    with torch.no_grad():
-        logits = net(x)
-    torch.testing.assert_close(net.head(acts), logits, atol=2e-2, rtol=1e-2)  # float16 cache
-    assert torch.load(cache, weights_only=True)["acts"].dtype == torch.float16
-    torch.testing.assert_close(dictionary.collect_activations(net, ds, "head", n=10, progress=False), logits)
-    again = dictionary.collect_activations(net, ds, "head:input", n=10, cache=cache, progress=False)
-    torch.testing.assert_close(again, acts, atol=0, rtol=0)  # loaded from the cache
-    with torch.no_grad():
-        net.head.weight.mul_(1)  # same weights: same fingerprint
-        before = dictionary.fingerprint(net)
-        net.stem.bias.add_(1.0)
-    assert dictionary.fingerprint(net) != before  # other weights: the cache is not reused
-    changed = dictionary.collect_activations(net, ds, "head:input", n=10, cache=cache, progress=False)
-    assert not torch.allclose(changed, acts)
-    with torch.no_grad():
-        net.stem.bias.sub_(1.0)
-    with pytest.raises(ValueError, match="module"):
-        dictionary.parse_layer("head:weights")
-
-
-def test_activation_path_is_under_the_checkpoints_root(monkeypatch, tmp_path):
-    monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(tmp_path))
-    path = dictionary.activation_path("smoke", "fashion-mnist", "test_mlp", "head:input", "test", 256)
-    assert path == tmp_path / "smoke/fashion-mnist/activations/test_mlp__head-input__test256.pt"
 
 
 def test_splice_keeps_accuracy_with_an_exact_sae_and_loses_it_with_a_dead_one(tiny):

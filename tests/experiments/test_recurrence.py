@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from utils import recurrence
+from utils.experiments import recurrence
 
 
 def tiled(n: int, channels: int, size: int, period: int, seed: int = 0) -> torch.Tensor:

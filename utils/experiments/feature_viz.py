@@ -1,11 +1,10 @@
 """Feature visualisation (activation maximisation): images that maximise a class logit or a unit, and how
-much a model relies on where its image tiles sit (how periodic the images are: utils.recurrence).
+how periodic the images are is utils.experiments.recurrence; the tile shuffle is texture_shape's.
 
     obj = class_logit(3)                        # or unit("blocks.1", 17), 0.5 * unit(...) + class_logit(3)
     vis = visualize(model, [obj, class_logit(4)], steps=256, param="pixels", transforms=ORIGINAL, seed=0)
     vis.images                                  # (K, C, H, W) in [0, 1]: image k maximises objective k
     vis.trace                                   # (steps + 1, K): each objective at every step
-    tile_shuffle_accuracy(nets, x, y)           # top-1 on 2x2 / 4x4 tile-shuffled test images
 
 The original study optimised raw pixels from N(0.5, (1/6)^2) noise toward a class logit with the normalised
 gradient step `x += step / mean|g| * g` and a Gaussian blur of the image after every step (kernel 5, sigma
@@ -17,20 +16,19 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import texture_shape
-from .models import frozen
+from ..hooks import recording
+from ..models import frozen
+from ..registry import Registry
 
 # ---------------------------------------------------------------- objectives
 
@@ -102,22 +100,6 @@ def unit(layer: str, index: int, reduce: str = "mean", relu: bool = False) -> Ob
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}")
     return Objective((Term(layer, index, reduce, relu),))
-
-
-@contextmanager
-def recording(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str | None, Tensor]]:
-    """A dict that every forward pass fills with the outputs of `layers` (by module name)."""
-    acts: dict[str | None, Tensor] = {}
-
-    def store(name):
-        return lambda module, args, out: acts.__setitem__(name, out[0] if isinstance(out, tuple) else out)
-
-    handles = [model.get_submodule(n).register_forward_hook(store(n)) for n in layers]
-    try:
-        yield acts
-    finally:
-        for h in handles:
-            h.remove()
 
 
 # ---------------------------------------------------------------- parametrisations
@@ -197,7 +179,9 @@ class FourierImage:
             self.param.mul_(gain[..., None])
 
 
-PARAMETRISATIONS = {"pixels": PixelImage, "fourier": FourierImage}
+PARAMETRISATIONS: Registry[type] = Registry("image parametrisation")
+PARAMETRISATIONS.add("pixels", PixelImage)
+PARAMETRISATIONS.add("fourier", FourierImage)
 
 # ---------------------------------------------------------------- regularisers, step rules, the loop
 
@@ -280,8 +264,8 @@ def visualize(
     return them with the objective trace. The same seed gives the same images."""
     objs = [objectives] if isinstance(objectives, Objective) else list(objectives)
     if param not in PARAMETRISATIONS or step_rule not in STEP_RULES:
-        raise ValueError(f"param must be one of {list(PARAMETRISATIONS)} and step_rule one of {STEP_RULES}; "
-                         f"got {param!r}, {step_rule!r}")
+        raise ValueError(f"param must be one of {PARAMETRISATIONS.names()} and step_rule one of "
+                         f"{STEP_RULES}; got {param!r}, {step_rule!r}")
     device, lr = next(model.parameters()).device, lr or DEFAULT_LR[step_rule]
     gen = torch.Generator().manual_seed(seed)
     img = PARAMETRISATIONS[param]((len(objs), *(image_shape or native_shape(model))), gen, device)
@@ -324,22 +308,3 @@ def pick_layers(model: nn.Module, n: int) -> list[str]:
     if not names:
         raise ValueError("no stem/patch_embed/layerN/blocks.i layers: name the layers yourself")
     return [names[i] for i in sorted(set(np.linspace(0, len(names) - 1, n).round().astype(int)))]
-
-
-# ---------------------------------------------------------------- tile shuffle
-
-
-def tile_shuffle_accuracy(nets: dict[str, nn.Module], x: Tensor, y: Tensor, grids: Sequence[int] = (2, 4),
-                          seed: int = 0, batch_size: int = 1000) -> pd.DataFrame:
-    """Top-1 of every model on x (N, C, H, W) in [0, 1] and on tile-shuffled copies (texture_shape's
-    patch_shuffle: grid x grid tiles in a random order per image, the same images for every model). One
-    row per model x grid (grid 1: the original images) with the tile side in pixels and the drop in top-1."""
-    size, ts = x.shape[-1], texture_shape
-    images = {1: x, **{g: ts.patch_shuffle(x, grid=g, seed=seed) for g in grids}}
-    rows = [{"model": m, "grid": g, "tile_px": ts.patch_grid(size, g)[0],
-             "top1": (ts.predict(net, xs, batch_size) == y).float().mean().item(),
-             "note": ts.note(f"patch_shuffle_{g}", x.shape[1], size) if g > 1 else "original"}
-            for m, net in nets.items() for g, xs in images.items()]
-    out = pd.DataFrame(rows)
-    out["drop"] = out.groupby("model")["top1"].transform("first") - out["top1"]
-    return out

@@ -6,6 +6,7 @@
     shape_bias(pred, shape_labels, texture_labels)       # {"shape_bias", "shape_acc", "texture_acc", ...}
     evaluate_modifications(nets, x, y, names, classes)   # 03's tables: per class, then overall_accuracy(...)
     cue_conflict_bias(nets, x, y, seed=0)                # one shape-bias row per model
+    tile_shuffle_accuracy(nets, x, y)                    # 08's check: top-1 on 2x2 / 4x4 tile-shuffled images
 
 Every modification maps a float batch (B, C, H, W) in [0, 1] to one of the same shape and range; random ones
 draw from a generator seeded by `seed` only, so every model sees the same modified images. `stylized`
@@ -16,7 +17,7 @@ transfer needs pretrained VGG weights, not reachable offline), looked up by test
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,9 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import models
-from .data import data_dir
+from ..files import data_root
+from ..metrics import predict_classes
+from ..registry import Registry
 
 LUMA = (0.2989, 0.587, 0.114)  # ITU-R BT.601 luma weights, as torchvision's rgb_to_grayscale uses
 
@@ -138,7 +140,7 @@ def high_pass(x: Tensor, cutoff: float = 0.1, offset: float = 0.5) -> Tensor:
 
 def stylized_dir(dataset: str) -> Path:
     """Where the user puts stylised test images: `<data>/stylized/<dataset>/NNNNN.png`."""
-    return data_dir() / "stylized" / dataset
+    return data_root() / "stylized" / dataset
 
 
 def stylized_available(dataset: str) -> bool:
@@ -178,7 +180,8 @@ def _seeded(fn: Callable[..., Tensor], **params) -> Modification:
     return lambda x, seed=0, index=None, dataset=None: fn(x, seed=seed, **params)
 
 
-MODIFICATIONS: dict[str, Modification] = {
+MODIFICATIONS: Registry[Modification] = Registry("modification")
+for _name, _fn in {
     "original": _fixed(lambda x: x.clone()),
     "grayscale": _fixed(grayscale),
     "occlude": _seeded(occlude),
@@ -189,16 +192,15 @@ MODIFICATIONS: dict[str, Modification] = {
     "low_pass": _fixed(low_pass),
     "high_pass": _fixed(high_pass),
     "stylized": lambda x, seed=0, index=None, dataset=None: stylized(x, index, dataset),
-}
+}.items():
+    MODIFICATIONS.add(_name, _fn)
 
 
 def modify(
     name: str, x: Tensor, seed: int = 0, index: Tensor | None = None, dataset: str | None = None
 ) -> Tensor:
     """MODIFICATIONS[name] on a batch (B, C, H, W) in [0, 1]; an unknown name lists the registered ones."""
-    if name not in MODIFICATIONS:
-        raise KeyError(f"unknown modification {name!r}; modifications: {', '.join(MODIFICATIONS)}")
-    return MODIFICATIONS[name](x, seed=seed, index=index, dataset=dataset)
+    return MODIFICATIONS[name](x, seed=seed, index=index, dataset=dataset)  # KeyError listing the names
 
 
 def note(name: str, channels: int, size: int) -> str:
@@ -269,11 +271,6 @@ def shape_bias(pred: Tensor, shape_labels: Tensor, texture_labels: Tensor) -> di
 # ---------------------------------------------------------------- evaluation
 
 
-def predict(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """Top-1 class per image, (N,) int64 on the CPU, in eval mode; images (N, C, H, W) in [0, 1]."""
-    return models.predict(model, images, batch_size).argmax(1)
-
-
 def per_class_accuracy(pred: Tensor, labels: Tensor, classes: tuple[str, ...]) -> pd.DataFrame:
     """One row per class, in label order: class_index, class, n, correct, top1 (nan for an absent class)."""
     k = len(classes)
@@ -303,7 +300,7 @@ def evaluate_modifications(
     for name in names:
         modified = modify(name, x, seed=seed, index=index, dataset=dataset)  # once, the same for every model
         for model, net in nets.items():
-            table = per_class_accuracy(predict(net, modified, batch_size), y, classes)
+            table = per_class_accuracy(predict_classes(net, modified, batch_size), y, classes)
             rows.append(table.assign(modification=name, model=model, note=note(name, x.shape[1], x.shape[2])))
             bar.update()
     bar.close()
@@ -328,5 +325,24 @@ def cue_conflict_bias(
     by cue_conflict; shape_bias of every model on those images: one row per model."""
     partner = partners(y, seed)
     images = cue_conflict(x, x[partner])
-    bias = {m: shape_bias(predict(net, images, batch_size), y, y[partner]) for m, net in nets.items()}
+    bias = {m: shape_bias(predict_classes(net, images, batch_size), y, y[partner]) for m, net in nets.items()}
     return pd.DataFrame([{"model": m, **row} for m, row in bias.items()])
+
+
+# ---------------------------------------------------------------- tile shuffle
+
+
+def tile_shuffle_accuracy(nets: dict[str, nn.Module], x: Tensor, y: Tensor, grids: Sequence[int] = (2, 4),
+                          seed: int = 0, batch_size: int = 1000) -> pd.DataFrame:
+    """Top-1 of every model on x (N, C, H, W) in [0, 1] and on tile-shuffled copies (patch_shuffle: grid x
+    grid tiles in a random order per image, the same images for every model). One row per model x grid
+    (grid 1: the original images) with the tile side in pixels and the drop in top-1."""
+    size = x.shape[-1]
+    images = {1: x, **{g: patch_shuffle(x, grid=g, seed=seed) for g in grids}}
+    rows = [{"model": m, "grid": g, "tile_px": patch_grid(size, g)[0],
+             "top1": (predict_classes(net, xs, batch_size) == y).float().mean().item(),
+             "note": note(f"patch_shuffle_{g}", x.shape[1], size) if g > 1 else "original"}
+            for m, net in nets.items() for g, xs in images.items()]
+    out = pd.DataFrame(rows)
+    out["drop"] = out.groupby("model")["top1"].transform("first") - out["top1"]
+    return out

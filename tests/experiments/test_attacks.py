@@ -8,26 +8,13 @@ import torch
 import torch.nn as nn
 import torchattacks
 
-from utils import attacks, data, models, train
+from utils import data, metrics, train
+from utils.experiments import attacks
 from utils.train import TrainConfig
 
 
-def build(name: str, info: data.DatasetInfo, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return models.create_model(name, num_classes=info.num_classes, in_chans=info.channels,
-                               img_size=info.image_size, mean=info.mean, std=info.std)
-
-
 @pytest.fixture(scope="module")
-def synth():
-    """Synthetic gratings, 3 x 16 x 16, 10 classes (as in test_train.py)."""
-    kw = dict(size=16, cache=False)
-    return data.load_dataset("synthetic", "train", n=1024, **kw), data.load_dataset("synthetic", "test",
-                                                                                     n=256, **kw)
-
-
-@pytest.fixture(scope="module")
-def trained(synth):
+def trained(synth, build):
     """test_mlp trained for 3 epochs (a few seconds): > 90% clean accuracy on the synthetic test set."""
     cfg = TrainConfig(epochs=3, batch_size=64, lr=3e-3, warmup_epochs=1, progress=False)
     model = build("test_mlp", synth[0].info)
@@ -36,7 +23,7 @@ def trained(synth):
 
 
 @pytest.fixture
-def batch(synth):
+def batch(synth, build):
     """An untrained test_cnn and 16 random images in [0, 1] (pixels at exactly 0 and 1 included)."""
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(16, 3, 16, 16, generator=gen)
@@ -50,10 +37,10 @@ def test_eps_zero_is_identity_and_gives_clean_accuracy(trained, synth, batch):
     for norm in attacks.NORMS:
         assert torch.equal(attacks.pgd(model, x, y, 0.0, norm=norm, seed=0), x)
     loader = data.make_loader(synth[1], 100, train=False)  # batches of 100, 100, 56
-    clean = train.evaluate(trained, loader)
+    clean = metrics.evaluate(trained, loader)
     for attack in (attacks.fgsm, attacks.pgd):
         row = attacks.robust_accuracy(trained, loader, attack, [0.0], progress=False).iloc[0]
-        assert (row["top1"], row["top5"], row["n"]) == (clean["top1"], clean["top5"], 256)
+        assert (row["top1"], row["top5"], row["n"]) == (clean["top1"], clean["top5"], len(synth[1]))
     assert clean["top1"] > 0.9
 
 
@@ -121,7 +108,7 @@ class ModeSpy(nn.Module):
         return self.model(x)
 
 
-def test_attacks_use_eval_mode_restore_the_mode_and_leave_no_gradients(batch, synth):
+def test_attacks_use_eval_mode_restore_the_mode_and_leave_no_gradients(batch, synth, build):
     model, x, y = batch
     spy = ModeSpy(model).train()
     first = next(spy.parameters())
