@@ -39,7 +39,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-ffcv.txt
 install: sysdeps $(VENV)/.installed
 
 data: install
-	$(PY) -m utils.data $(PROFILE_ARG)
+	$(PY) -m utils.data --profile $(if $(PROFILE),$(PROFILE),auto)
 
 reproduce: data
 	$(PY) -m utils.run_notebooks $(PROFILE_ARG)

@@ -1,6 +1,7 @@
 """utils.data readers and cache, on files written in the published formats into a temp folder."""
 
 import gzip
+import os
 import pickle
 import urllib.error
 import urllib.request
@@ -252,10 +253,81 @@ def test_cache_is_written_once_and_reused(data_root, monkeypatch):
     assert len(list((data_root / "cache").glob("*.pt"))) == 3
 
 
-def test_subset_keeps_first_n(data_root):
-    full = data.load_dataset("synthetic", n=40, size=8)
-    sub = data.load_dataset("synthetic", n=40, size=8, subset=10)
-    assert torch.equal(sub.images, full.images[:10]) and torch.equal(sub.labels, full.labels[:10])
+def test_subset_is_seeded_stratified_and_keeps_the_split_order(data_root):
+    full = data.load_dataset("synthetic", n=200, size=8)
+    sub = data.load_dataset("synthetic", n=200, size=8, subset=50)
+    assert torch.bincount(sub.labels, minlength=10).tolist() == [5] * 10  # every class in proportion
+    idx = data.stratified_index(full.labels, 50, seed=0)
+    assert torch.equal(sub.images, full.images[idx]) and (idx.diff() > 0).all()  # the split's order
+    other = data.load_dataset("synthetic", n=200, size=8, subset=50, subset_seed=1)
+    assert not torch.equal(other.images, sub.images)
+    with pytest.raises(ValueError, match="without an image"):
+        data.load_dataset("synthetic", n=200, size=8, subset=9)  # 10 classes cannot all be in 9 images
+    with pytest.raises(ValueError, match=">= 1"):
+        data.load_dataset("synthetic", n=200, size=8, subset=0)
+
+
+def write_folder(root, classes: dict[str, int], size: int = 6, seed: int = 0, gray: bool = False):
+    rng = _rng(seed)
+    for cls, n in classes.items():
+        (root / "train" / cls).mkdir(parents=True, exist_ok=True)
+        for k in range(n):
+            x = rng.integers(0, 256, (size, size) if gray else (size, size, 3), dtype=np.uint8)
+            Image.fromarray(x).save(root / "train" / cls / f"{k}.png")
+
+
+def test_an_image_folder_subset_keeps_every_class(tmp_path):
+    write_folder(tmp_path, {"a": 10, "b": 10, "c": 10})  # files are read class by class
+    sub = data.load_dataset("image-folder", root=tmp_path, subset=6)
+    assert torch.bincount(sub.labels).tolist() == [2, 2, 2]  # first-n would have been all class "a"
+
+
+def test_an_empty_class_folder_is_an_error_naming_it(tmp_path):
+    write_folder(tmp_path, {"a": 2, "b": 2})
+    (tmp_path / "train" / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"\['empty'\].*hold no"):
+        data.load_dataset("image-folder", root=tmp_path)
+
+
+def test_a_changed_folder_is_decoded_again_and_changes_the_fingerprint(tmp_path):
+    root = tmp_path / "folder"
+    write_folder(root, {"a": 2, "b": 2})
+    first = data.load_dataset("image-folder", root=root)
+    again = data.load_dataset("image-folder", root=root)  # from the cache
+    assert again.fingerprint() == first.fingerprint() and len(list((root / "cache").glob("*.pt"))) == 1
+    write_folder(root, {"c": 2}, seed=1)  # a class added
+    added = data.load_dataset("image-folder", root=root)
+    assert added.info.classes == ("a", "b", "c") and added.fingerprint() != first.fingerprint()
+    png = root / "train" / "a" / "0.png"
+    Image.fromarray(_rng(9).integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(png)  # a file rewritten
+    os.utime(png, ns=(png.stat().st_atime_ns, png.stat().st_mtime_ns + 10**9))
+    rewritten = data.load_dataset("image-folder", root=root)
+    assert not torch.equal(rewritten.images[0], added.images[0])
+    (root / "train" / "c" / "1.png").unlink()  # a file removed
+    assert len(data.load_dataset("image-folder", root=root)) == 5
+
+
+def test_fingerprint_identifies_the_content():
+    a = data.load_dataset("synthetic", n=50, size=8, cache=False)
+    b = data.load_dataset("synthetic", n=50, size=8, cache=False)
+    assert a.fingerprint() == b.fingerprint() and len(a.fingerprint()) == 16
+    b.images[3, 0, 0, 0] ^= 1  # one bit of one pixel
+    b.meta.pop("fingerprint")
+    assert a.fingerprint() != b.fingerprint()
+    assert a.head(10).fingerprint() != a.fingerprint()  # a subset is other data
+    assert a.data_key() == {"dataset": "synthetic", "split": "train", "n": 50, "fingerprint": a.fingerprint()}
+
+
+def test_train_val_split_is_stratified_disjoint_and_seeded():
+    ds = data.load_dataset("synthetic", n=300, size=8, cache=False)
+    train, val = data.train_val_split(ds, 0.1, seed=0)
+    assert (len(train), len(val)) == (270, 30) and val.split == "val"
+    assert torch.bincount(val.labels, minlength=10).tolist() == [3] * 10
+    together = torch.cat([train.images, val.images]).flatten(1)
+    assert len(torch.unique(together, dim=0)) == 300  # disjoint, nothing lost
+    again = data.train_val_split(ds, 0.1, seed=0)[1]
+    assert torch.equal(again.images, val.images)
+    assert not torch.equal(data.train_val_split(ds, 0.1, seed=1)[1].images, val.images)
 
 
 # ---------------------------------------------------------------- errors say what to do

@@ -78,3 +78,12 @@ def test_collect_many_equals_one_layer_at_a_time(tiny, tmp_path):
         one = hooks.collect_activations(net, ds, layer, n=20, batch_size=5, progress=False)
         torch.testing.assert_close(many[layer], one)
         assert caches[layer].exists()
+
+
+def test_the_activation_cache_is_not_reused_for_other_images(tiny, tmp_path):
+    net, ds = tiny
+    cache = tmp_path / "acts.pt"
+    acts = hooks.collect_activations(net, ds, "stem", n=10, cache=cache, progress=False)
+    other = data.ImageSet(ds.images.flip(0), ds.labels.flip(0), ds.info, ds.split)  # same name, split, n
+    changed = hooks.collect_activations(net, other, "stem", n=10, cache=cache, progress=False)
+    assert not torch.allclose(changed, acts)

@@ -175,3 +175,14 @@ def test_synthetic_through_resident_loader(data_root):
     ds = data.load_dataset("synthetic", n=100, size=16, channels=1)
     x, y = next(iter(data.make_loader(ds, 32, train=True)))
     assert x.shape == (32, 1, 16, 16) and y.max() < 10
+
+
+def test_the_ffcv_backend_leaves_torchs_thread_count_alone(data_root, make_id_set):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        loader = data.make_loader(make_id_set(32), 8, train=True, backend="ffcv", num_workers=1)
+        assert torch.get_num_threads() == 2
+        assert sum(len(y) for _, y in loader) == 32 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -16,10 +16,11 @@ TRIO = profiles.PROFILES["smoke"].trio
 # notebook -> {table: (columns it must have, the columns that identify a row, the column naming the model)}
 KEY_TABLES = {
     "01_vit_finetuning": {
-        "summary.csv": ({"run", "model", "family", "params", "top1", "top5", "train_min"}, ["run"], "model"),
+        "summary.csv": ({"run", "model", "family", "params", "val_top1", "test_top1", "test_top5", "train_min"},
+                        ["run"], "model"),
         "histories.csv": ({"run", "epoch", "train_loss", "val_top1"}, ["run", "epoch"], "run"),
-        "lr_sweep.csv": ({"run", "lr", "top1"}, ["run"], None),
-        "batch_sweep.csv": ({"run", "batch_size", "lr", "top1"}, ["run"], None),
+        "lr_sweep.csv": ({"run", "lr", "val_top1", "test_top1"}, ["run"], None),
+        "batch_sweep.csv": ({"run", "batch_size", "lr", "val_top1"}, ["run"], None),
     },
     "02_adversarial_robustness": {
         "curves.csv": ({"model", "attack", "eps", "top1", "top5", "n"}, ["model", "attack", "eps"], "model"),

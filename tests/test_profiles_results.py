@@ -56,3 +56,30 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     with pytest.raises(OSError):
         results.atomic_write(path, broken)
     assert path.read_text() == "good" and list(tmp_path.iterdir()) == [path]
+
+
+def test_start_resolves_per_profile_knobs_once_and_saves_only_the_resolved_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPZOOM_RESULTS", str(tmp_path))
+    run = results.start("99_test", "smoke", sized=dict(n={"smoke": 3, "quick": 30, "full": None}), seed=1)
+    assert run.cfg == {"n": 3, "seed": 1} and run.p is profiles.PROFILES["smoke"]
+    saved = json.loads((run.out / "config.json").read_text())["config"]
+    assert saved["n"] == 3 and saved["seed"] == 1 and saved["models"] == run.models
+    with pytest.raises(KeyError, match="'n' has no value for profile 'smoke' \\(it has: quick\\)"):
+        results.start("99_test", "smoke", sized=dict(n={"quick": 30}))
+
+
+def test_a_failed_run_leaves_the_last_complete_results_together(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPZOOM_RESULTS", str(tmp_path))
+    good = results.start("99_test", "smoke", seed=1)
+    results.save_table(pd.DataFrame({"x": [1]}), good.out / "table.csv")
+    final = good.finish()
+    assert final == tmp_path / "smoke" / "fashion-mnist" / "99_test" and (final / "table.csv").exists()
+    failing = results.start("99_test", "smoke", seed=2)  # fails before finish(): never swapped in
+    results.save_table(pd.DataFrame({"x": [2]}), failing.out / "table.csv")
+    assert json.loads((final / "config.json").read_text())["config"]["seed"] == 1
+    assert pd.read_csv(final / "table.csv").x.tolist() == [1]
+    again = results.start("99_test", "smoke", seed=3)  # the next run starts clean
+    assert list(again.out.iterdir()) == [again.out / "config.json"]
+    again.finish()
+    assert json.loads((final / "config.json").read_text())["config"]["seed"] == 3
+    assert not (final / "table.csv").exists()  # a folder holds one run's files, never a mix

@@ -46,10 +46,49 @@ def test_main_exit_codes_and_selection(notebooks, capsys):
     assert "FAILED 02_fails.ipynb: cell 4: ValueError" in capsys.readouterr().out
 
 
-def test_no_notebooks_is_not_an_error(tmp_path, monkeypatch, capsys):
+def test_a_root_without_notebooks_is_an_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLPZOOM_RESULTS", str(tmp_path / "results"))
-    assert run_notebooks.main(["--profile", "smoke", "--root", str(tmp_path)]) == 0
-    assert "no numbered notebooks" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        run_notebooks.main(["--profile", "smoke", "--root", str(tmp_path)])
+    assert exit_.value.code == 2 and "no numbered notebooks" in capsys.readouterr().err
+
+
+def test_only_strips_spaces_and_matches_whole_numbers(notebooks, capsys):
+    assert run_notebooks.main(["--profile", "smoke", "--only", " 01, 03 ", "--root", str(notebooks)]) == 0
+    assert "2 of 2 notebooks ran" in capsys.readouterr().out
+    for bad in ("0", "", ","):
+        with pytest.raises(SystemExit) as exit_:
+            run_notebooks.main(["--profile", "smoke", "--only", bad, "--root", str(notebooks)])
+        assert exit_.value.code == 2 and "no notebook matches" in capsys.readouterr().err
+    assert [p.name for p in run_notebooks.find_notebooks(notebooks, ["01_ok", "03_ok_too.ipynb"])] == [
+        "01_ok.ipynb", "03_ok_too.ipynb"]
+
+
+def test_dataset_and_parameters_reach_every_notebook(notebooks, tmp_path):
+    write_notebook(notebooks / "04_params.ipynb", "open('p.txt', 'w').write(f'{dataset} {seed} {profile}')",
+                   params="profile = 'quick'\ndataset = None\nseed = 0")
+    assert run_notebooks.main(["--profile", "smoke", "--only", "04", "--dataset", "mnist", "-p", "seed=3",
+                               "--root", str(notebooks)]) == 0
+    assert (notebooks / "p.txt").read_text() == "mnist 3 smoke"
+
+
+def test_output_is_streamed_with_the_notebook_number(notebooks, capsys):
+    write_notebook(notebooks / "05_talks.ipynb", "print('epoch 1/2: loss 0.5')")
+    run_notebooks.run("smoke", only=["05"], root=notebooks)
+    out = capsys.readouterr().out
+    assert "  [05] epoch 1/2: loss 0.5" in out
+
+
+def test_a_failed_rerun_keeps_the_last_good_executed_copy(notebooks, tmp_path):
+    executed = tmp_path / "results" / "smoke" / "executed"
+    (good,) = run_notebooks.run("smoke", only=["01"], root=notebooks)
+    before = (executed / "01_ok.ipynb").read_text()
+    write_notebook(notebooks / "01_ok.ipynb", "raise RuntimeError('now broken')")
+    (bad,) = run_notebooks.run("smoke", only=["01"], root=notebooks)
+    assert good.ok and not bad.ok and bad.executed == executed / "01_ok.failed.ipynb"
+    assert (executed / "01_ok.ipynb").read_text() == before  # untouched
+    assert "now broken" in (executed / "01_ok.failed.ipynb").read_text()
+    assert not list(executed.glob(".*running*"))
 
 
 def test_bad_names_list_the_valid_ones(notebooks):

@@ -1,14 +1,21 @@
 """utils.store: load instead of retraining, retrain on a changed recipe, resume a killed run, fallbacks."""
 
+import dataclasses
 import json
+import os
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
 
 import pytest
 import torch
 
-from utils import recipes, store, train
+from utils import checkpoints, data, metrics, recipes, store, train
 from utils.recipes import Recipe
 from utils.train import TrainConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 RECIPE = Recipe(TrainConfig(epochs=2, batch_size=64, eval_batch_size=256, lr=3e-3, progress=False))
 
 
@@ -38,12 +45,19 @@ def test_second_call_loads_instead_of_training(ck, monkeypatch):
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     key = json.loads((ck / "test_mlp" / "store.json").read_text())
-    assert key["model"] == "test_mlp" and key["train_subset"] == 512 and key["train"]["lr"] == 3e-3
+    assert key["model"] == "test_mlp" and key["train"]["lr"] == 3e-3
+    splits = store.load_splits("smoke", "synthetic")
+    assert key["data"]["train"]["n"] + key["data"]["val"]["n"] == 512  # the profile's subset, 10% held out
+    assert key["data"]["val"] == splits.val.data_key() and key["data"]["test"] == splits.test.data_key()
     summary = store.summarize(["test_mlp"], "synthetic", "smoke")
     assert summary.loc[0, "epochs"] == 2 and summary.loc[0, "params"] == sum(
         p.numel() for p in first.parameters()
     )
-    assert 0 <= summary.loc[0, "top1"] <= 1 and len(store.history("test_mlp", "synthetic", "smoke")) == 2
+    assert 0 <= summary.loc[0, "val_top1"] <= 1 and 0 <= summary.loc[0, "test_top1"] <= 1
+    assert len(store.history("test_mlp", "synthetic", "smoke")) == 2
+    card = store.model_card("test_mlp", "synthetic", "smoke")  # the test split scored once, at the end
+    test = metrics.evaluate(first, data.make_loader(splits.test, 256, train=False))
+    assert card["metrics"]["test_top1"] == pytest.approx(test["top1"])
 
 
 def test_changed_recipe_retrains_and_keeps_the_old_run(ck, monkeypatch):
@@ -83,14 +97,14 @@ def test_run_variants_and_subsets(ck):
     get("test_cnn@small", recipe)
     card = store.model_card("test_cnn@small", "synthetic", "smoke")
     assert card["model"] == "test_cnn" and (ck / "test_cnn@small" / "model.json").exists()
-    assert json.loads((ck / "test_cnn@small" / "store.json").read_text())["train_subset"] == 100
+    assert json.loads((ck / "test_cnn@small" / "store.json").read_text())["data"]["train"]["n"] == 90
     assert (
         store.train_subset("smoke", Recipe(RECIPE.train, train_subset=10_000)) == 512
     )  # capped by the profile
 
 
 def test_frozen_backbone_trains_only_the_head(ck):
-    before = store.build("test_vit", store.load_splits("smoke", "synthetic")[0].info, RECIPE)
+    before = store.build("test_vit", store.load_splits("smoke", "synthetic").train.info, RECIPE)
     after = get("test_vit@head", Recipe(RECIPE.train, trainable="head"))
     for (name, a), b in zip(before.state_dict().items(), after.state_dict().values(), strict=True):
         assert torch.equal(a, b) != name.startswith("head."), name
@@ -135,3 +149,112 @@ def test_other_build_errors_are_not_taken_for_offline(monkeypatch, data_root):
     monkeypatch.setattr(store.models, "create_model", out_of_memory)
     with pytest.raises(RuntimeError, match="out of memory"):
         store.resolve("vit_small_patch16_224", "synthetic", "smoke")
+
+
+# ---------------------------------------------------------------- the data behind a name, fragile finished runs
+
+
+def write_image_folder(root, classes: int, gray: bool, seed: int, n: int = 40):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for c in range(classes):
+            (root / split / f"class{c}").mkdir(parents=True, exist_ok=True)
+            for k in range(n if split == "train" else 4):
+                shape = (8, 8) if gray else (8, 8, 3)
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(root / split / f"class{c}" / f"{k}.png")
+
+
+def test_another_image_folder_behind_the_same_name_gets_its_own_model(ck, data_root):
+    import shutil
+
+    small = Recipe(RECIPE.train, train_subset=None)
+    write_image_folder(data_root, classes=3, gray=False, seed=0)
+    first = store.get_or_train("test_mlp", "image-folder", "smoke", recipe=small, progress=False)
+    assert first.head.out_features == 3 and first.input.expect == (3, 8)
+    for split in ("train", "test"):
+        shutil.rmtree(data_root / split)
+    write_image_folder(data_root, classes=5, gray=True, seed=1)
+    second = store.get_or_train("test_mlp", "image-folder", "smoke", recipe=small, progress=False)
+    assert second.head.out_features == 5 and second.input.expect == (1, 8)  # retrained on the new folder
+    assert len(list((ck.parent / "image-folder").glob("test_mlp.replaced-*"))) == 1  # the old run kept aside
+
+
+def finished(ck):
+    model = get()
+    return model, {k: v.clone() for k, v in model.state_dict().items()}, ck / "test_mlp"
+
+
+def same_weights(model, reference) -> bool:
+    return all(torch.equal(a, reference[k]) for k, a in model.state_dict().items())
+
+
+def test_a_finished_run_with_unreadable_checkpoints_is_loaded_not_retrained(ck, monkeypatch):
+    _, weights, folder = finished(ck)
+    for name in ("last.pt", "prev.pt"):
+        if (folder / name).exists():
+            (folder / name).write_bytes(b"broken")
+    calls = count_epochs(monkeypatch)
+    with pytest.warns(UserWarning, match="unreadable"):  # set aside by train.fit if it is ever reached
+        again = get()
+        train.fit(again, *train.make_loaders(*store.load_splits("smoke", "synthetic")[:2],
+                                              dataclasses.replace(RECIPE.train, checkpoint_dir=str(folder))),
+                  dataclasses.replace(RECIPE.train, checkpoint_dir=str(folder)))
+    assert calls == [] and same_weights(again, weights)  # never trained over the finished model
+
+
+@pytest.mark.parametrize("damage", ["corrupt weights", "corrupt card", "deleted weights"])
+def test_a_damaged_final_file_is_rebuilt_from_last_pt_without_training(ck, monkeypatch, damage):
+    _, weights, folder = finished(ck)
+    target = folder / ("model.json" if damage == "corrupt card" else "model.safetensors")
+    if damage.startswith("corrupt"):
+        target.write_bytes(b"\x00garbage")
+    else:
+        target.unlink()
+    calls = count_epochs(monkeypatch)
+    with pytest.warns(UserWarning, match="unreadable") if damage.startswith("corrupt") else nullcontext():
+        again = get()
+    assert calls == [] and same_weights(again, weights) and target.exists()
+    if damage.startswith("corrupt"):
+        assert (folder / f"{target.name}.corrupt").read_bytes() == b"\x00garbage"  # kept, named
+
+
+def test_an_unreadable_final_file_without_checkpoints_is_kept_aside_and_the_run_retrained(ck, monkeypatch):
+    _, weights, folder = finished(ck)
+    for name in ("last.pt", "prev.pt"):
+        (folder / name).unlink(missing_ok=True)
+    (folder / "model.safetensors").write_bytes(b"garbage")
+    calls = count_epochs(monkeypatch)
+    with pytest.warns(UserWarning, match="unreadable"):
+        get()
+    assert calls == [0, 1] and (folder / "model.safetensors.corrupt").read_bytes() == b"garbage"
+
+
+def test_unreadable_files_are_named_with_what_to_do(tmp_path):
+    (tmp_path / "model.json").write_text("{not json")
+    (tmp_path / "model.safetensors").write_bytes(b"nope")
+    with pytest.raises(ValueError, match=r"model.json is unreadable .*delete it and rerun"):
+        checkpoints.read_card(tmp_path)
+    with pytest.raises(ValueError, match=r"model.safetensors is unreadable .*rebuilt from last.pt"):
+        checkpoints.read_weights(tmp_path)
+
+
+TRAIN_ONE = ("import sys\nfrom utils import store\nfrom utils.recipes import Recipe\nfrom utils.train import "
+             "TrainConfig\nr = Recipe(TrainConfig(epochs=3, batch_size=16, eval_batch_size=256, lr=3e-3))\n"
+             "m = store.get_or_train('test_mlp', 'synthetic', 'smoke', recipe=r)\n"
+             "print('sum', float(sum(p.sum() for p in m.parameters())))\n")
+
+
+def test_two_processes_on_one_run_train_it_once(ck, data_root, tmp_path):
+    env = {**os.environ, "MLPZOOM_CHECKPOINTS": str(tmp_path / "ck"), "MLPZOOM_DATA": str(data_root)}
+    procs = [subprocess.Popen([sys.executable, "-c", TRAIN_ONE], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    epochs = [line for out in outs for line in out.splitlines() if ": epoch " in line]
+    assert len(epochs) == 3, epochs  # one process trained 3 epochs, the other waited and loaded
+    assert any("another process is training this run" in out for out in outs)
+    sums = {line for out in outs for line in out.splitlines() if line.startswith("sum ")}
+    assert len(sums) == 1  # both have the same model

@@ -1,15 +1,25 @@
 """utils.train: evaluate's numbers, learning, schedules, mixup, checkpoints and bit-exact resumption."""
 
+import dataclasses
 import json
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 import torch.nn as nn
 
 from utils import data, metrics, models, train
 from utils.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fit_learns_and_returns_history(synth, build):
@@ -97,6 +107,9 @@ class StopAtEpoch:
     def __iter__(self):
         return iter(self.loader)
 
+    def data_key(self):
+        return self.loader.data_key()
+
 
 def resume_cfg(folder, **kw) -> TrainConfig:
     # dropout, batch norm, mixup and label smoothing: every source of randomness and state is exercised
@@ -145,7 +158,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(synth, tmp_path):
 def test_finished_run_loads_instead_of_training(synth, tmp_path):
     cfg = resume_cfg(tmp_path)
     first = plain(synth[0])
-    hist = train.fit(first, *train.make_loaders(*synth, cfg), cfg)
+    loaders = train.make_loaders(*synth, cfg)
+    hist = train.fit(first, *loaders, cfg)
     second = plain(synth[0], seed=5)
 
     class NoBatches(list):  # a second training pass would fail here
@@ -154,7 +168,10 @@ def test_finished_run_loads_instead_of_training(synth, tmp_path):
         def __iter__(self):
             raise AssertionError("trained again")
 
-    again = train.fit(second, NoBatches([0] * 16), None, cfg)
+        def data_key(self):  # the same data
+            return loaders[0].data_key()
+
+    again = train.fit(second, NoBatches([0] * 16), loaders[1], cfg)
     assert again.equals(hist)
     assert all(
         torch.equal(a, b)
@@ -183,7 +200,7 @@ def test_changed_config_refuses_to_resume(synth, tmp_path):
     cfg = resume_cfg(tmp_path)
     train.fit(plain(synth[0]), *train.make_loaders(*synth, cfg), cfg)
     other = resume_cfg(tmp_path, seed=7)
-    with pytest.raises(ValueError, match=r"seed: 0 -> 7.*another checkpoint_dir"):
+    with pytest.raises(ValueError, match=r"another training config \(seed: 0 -> 7\); use another checkpoint folder"):
         train.fit(plain(synth[0]), *train.make_loaders(*synth, other), other)
 
 
@@ -228,7 +245,93 @@ def test_cli_trains_and_writes_checkpoint(data_root, tmp_path, capsys):
         ]
     )
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert last["checkpoint_dir"] == str(out) and last["epoch"] == 1 and 0 <= last["val_top1"] <= 1
+    assert last["checkpoint_dir"] == str(out) and 0 <= last["val_top1"] <= 1 and 0 <= last["test_top1"] <= 1
     assert (out / "model.safetensors").exists() and json.loads((out / "model.json").read_text())[
         "epochs"
     ] == 1
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def cli(out, *extra, model="test_mlp", subset="256", epochs="2"):
+    return ["--model", model, "--dataset", "synthetic", "--subset", subset, "--epochs", epochs, "--batch-size",
+            "64", "--out", str(out), "--progress", "false", *extra]
+
+
+def weights(folder):
+    return safetensors.torch.load_file(str(folder / "model.safetensors"))
+
+
+def test_cli_is_reproducible_from_its_seed(data_root, tmp_path, capsys):
+    train.main(cli(tmp_path / "a"))
+    train.main(cli(tmp_path / "b"))
+    train.main(cli(tmp_path / "c", "--seed", "1"))
+    a, b, c = (weights(tmp_path / k) for k in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same --seed: the same initialisation and training
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_cli_killed_and_resumed_equals_the_uninterrupted_run(data_root, tmp_path):
+    train.main(cli(tmp_path / "whole", epochs="3"))
+    killer = ("import os, signal, sys\nimport utils.train as t\nreal = t.train_epoch\n"
+              "t.train_epoch = lambda *a: os.kill(os.getpid(), signal.SIGKILL) if a[-1] == 2 else real(*a)\n"
+              "t.main(sys.argv[1:])\n")
+    env = {**os.environ, "MLPZOOM_DATA": str(data_root)}
+    killed = subprocess.run([sys.executable, "-c", killer, *cli(tmp_path / "run", epochs="3")], cwd=ROOT, env=env)
+    assert killed.returncode == -signal.SIGKILL and not (tmp_path / "run" / "model.json").exists()
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 2
+    train.main(cli(tmp_path / "run", epochs="3"))  # the same command again: resumes at epoch 3
+    whole, run = weights(tmp_path / "whole"), weights(tmp_path / "run")
+    assert all(torch.equal(whole[k], run[k]) for k in whole)
+
+
+def test_cli_refuses_to_continue_a_run_on_other_data(data_root, tmp_path, capsys):
+    train.main(cli(tmp_path / "run", subset="256"))
+    with pytest.raises(SystemExit, match=r"another data .*'n': 230, .*\} -> \{.*'n': 461, "):
+        train.main(cli(tmp_path / "run", subset="512"))
+
+
+def test_cli_errors_are_one_line_and_say_what_is_valid(data_root, tmp_path, capsys):
+    cases = {("--model", "resnet19"): "unknown model 'resnet19'; models: .*resnet18_cifar",
+             ("--dataset", "cifar11"): "unknown dataset 'cifar11'; datasets: .*cifar10",
+             ("--subset", "0"): "must be >= 1", ("--subset", "-5"): "must be >= 1",
+             ("--amp", "maybe"): "expected one of 1, true, yes"}
+    for (flag, value), message in cases.items():
+        args = cli(tmp_path / "x")
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+        with pytest.raises(SystemExit) as exit_:
+            train.main(args)
+        assert exit_.value.code == 2
+        assert re.search(message, capsys.readouterr().err), (flag, value)
+    assert not (data_root / "cache").exists()  # refused before any data was read
+    args = cli(tmp_path / "x")
+    args[args.index("--batch-size") + 1] = "500"
+    with pytest.raises(SystemExit):
+        train.main(args)
+    assert "larger than the 230 training images" in capsys.readouterr().err
+
+
+def test_every_train_config_field_is_a_flag_and_booleans_are_strict():
+    parser = train.cli_parser()
+    args = parser.parse_args(["--model", "test_mlp", "--dataset", "synthetic", "--amp", "yes", "--flip", "no",
+                              "--crop-pad", "0", "--grad-clip", "none", "--set", "depth=2"])
+    assert args.amp is True and args.flip is False and args.crop_pad == 0 and args.grad_clip is None
+    assert args.set == [("depth", 2)]
+    flags = {a.dest for a in parser._actions}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} - {"checkpoint_dir"} <= flags
+
+
+def test_cli_model_overrides_reach_the_model(data_root, tmp_path, capsys):
+    train.main(cli(tmp_path / "plain", "--set", "depth=2", "--set", "width=16", model="mlp_plain", epochs="1"))
+    card = json.loads((tmp_path / "plain" / "model.json").read_text())
+    assert card["model_config"]["depth"] == 2 and card["model_config"]["width"] == 16
+
+
+def test_a_batch_larger_than_the_data_is_a_clear_error(synth):
+    cfg = TrainConfig(epochs=1, batch_size=4096, progress=False)
+    with pytest.raises(ValueError, match="batch_size 4096 is larger than the 1024 training images"):
+        train.fit(models.create_for("test_mlp", synth[0].info), *train.make_loaders(*synth, cfg), cfg)

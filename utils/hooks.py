@@ -9,7 +9,8 @@
 
 Layers are named as in `model.named_modules()`: "head" is the output of `head`, "head:input" its (first)
 input. Activations are flattened per image to (N, D). A cache is reused only while the model's weights
-(`fingerprint`), the layer, the images and the storage dtype are the same.
+(`fingerprint`), the layer, the images (their content fingerprint) and the storage dtype are the same.
+float16 storage keeps ~3 significant digits: pass dtype=torch.float32 where small differences matter.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from .data import ImageSet, make_loader
 from .files import atomic_write, checkpoints_root
 from .models import eval_mode, model_device
+from .progress import bar as progress_bar
 
 POINTS = ("output", "input")
 
@@ -93,7 +94,7 @@ def activation_path(profile: str, dataset: str, run: str, layer: str, split: str
 
 def _key(model_print: str, layer: str, ds: ImageSet, dtype: torch.dtype) -> dict:
     return {"fingerprint": model_print, "layer": layer, "split": ds.split, "dataset": ds.info.name,
-            "n": len(ds), "dtype": str(dtype)}
+            "n": len(ds), "data": ds.fingerprint(), "dtype": str(dtype)}
 
 
 def _load(cache: Path | None, key: dict) -> torch.Tensor | None:
@@ -134,7 +135,7 @@ def collect_many(model: nn.Module, ds: ImageSet, layers: Sequence[str], *, n: in
                 save = lambda t, k=layer: chunks[k].append(t.detach().flatten(1).float().cpu())
                 stack.enter_context(hooked(model, layer, save))
             desc = f"activations {', '.join(todo)}"
-            for x, _ in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            for x, _ in progress_bar(loader, desc=desc, disable=not progress, leave=False):
                 model(x)
         for layer in todo:
             acts = torch.cat(chunks[layer])  # (N, D) float32

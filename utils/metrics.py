@@ -60,8 +60,11 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 100
     moved to the model's batch by batch."""
     device = model_device(model)
     with eval_mode(model):
-        return torch.cat([model(images[i : i + batch_size].to(device)).float().cpu()
-                          for i in range(0, len(images), batch_size)])
+        chunks = [model(images[i : i + batch_size].to(device)).float().cpu()
+                  for i in range(0, len(images), batch_size)]
+    if not chunks:
+        raise ValueError("predict_logits: no images (an empty tensor)")
+    return torch.cat(chunks)
 
 
 def predict_classes(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:

@@ -1,22 +1,29 @@
-"""Execute the numbered notebooks for a profile with papermill.
+"""Execute the numbered notebooks for a profile with papermill, streaming their progress to the terminal.
 
-    python -m utils.run_notebooks --profile smoke [--only 01,02]
+    python -m utils.run_notebooks --profile smoke [--only 01,03] [--dataset mnist] [-p n_images=100]
 
-The profile is injected into each notebook's `parameters` cell; executed copies go to
-`<results>/<profile>/executed/`. A failing notebook is reported by name and cell and the rest still run;
-the exit code is non-zero if any failed. No numbered notebook at all is not an error.
+The profile (and --dataset, and every -p KEY=VALUE) is injected into each notebook's `parameters` cell.
+While a notebook runs, what it prints (one line per epoch or stage) is shown here, prefixed by its number.
+The executed copy is written to `<results>/<profile>/executed/<name>` only when the notebook succeeds; a
+failed run leaves `<name>.failed.ipynb` beside it and the last good copy untouched. A failing notebook is
+reported by name and cell and the rest still run; the exit code is 1 if any failed, 2 for bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import REPO, results_root
+from . import cli
+from .files import REPO, atomic_write, results_root
 from .profiles import PROFILES, get_profile
+
+_PAPERMILL_CHATTER = ("Executing notebook with kernel", "Input Notebook:", "Output Notebook:", "Executing Cell",
+                      "Ending Cell", "Black is not installed")
 
 
 @dataclass(frozen=True)
@@ -24,20 +31,22 @@ class Executed:
     name: str
     ok: bool
     seconds: float
-    executed: Path  # the executed copy, outputs included
+    executed: Path  # the executed copy (outputs included); <name>.failed.ipynb when it failed
     error: str = ""  # "cell N: ErrorName: message" when it failed
 
 
 def find_notebooks(root: Path = REPO, only: list[str] | None = None) -> list[Path]:
-    """`NN_*.ipynb` in root, in order; `only` keeps those whose number or name is listed."""
-    found = sorted(root.glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        unknown = [o for o in only if not any(p.name.startswith(o) for p in found)]
-        if unknown:
-            names = ", ".join(p.name for p in found) or "none"
-            raise ValueError(f"no notebook matches {unknown}; numbered notebooks: {names}")
-        found = [p for p in found if any(p.name.startswith(o) for o in only)]
-    return found
+    """`NN_*.ipynb` in root, in order; `only` keeps those whose number (NN), stem or file name is listed
+    (exactly: "0" matches nothing). An unmatched entry is a ValueError listing the notebooks."""
+    found = sorted(Path(root).glob("[0-9][0-9]_*.ipynb"))
+    if only is None:
+        return found
+    names = lambda p: {p.name[:2], p.stem, p.name}
+    unknown = [o for o in only if not any(o in names(p) for p in found)]
+    if unknown or not only:
+        listed = ", ".join(p.name for p in found) or "none"
+        raise ValueError(f"no notebook matches {unknown or only}; give numbers or names of: {listed}")
+    return [p for p in found if names(p) & set(only)]
 
 
 def describe_failure(err: Exception) -> str:
@@ -48,40 +57,75 @@ def describe_failure(err: Exception) -> str:
     return f"cell {count}: {ename}: {evalue}" if count is not None else f"{ename}: {evalue}"
 
 
-def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = None) -> Executed:
+class _Prefixed(logging.Handler):
+    """papermill's log of cell outputs -> stdout, each line prefixed with the notebook's number."""
+
+    def __init__(self, prefix: str):
+        super().__init__(logging.INFO)
+        self.prefix = prefix
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith(_PAPERMILL_CHATTER):
+            return
+        for line in text.rstrip("\n").splitlines():
+            if line.strip():
+                print(f"  {self.prefix} {line}", flush=True)
+
+
+def _ipc_kernel_manager():
+    """A kernel manager on IPC sockets: no 'running over TCP without encryption' warning, nothing on a port."""
+    from jupyter_client.manager import KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.transport = "ipc"
+
+    return IPCKernelManager
+
+
+def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = None,
+            stream: bool = True) -> Executed:
     import papermill
 
-    executed = out_dir / path.name
-    start = time.perf_counter()
+    final, start = out_dir / path.name, time.perf_counter()
+    working = out_dir / f".{path.stem}.running.ipynb"
+    log = logging.getLogger("papermill")
+    handler = _Prefixed(f"[{path.name[:2]}]")
+    if stream:
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     try:
-        papermill.execute_notebook(
-            str(path),
-            str(executed),
-            parameters={"profile": profile, **(parameters or {})},
-            cwd=str(path.parent),
-            kernel_name="python3",
-            language="python",
-            progress_bar=False,
-        )
-        return Executed(path.name, True, time.perf_counter() - start, executed)
+        papermill.execute_notebook(str(path), str(working), parameters={"profile": profile, **(parameters or {})},
+                                   cwd=str(path.parent), kernel_name="python3", language="python",
+                                   progress_bar=False, log_output=stream,
+                                   kernel_manager_class=_ipc_kernel_manager())
+        atomic_write(final, lambda p: working.replace(p))
+        return Executed(path.name, True, time.perf_counter() - start, final)
     except Exception as err:  # a notebook's own failure (PapermillExecutionError) or the kernel's
-        return Executed(path.name, False, time.perf_counter() - start, executed, describe_failure(err))
+        failed = out_dir / f"{path.stem}.failed.ipynb"
+        if working.exists():
+            working.replace(failed)
+        return Executed(path.name, False, time.perf_counter() - start, failed, describe_failure(err))
+    finally:
+        log.removeHandler(handler)
+        working.unlink(missing_ok=True)
 
 
-def run(
-    profile: str | None = None,
-    only: list[str] | None = None,
-    root: Path = REPO,
-    parameters: dict | None = None,
-) -> list[Executed]:
+def run(profile: str | None = None, only: list[str] | None = None, root: Path = REPO,
+        parameters: dict | None = None, stream: bool = True) -> list[Executed]:
     """Execute the (selected) numbered notebooks in order; every one runs even if an earlier one fails."""
     profile = get_profile(profile).name  # unknown name, or `full` without a GPU: a clear error now
+    notebooks = find_notebooks(Path(root), only)
+    if not notebooks:
+        raise ValueError(f"no numbered notebooks (NN_*.ipynb) in {root}")
     out_dir = results_root() / profile / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
-    for path in find_notebooks(Path(root), only):
+    for path in notebooks:
         print(f"[{profile}] {path.name} ...", flush=True)
-        result = run_one(path, profile, out_dir, parameters)
+        result = run_one(path, profile, out_dir, parameters, stream)
         status = "ok" if result.ok else f"FAILED in {result.error}"
         print(f"[{profile}] {path.name}: {status} ({result.seconds:.0f} s)", flush=True)
         runs.append(result)
@@ -89,28 +133,25 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", help=f"{' | '.join(PROFILES)} (default: full with CUDA, else quick)")
-    parser.add_argument("--only", help="comma-separated numbers or names, e.g. 01,02")
+    parser.add_argument("--only", help="comma-separated numbers or names, e.g. '01,03' or '01, 03'")
+    parser.add_argument("--dataset", help="run every notebook on this dataset instead of the profile's")
+    parser.add_argument("-p", "--parameter", type=cli.key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="a value for every notebook's parameters cell (repeatable), e.g. -p seed=1")
     parser.add_argument("--root", type=Path, default=REPO, help="folder holding the notebooks")
+    parser.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
     args = parser.parse_args(argv)
-    only = args.only.split(",") if args.only else None
+    only = [o.strip() for o in args.only.split(",") if o.strip()] if args.only is not None else None
+    parameters = dict(args.parameter) | ({"dataset": args.dataset} if args.dataset else {})
     try:
-        runs = run(args.profile, only, args.root)
+        runs = run(args.profile, only, args.root, parameters, stream=not args.quiet)
     except (KeyError, ValueError, RuntimeError) as err:
         parser.error(str(err).strip("'\""))
-    if not runs:
-        print(f"no numbered notebooks (NN_*.ipynb) in {args.root} yet: nothing to run")
-        return 0
     failed = [r for r in runs if not r.ok]
-    print(
-        f"{len(runs) - len(failed)} of {len(runs)} notebooks ran; "
-        f"executed copies in {runs[0].executed.parent}"
-    )
+    print(f"{len(runs) - len(failed)} of {len(runs)} notebooks ran; executed copies in {runs[0].executed.parent}")
     for r in failed:
-        print(f"FAILED {r.name}: {r.error}")
+        print(f"FAILED {r.name}: {r.error} (executed copy: {r.executed})")
     return 1 if failed else 0
 
 

@@ -1,14 +1,20 @@
 """The trained-model store: one call gives any notebook the profile's trained model.
 
     model = get_or_train("cnn_small", "fashion-mnist", "quick")   # eval mode, on the profile's device
-    history("cnn_small", "fashion-mnist", "quick")                # per-epoch DataFrame
-    train_ds, test_ds = load_splits("quick")                      # the profile's dataset and subsets
+    history("cnn_small", "fashion-mnist", "quick")                # per-epoch DataFrame (validation split)
+    splits = load_splits("quick")                                 # .train, .val, .test of the profile's data
 
 A run is named by its model, optionally with a variant after `@` ("mlp_b12_wi1024@in21k", a sweep point
 "vit_mini_p4@lr3e-4"); its recipe comes from utils/recipes.py unless given. `checkpoints/<profile>/<dataset>/
-<run>/` holds the run (see utils/train.py for its files) and `store.json`, the key it was trained under
-(model, dataset, subset, recipe). A finished run with the same key is loaded; a half-finished one resumes;
-one with another key is moved aside to `<run>.replaced-<time>/` (never deleted) and trained anew.
+<run>/` holds the run (see utils/train.py and utils/checkpoints.py for its files) and `store.json`, the key it
+was trained under: model, recipe, and the content fingerprints of its training, validation and test images,
+so a changed image folder never gets another folder's model. A finished run with the same key is loaded; a
+half-finished one resumes; one with another key is moved aside to `<run>.replaced-<time>/` (never deleted)
+and trained anew. One process trains a run at a time (a lock per run); a second waits and then loads it.
+
+Three splits: the training images of the profile (a stratified subset where the profile or recipe says so)
+lose a seeded, stratified VAL_FRACTION to the validation split, on which every choice (epochs, learning
+rates, ablation winners) is made; the test split is scored once per run, at the end, into the model card.
 """
 
 from __future__ import annotations
@@ -17,14 +23,24 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import torch.nn as nn
 
-from . import data, models, train
+from . import checkpoints, data, models, train
 from .files import checkpoints_root, save_json
 from .profiles import Profile, get_profile
 from .recipes import Recipe, get_recipe
+
+VAL_FRACTION = 0.1  # of each class of the training images, held out for every choice
+VAL_SEED = 0  # the same validation images for every run of a profile (whatever its training seed)
+
+
+class Splits(NamedTuple):
+    train: data.ImageSet
+    val: data.ImageSet
+    test: data.ImageSet
 
 
 def model_of(run: str) -> str:
@@ -33,31 +49,31 @@ def model_of(run: str) -> str:
 
 
 def train_subset(profile: str | Profile, recipe: Recipe | None = None) -> int | None:
-    """The first n training images a run uses: the recipe's subset, capped by the profile's."""
+    """How many training images a run uses: the recipe's subset, capped by the profile's."""
     sizes = [n for n in (get_profile(profile).train_subset, recipe and recipe.train_subset) if n]
     return min(sizes) if sizes else None
 
 
-def load_splits(profile: str | Profile, dataset: str | None = None, recipe: Recipe | None = None):
-    """(train, test) ImageSets of `dataset` (default: the profile's), cut to the profile's subsets."""
+def load_splits(profile: str | Profile, dataset: str | None = None, recipe: Recipe | None = None) -> Splits:
+    """(train, val, test) of `dataset` (default: the profile's): the training split cut to the run's subset
+    (stratified), VAL_FRACTION of it held out as `val`, and the test split cut to the profile's subset."""
     p = get_profile(profile)
     name = dataset or p.dataset
-    return (
-        data.load_dataset(name, "train", subset=train_subset(profile, recipe)),
-        data.load_dataset(name, "test", subset=p.test_subset),
-    )
+    full = data.load_dataset(name, "train", subset=train_subset(p, recipe))
+    train_ds, val_ds = data.train_val_split(full, VAL_FRACTION, VAL_SEED)
+    return Splits(train_ds, val_ds, data.load_dataset(name, "test", subset=p.test_subset))
 
 
 def run_dir(run: str, dataset: str, profile: str) -> Path:
     return checkpoints_root() / profile / dataset / run
 
 
-def store_key(run: str, dataset: str, profile: str, recipe: Recipe) -> dict:
+def store_key(run: str, recipe: Recipe, splits: Splits) -> dict:
     """What a stored model depends on; a run trained under another key is not reused."""
     return {
         "model": model_of(run),
-        "dataset": dataset,
-        "train_subset": train_subset(profile, recipe),
+        "dataset": splits.train.info.name,
+        "data": {k: getattr(splits, k).data_key() for k in Splits._fields},
         "overrides": recipe.overrides,
         "pretrained": recipe.pretrained,
         "trainable": recipe.trainable,
@@ -84,17 +100,36 @@ def freeze_except(model: nn.Module, trainable: str | None) -> None:
 
 
 def is_stored(run: str, dataset: str, profile: str) -> bool:
-    folder = run_dir(run, dataset, profile)
-    return (folder / "model.json").exists() and (folder / "model.safetensors").exists()
+    return checkpoints.has_final(run_dir(run, dataset, profile))
 
 
 def _set_aside_if_changed(folder: Path, key: dict) -> None:
-    if (folder / "store.json").exists() and not _same(json.loads((folder / "store.json").read_text()), key):
+    stored = folder / "store.json"
+    if not stored.exists():
+        return
+    try:
+        same = _same(json.loads(stored.read_text()), key)
+    except json.JSONDecodeError:
+        same = False  # an unreadable key is not this key
+    if not same:
         moved = folder.with_name(f"{folder.name}.replaced-{datetime.now(UTC):%Y%m%dT%H%M%S}")
         folder.rename(moved)
-        print(
-            f"{folder.name}: the stored run was trained with another recipe; moved to {moved}, training anew"
-        )
+        print(f"{folder.name}: the stored run was trained with another recipe or other data; moved to "
+              f"{moved}, training anew")
+
+
+def _load(run: str, folder: Path, device: str) -> nn.Module | None:
+    """The finished model in `folder`, or None when a final file is unreadable (then set aside, so that
+    train.fit rebuilds it from last.pt, or retrains without overwriting it)."""
+    bad = checkpoints.unreadable_finals(folder)
+    for name in bad:
+        checkpoints.set_aside(folder / name, "unreadable; rebuilding")
+    if bad:
+        return None
+    card = checkpoints.read_card(folder)  # its model_config rebuilds the architecture
+    net = models.create_model(model_of(run), **card["model_config"])
+    net.load_state_dict(checkpoints.read_weights(folder))
+    return net.to(device).eval()
 
 
 def get_or_train(
@@ -113,22 +148,20 @@ def get_or_train(
     weights are fetched once."""
     p = get_profile(profile)
     dataset, recipe, device = dataset or p.dataset, recipe or get_recipe(run, p.name), device or p.device
-    folder, key = run_dir(run, dataset, p.name), store_key(run, dataset, p.name, recipe)
-    _set_aside_if_changed(folder, key)
-    if is_stored(run, dataset, p.name):
-        card = json.loads((folder / "model.json").read_text())  # its model_config rebuilds the architecture
-        net = models.create_model(
-            model_of(run), **card["model_config"], checkpoint=folder / "model.safetensors"
-        )
-        return net.to(device).eval()
-    train_ds, test_ds = load_splits(p, dataset, recipe)
-    if net is None:
-        net = build(model_of(run), train_ds.info, recipe, pretrained=recipe.pretrained)  # may say: offline
-    freeze_except(net, recipe.trainable)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_json(key, folder / "store.json")
-    cfg = replace(recipe.train, checkpoint_dir=str(folder), progress=progress)
-    train.fit(net, *train.make_loaders(train_ds, test_ds, cfg, device=device), cfg)
+    splits = load_splits(p, dataset, recipe)
+    folder, key = run_dir(run, dataset, p.name), store_key(run, recipe, splits)
+    with checkpoints.run_lock(folder):
+        _set_aside_if_changed(folder, key)
+        if is_stored(run, dataset, p.name) and (loaded := _load(run, folder, device)) is not None:
+            return loaded
+        if net is None:
+            net = build(model_of(run), splits.train.info, recipe, pretrained=recipe.pretrained)  # may: offline
+        freeze_except(net, recipe.trainable)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_json(key, folder / "store.json")
+        cfg = replace(recipe.train, checkpoint_dir=str(folder), progress=progress)
+        test = data.make_loader(splits.test, cfg.eval_batch_size, train=False, device=device)
+        train.fit(net, *train.make_loaders(splits.train, splits.val, cfg, device=device), cfg, test_loader=test)
     return net.eval()
 
 
@@ -142,7 +175,7 @@ def resolve(run: str, dataset: str | None = None, profile: str | Profile | None 
     if not recipe.pretrained or is_stored(run, dataset, p.name):
         return run, None
     try:
-        info = data.load_dataset(dataset, "test", subset=1).info
+        info = data.load_dataset(dataset, "test").info
         return run, build(model_of(run), info, recipe, pretrained=recipe.pretrained)
     except models.WeightsUnreachable as err:
         if not recipe.fallback:
@@ -152,26 +185,28 @@ def resolve(run: str, dataset: str | None = None, profile: str | Profile | None 
 
 
 def history(run: str, dataset: str | None = None, profile: str | Profile | None = None) -> pd.DataFrame:
-    """Per-epoch history of a finished stored run."""
+    """Per-epoch history of a finished stored run (val_* columns: the validation split)."""
     p = get_profile(profile)
     return pd.read_csv(run_dir(run, dataset or p.dataset, p.name) / "history.csv")
 
 
 def model_card(run: str, dataset: str | None = None, profile: str | Profile | None = None) -> dict:
     p = get_profile(profile)
-    return json.loads((run_dir(run, dataset or p.dataset, p.name) / "model.json").read_text())
+    return checkpoints.read_card(run_dir(run, dataset or p.dataset, p.name))
 
 
 def summarize(runs: list[str], dataset: str | None = None, profile: str | Profile | None = None
               ) -> pd.DataFrame:
-    """One row per finished stored run: family, params, epochs, final val top-1/top-5, training minutes and
-    images/s (the mean over epochs, evaluation excluded)."""
+    """One row per finished stored run: family, params, epochs, the last epoch's validation top-1 (what
+    choices are made on), test top-1/top-5 (scored once), training minutes and images/s (the mean over
+    epochs, evaluation excluded)."""
     rows = []
     for run in runs:
         card, hist = model_card(run, dataset, profile), history(run, dataset, profile)
+        m = card["metrics"]
         rows.append({"run": run, "model": card["model"], "family": models.family(card["model"]),
-                     "params": card["params"], "epochs": card["epochs"],
-                     "top1": card["metrics"].get("val_top1"), "top5": card["metrics"].get("val_top5"),
+                     "params": card["params"], "epochs": card["epochs"], "val_top1": m.get("val_top1"),
+                     "test_top1": m.get("test_top1"), "test_top5": m.get("test_top5"),
                      "train_min": card["train_seconds"] / 60, "images_per_s": hist["images_per_s"].mean(),
                      "device": card["environment"]["device"]})
     return pd.DataFrame(rows)

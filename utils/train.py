@@ -1,17 +1,20 @@
 """Training: `TrainConfig`, `fit`, `evaluate`, checkpoints that resume bit for bit.
 
+    train_ds, val_ds = data.train_val_split(train_split, 0.1)   # every choice is made on val_ds
     cfg = TrainConfig(epochs=10, lr=1e-3, checkpoint_dir="checkpoints/quick/fashion-mnist/cnn_small")
-    train_loader, val_loader = make_loaders(train_ds, test_ds, cfg, device="cpu")
-    history = fit(model, train_loader, val_loader, cfg)   # pandas DataFrame, one row per epoch
-    evaluate(model, val_loader)                           # {"top1": .., "top5": .., "loss": ..}
+    train_loader, val_loader = make_loaders(train_ds, val_ds, cfg, device="cpu")
+    history = fit(model, train_loader, val_loader, cfg, test_loader=test)  # one row per epoch; test once
 
-A plain loop: timm's optimiser factory (adamw, sgd, lion, lamb) and warmup + cosine schedule stepped per
-update, label smoothing, batch mixup, bf16 autocast on CUDA, optional torch.compile. With a checkpoint_dir,
-every epoch writes `last.pt` atomically (model, optimiser, RNG, history); a later `fit` with the same config
-resumes from it and reproduces the uninterrupted run exactly on CPU (the loaders' batches depend only on
-(seed, epoch)). A finished run writes `model.safetensors`, `model.json` (the model card) and `history.csv`.
+A plain loop: timm's optimiser factory (adamw, sgd, nesterov, lion, lamb) and warmup + cosine schedule stepped
+per update, label smoothing, batch mixup, bf16 autocast on CUDA, optional torch.compile. With a
+checkpoint_dir, every epoch writes `last.pt` atomically (model, optimiser, RNG, history, the data's
+fingerprints); a later `fit` with the same config and data resumes from it and reproduces the uninterrupted
+run exactly on CPU (the loaders' batches depend only on (seed, epoch)). A finished run writes
+`model.safetensors`, `model.json` (the model card, with the test score) and `history.csv`; the run folder's
+file handling (lock, corrupt files, rebuilding) is utils.checkpoints'.
 
-CLI: `python -m utils.train --model cnn_small --dataset fashion-mnist --epochs 5`.
+CLI: `python -m utils.train --model cnn_small --dataset fashion-mnist --epochs 5` (every TrainConfig field is a
+flag; `python -m utils.train --help`).
 """
 
 from __future__ import annotations
@@ -20,25 +23,24 @@ import argparse
 import json
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import safetensors.torch
 import timm.optim
 import timm.scheduler
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from . import checkpoints
 from .data import Augment, ImageSet, default_augment, make_loader
 from .data.base import epoch_seed
-from .files import atomic_write, checkpoints_root, save_json
+from .files import checkpoints_root
 from .metrics import evaluate
 from .models import autocast, model_device
+from .progress import bar, say
 from .results import environment
 
 OPTIMIZERS = ("adamw", "sgd", "nesterov", "lion", "lamb")  # sgd: heavy-ball momentum; nesterov: Nesterov's
@@ -66,9 +68,9 @@ class TrainConfig:
     grad_clip: float | None = None  # max global gradient norm
     amp: bool = True  # bf16 autocast, on CUDA only (ignored on CPU)
     compile: bool = False  # torch.compile the model for training and evaluation
-    seed: int = 0  # initialisation is the caller's; this seeds loaders, mixup and dropout
+    seed: int = 0  # loaders, mixup and dropout (and initialisation, in the CLI and the store)
     checkpoint_dir: str | None = None  # None: no checkpoints, no resume
-    progress: bool = True  # tqdm bars
+    progress: bool = True  # a line per epoch (and tqdm bars in a terminal)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -154,10 +156,8 @@ def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, 
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     n, checked, start = 0, 0, time.perf_counter()
-    bar = tqdm(
-        loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress
-    )
-    for i, (x, y) in enumerate(bar):
+    bar_ = bar(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress)
+    for i, (x, y) in enumerate(bar_):
         if scheduler is not None:
             scheduler.step_update(num_updates=epoch * steps + i)
         lam, y_b = 1.0, y
@@ -180,7 +180,7 @@ def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, 
             check_finite(total_loss, epoch, checked, i)
             checked = i + 1
             if cfg.progress:
-                bar.set_postfix(loss=f"{total_loss.item() / n:.3f}")
+                bar_.set_postfix(loss=f"{total_loss.item() / n:.3f}")
     seconds = time.perf_counter() - start
     return {
         "train_loss": total_loss.item() / max(n, 1),
@@ -207,149 +207,185 @@ def resume_config(cfg: TrainConfig) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k not in _NOT_RESUME_RELEVANT}
 
 
-def save_state(folder: Path, model, optimizer, epoch: int, history: list[dict], cfg: TrainConfig) -> None:
-    """`last.pt`: everything a resumption needs; the previous one is kept as `prev.pt`."""
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": epoch,
-        "history": history,
-        "config": resume_config(cfg),
-        "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    last = folder / "last.pt"
-    if last.exists():
-        last.replace(folder / "prev.pt")
-    atomic_write(last, lambda p: torch.save(state, p))
+def data_keys(train_loader, val_loader) -> dict:
+    """What the run was trained and selected on: each loader's data key (dataset, split, n, fingerprint)."""
+    key = lambda loader: loader.data_key() if hasattr(loader, "data_key") else None
+    return {"train": key(train_loader), "val": key(val_loader) if val_loader is not None else None}
 
 
-def load_state(folder: Path) -> dict | None:
-    """The newest readable state (`last.pt`, else `prev.pt`); an unreadable file is renamed `*.corrupt`,
-    never overwritten, and named in a warning."""
-    for name in ("last.pt", "prev.pt"):
-        path = folder / name
-        if not path.exists():
-            continue
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated zip, bad pickle, ...: any failure means unusable
-            bad = path.with_name(name + ".corrupt")
-            path.replace(bad)
-            warnings.warn(f"{path} is unreadable ({type(err).__name__}); kept as {bad.name}", stacklevel=2)
-    return None
+def _json(obj):
+    return json.loads(json.dumps(obj, default=str))  # tuples vs lists, as saved
 
 
-def check_resumable(state: dict, cfg: TrainConfig, folder: Path) -> None:
-    diff = {
-        k: (v, resume_config(cfg).get(k))
-        for k, v in state["config"].items()
-        if resume_config(cfg).get(k) != v
-    }
+def check_same(saved: dict | None, now: dict, what: str, folder: Path) -> None:
+    """ValueError naming every field that differs between a stored run and this call."""
+    saved, now = _json(saved or {}), _json(now)
+    diff = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)}
     if diff:
-        changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ValueError(
-            f"{folder} holds a run with another config ({changes}); "
-            "use another checkpoint_dir or delete that folder to start over"
-        )
+        changes = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{folder} holds a run with another {what} ({changes}); use another checkpoint "
+                         "folder, or delete that one to start over")
 
 
-def write_final(folder: Path, model: nn.Module, history: list[dict], cfg: TrainConfig, loader) -> None:
-    """model.safetensors (weights), history.csv, model.json (the model card)."""
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(folder / "model.safetensors", lambda p: safetensors.torch.save_file(weights, str(p)))
-    atomic_write(folder / "history.csv", lambda p: pd.DataFrame(history).to_csv(p, index=False))
-    info = getattr(loader, "info", None)
-    card = {
+def model_card(model: nn.Module, history: list[dict], cfg: TrainConfig, data: dict, test: dict | None) -> dict:
+    """The model card: what was trained, on what, how, and what it scored (validation per epoch; test once)."""
+    return {
         "model": getattr(model, "model_name", type(model).__name__),
         "model_config": getattr(model, "model_config", None),
-        "dataset": info.name if info is not None else None,
+        "dataset": (data.get("train") or {}).get("dataset"),
+        "data": data,
         "train_config": asdict(cfg),
-        "metrics": {k: v for k, v in history[-1].items() if k.startswith("val_")},
+        "metrics": {**{k: v for k, v in history[-1].items() if k.startswith("val_")},
+                    **{f"test_{k}": v for k, v in (test or {}).items()}},
         "params": sum(p.numel() for p in model.parameters()),
         "epochs": len(history),
         "train_seconds": sum(h["train_seconds"] for h in history),
         "environment": environment(model_device(model)),
     }
-    save_json(card, folder / "model.json")
 
 
 # ---------------------------------------------------------------- fit
 
 
-def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig) -> pd.DataFrame:
-    """Train `model` (moved to the loader's device) for cfg.epochs; one history row per epoch.
+def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, test_loader=None) -> pd.DataFrame:
+    """Train `model` (moved to the loader's device) for cfg.epochs; one history row per epoch, validated on
+    `val_loader` (the validation split: every choice is made on it); `test_loader`, if given, is scored once
+    at the end, into the model card.
 
-    With cfg.checkpoint_dir, resumes from its last.pt (same config required) and returns at once if
-    that run had finished. Raises FloatingPointError on a non-finite loss.
+    With cfg.checkpoint_dir: one process at a time (a per-run lock), resumes from last.pt when the config
+    and the data are the same (else a ValueError naming what changed), returns at once if that run had
+    finished, rebuilds a missing final file from a finished last.pt, and never trains over a finished model:
+    when its checkpoints are lost the finished model is loaded instead. Raises FloatingPointError on a
+    non-finite loss.
     """
-    device = getattr(train_loader, "device", model_device(model))
-    model.to(device)
+    model.to(getattr(train_loader, "device", model_device(model)))
+    if len(train_loader) == 0:
+        n = getattr(train_loader, "num_samples", "the")
+        raise ValueError(f"no training batch: batch_size {cfg.batch_size} is larger than the {n} training images "
+                         "(the last incomplete batch is dropped); use a smaller batch or more images")
+    if not cfg.checkpoint_dir:
+        return pd.DataFrame(_train(model, train_loader, val_loader, cfg, None, [], 0, None)[0])
+    folder = Path(cfg.checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with checkpoints.run_lock(folder):
+        checkpoints.tidy(folder)
+        for name in checkpoints.unreadable_finals(folder):
+            checkpoints.set_aside(folder / name, "see the error above")
+        return _fit_in(folder, model, train_loader, val_loader, cfg, test_loader)
+
+
+def _fit_in(folder: Path, model, train_loader, val_loader, cfg: TrainConfig, test_loader) -> pd.DataFrame:
+    data = data_keys(train_loader, val_loader)
+    state = checkpoints.load_state(folder)
+    if state is None and checkpoints.has_final(folder):  # a finished run whose checkpoints are gone
+        card = checkpoints.read_card(folder)
+        saved = {k: v for k, v in card["train_config"].items() if k not in _NOT_RESUME_RELEVANT}
+        check_same(saved, resume_config(cfg), "training config", folder)
+        check_same(card.get("data"), data, "data", folder)
+        model.load_state_dict(checkpoints.read_weights(folder))
+        model.eval()
+        return pd.DataFrame(checkpoints.read_history(folder))
+    history, start = [], 0
+    if state is not None:
+        check_same(state["config"], resume_config(cfg), "training config", folder)
+        check_same(state.get("data"), data, "data", folder)
+        history, start = state["history"], state["epoch"]
+    history, trained = _train(model, train_loader, val_loader, cfg, folder, history, start, state)
+    if trained or not checkpoints.has_final(folder):
+        test = evaluate(model, test_loader, cfg.amp) if test_loader is not None else None
+        card = model_card(model, history, cfg, data, test)
+        checkpoints.write_final(folder, model.state_dict(), history, card)
+    return pd.DataFrame(history)
+
+
+def _train(model, train_loader, val_loader, cfg: TrainConfig, folder: Path | None, history: list[dict],
+           start: int, state: dict | None) -> tuple[list[dict], bool]:
+    """Epochs start .. cfg.epochs (restoring `state` first); returns (history, whether any epoch ran)."""
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(train_loader))
-    folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-    history, start = [], 0
-    if folder is not None and (state := load_state(folder)) is not None:
-        check_resumable(state, cfg, folder)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        history, start = state["history"], state["epoch"]
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
     else:
         torch.manual_seed(cfg.seed)  # dropout / drop-path streams; initialisation happened in the caller
     forward = torch.compile(model) if cfg.compile else model
-    epochs = tqdm(
-        range(start, cfg.epochs), initial=start, total=cfg.epochs, desc="training", disable=not cfg.progress
-    )
-    for epoch in epochs:
-        row = {
-            "epoch": epoch + 1,
-            **train_epoch(model, forward, train_loader, optimizer, scheduler, cfg, epoch),
-        }
+    name, begin = folder.name if folder is not None else getattr(model, "model_name", "model"), time.time()
+    for epoch in range(start, cfg.epochs):
+        row = {"epoch": epoch + 1, **train_epoch(model, forward, train_loader, optimizer, scheduler, cfg, epoch)}
         if val_loader is not None:
             row.update({f"val_{k}": v for k, v in evaluate(forward, val_loader, cfg.amp).items()})
         history.append(row)
-        epochs.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("train_loss", "val_top1")})
+        if cfg.progress:
+            val = f", val top-1 {row['val_top1']:.4f}" if "val_top1" in row else ""
+            say(f"{name}: epoch {epoch + 1}/{cfg.epochs}, train loss {row['train_loss']:.4f}{val} "
+                f"({time.time() - begin:.0f} s)")
         if folder is not None:
-            save_state(folder, model, optimizer, epoch + 1, history, cfg)
+            checkpoints.save_state(folder, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                "history": history, "config": resume_config(cfg), "data": data_keys(train_loader, val_loader),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
     model.eval()
-    if folder is not None and (start < cfg.epochs or not (folder / "model.json").exists()):
-        write_final(folder, model, history, cfg, train_loader)
-    return pd.DataFrame(history)
+    return history, start < cfg.epochs
 
 
 # ---------------------------------------------------------------- CLI
 
 
+def cli_parser() -> argparse.ArgumentParser:
+    """Every TrainConfig field is a flag (--crop-pad 0, --flip no, --grad-clip none, --amp yes)."""
+    from . import cli, data, models
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description="Train one registered model on one registered dataset: 90% "
+                                     "of the training split trains, a stratified 10% validates every epoch, the "
+                                     "test split is scored once at the end.")
+    parser.add_argument("--model", required=True, type=cli.one_of(models.list_models, "model"))
+    parser.add_argument("--dataset", required=True, type=cli.one_of(data.list_datasets, "dataset"))
+    parser.add_argument("--root", help="the data folder; for image-folder the folder holding train/ and test/")
+    parser.add_argument("--subset", type=cli.positive_int, help="n training images, stratified (default: all)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="held out for validation (0.1)")
+    parser.add_argument("--set", type=cli.key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="a model override, e.g. --set depth=2 --set batch_norm=True (repeatable)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backend", default="resident", choices=data.BACKENDS.names())
+    parser.add_argument("--out", help="checkpoint folder (default: checkpoints/cli/<dataset>/<model>)")
+    for f in fields(TrainConfig):
+        if f.name != "checkpoint_dir":
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=cli.FIELD_TYPES[f.type],
+                                default=getattr(defaults, f.name), metavar=f.type.upper().replace(" | ", "|"))
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     from . import data, models
 
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description="Train one registered model on one registered dataset.")
-    parser.add_argument("--model", required=True, help="a name from utils.models.list_models()")
-    parser.add_argument("--dataset", required=True, help="a name from utils.data.list_datasets()")
-    parser.add_argument("--subset", type=int, help="first n training images (default: all)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--backend", default="resident", choices=data.loaders.BACKENDS)
-    parser.add_argument("--out", help="checkpoint folder (default: checkpoints/cli/<dataset>/<model>)")
-    for f in fields(TrainConfig):
-        if f.name != "checkpoint_dir" and f.type in ("int", "float", "str", "bool"):
-            kind = {"int": int, "float": float, "str": str, "bool": lambda s: s.lower() in ("1", "true")}[
-                f.type
-            ]
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=getattr(defaults, f.name))
+    parser = cli_parser()
     args = parser.parse_args(argv)
-    train_ds = data.load_dataset(args.dataset, "train", subset=args.subset)
-    test_ds = data.load_dataset(args.dataset, "test")
-    out = args.out or checkpoints_root() / "cli" / args.dataset / args.model
-    cfg_kw = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    cfg = TrainConfig(**cfg_kw, checkpoint_dir=str(out))
-    model = models.create_for(args.model, train_ds.info)
-    history = fit(model, *make_loaders(train_ds, test_ds, cfg, device=args.device, backend=args.backend), cfg)
+    try:
+        full = data.load_dataset(args.dataset, "train", root=args.root, subset=args.subset, subset_seed=args.seed)
+        train_ds, val_ds = data.train_val_split(full, args.val_fraction, seed=args.seed)
+        test_ds = data.load_dataset(args.dataset, "test", root=args.root)
+        cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)},
+                          checkpoint_dir=str(args.out or checkpoints_root() / "cli" / args.dataset / args.model))
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        parser.error(str(err).strip("'\""))
+    if cfg.batch_size > len(train_ds):
+        parser.error(f"--batch-size {cfg.batch_size} is larger than the {len(train_ds)} training images "
+                     "(after the validation split); use a smaller batch or more images")
+    try:
+        model = models.create_for(args.model, train_ds.info, seed=cfg.seed, **dict(args.set))
+        loaders = make_loaders(train_ds, val_ds, cfg, device=args.device, backend=args.backend)
+        test = make_loader(test_ds, cfg.eval_batch_size, train=False, device=args.device, backend=args.backend)
+        history = fit(model, *loaders, cfg, test_loader=test)
+    except (ValueError, TypeError, checkpoints.RunBusy) as err:
+        raise SystemExit(f"error: {err}") from None
     print(history.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(json.dumps({"checkpoint_dir": str(out), **history.iloc[-1].to_dict()}, default=float))
+    card = checkpoints.read_card(Path(cfg.checkpoint_dir))
+    print(json.dumps({"checkpoint_dir": cfg.checkpoint_dir, **card["metrics"]}, default=float))
 
 
 if __name__ == "__main__":

@@ -143,3 +143,42 @@ def test_logit_weights_map_decoder_directions_through_the_head():
     head = torch.nn.Linear(3, 2)
     w = dictionary.logit_weights(sae, head)
     torch.testing.assert_close(w, torch.cat([head.weight, -head.weight], 1).detach())
+
+
+def notebook_sae_settings() -> dict:
+    """09's per-profile SAE settings, read from its parameters cell (the values the notebook runs with)."""
+    import ast
+    import json
+    from pathlib import Path
+
+    cells = json.loads((Path(__file__).parents[2] / "09_dictionary_learning.ipynb").read_text())["cells"]
+    source = "".join(next(c for c in cells if "parameters" in c["metadata"].get("tags", []))["source"])
+    assign = next(n for n in ast.parse(source).body if isinstance(n, ast.Assign) and n.targets[0].id == "sae")
+    return ast.literal_eval(assign.value)
+
+
+# planted data per profile: the profile's number of fitted vectors, a width its SAEs see (smoke's test
+# models are 16-32 wide; quick's are 96-2048 wide: 128 keeps the test fast), and sparsity = the rule's k
+PLANTED = {"smoke": (512, 32), "quick": (5000, 128), "full": (2000, 32)}
+
+
+@pytest.mark.parametrize("profile", list(PLANTED))
+def test_each_profiles_sae_recovers_a_planted_overcomplete_dictionary(profile):
+    from dataclasses import replace
+
+    settings = notebook_sae_settings()[profile]
+    cfg = replace(dictionary.ORIGINAL, **settings, progress=False)
+    n, d = PLANTED[profile]
+    k = dictionary.k_for(cfg, d)
+    x, true = sparse_data(n=n, d=d, m=2 * d, k=k)  # twice as many true directions as dimensions
+    sae, _ = dictionary.fit_sae(x, cfg)
+    assert sae.k == k and dictionary.sae_metrics(sae, x)["l0"] == pytest.approx(k)
+    assert best_cosine(true, sae) > 0.9
+
+
+def test_k_per_dim_matches_sparsity_across_widths():
+    cfg = dictionary.SAEConfig(activation="topk", k_per_dim=1 / 16, expansion=3)
+    for d in (96, 256, 2048):
+        sae = dictionary.init_sae(torch.randn(40, d), cfg)
+        assert sae.k == d // 16 and sae.W_dec.shape[1] == 3 * d  # the same 1/48 of the features active
+    assert dictionary.k_for(dictionary.SAEConfig(k=7), 1000) == 7  # without k_per_dim: k as given

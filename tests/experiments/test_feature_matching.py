@@ -54,8 +54,14 @@ def test_compare_dictionaries_and_prediction2():
     table, per_feature = feature_matching.compare_dictionaries(codes, seeds, random)
     assert len(table) == 6 and set(table.kind) == {"cross", "ceiling", "floor"}
     assert len(per_feature) == 6 * 6
+    expected_l0 = (base > 0).sum(1).double().mean().item()  # ~3 of 6 (half of a ReLU'd Gaussian)
+    assert table.l0_source.tolist() == pytest.approx([expected_l0] * 6)
+    sparser = {"a": base * (base > 1), "b": codes["b"]}
+    l0 = feature_matching.compare_dictionaries(sparser, seeds, random)[0].set_index(["source", "kind"])
+    assert l0.loc[("a", "cross"), "l0_source"] == pytest.approx((base > 1).sum(1).double().mean().item())
+    assert l0.loc[("b", "cross"), "l0_target"] == l0.loc[("a", "cross"), "l0_source"]
     verdict = feature_matching.prediction2(table)
-    assert verdict.pair.tolist() == ["a - b"]
+    assert verdict.pair.tolist() == ["a - b"] and verdict.l0[0] == pytest.approx(expected_l0)
     assert verdict.gap_closed[0] == pytest.approx(1.0, abs=1e-5) and bool(verdict.holds[0])
     toy = pd.DataFrame({"source": ["x", "y"] * 3, "target": ["y", "x"] * 3,
                         "kind": ["cross"] * 2 + ["ceiling"] * 2 + ["floor"] * 2,

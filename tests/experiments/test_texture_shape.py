@@ -50,7 +50,15 @@ def patches_of(img: torch.Tensor, grid: int, p: int, o: int) -> list[torch.Tenso
     return [img[:, r : r + p, c : c + p] for r, c in cells]
 
 
-@pytest.mark.parametrize(("size", "grid"), [(32, 2), (32, 4), (32, 8), (28, 8), (28, 4)])
+@pytest.mark.parametrize(("size", "grid", "patch", "frame", "far_frame"),
+                         [(28, 2, 14, 0, 0), (28, 3, 8, 2, 2), (28, 4, 7, 0, 0), (28, 8, 3, 2, 2),
+                          (32, 3, 10, 1, 1), (31, 4, 7, 1, 2)])  # 31 / 4: no even frame exists
+def test_patch_grids_are_centred(size, grid, patch, frame, far_frame):
+    p, o = ts.patch_grid(size, grid)
+    assert (p, o, size - (o + grid * p)) == (patch, frame, far_frame)
+
+
+@pytest.mark.parametrize(("size", "grid"), [(32, 2), (32, 4), (32, 8), (28, 8), (28, 4), (28, 3)])
 def test_patch_shuffle_moves_whole_patches(size, grid):
     x = rand(b=3, h=size, w=size)  # continuous values: every patch is unique
     y = ts.patch_shuffle(x, grid=grid, seed=1)

@@ -16,6 +16,7 @@ from .base import Augment, default_augment
 from .cache import data_dir, load_dataset
 from .loaders import BACKENDS, make_loader
 from .registry import DatasetInfo, ImageSet, get_info, get_reader, list_datasets, register_dataset
+from .splits import stratified_index, stratified_subset, train_val_split
 
 
 def write_beton(ds: ImageSet, path: str | Path) -> Path:
@@ -27,5 +28,6 @@ def write_beton(ds: ImageSet, path: str | Path) -> Path:
 
 __all__ = [
     "Augment", "BACKENDS", "DatasetInfo", "ImageSet", "data_dir", "default_augment", "get_info", "get_reader",
-    "list_datasets", "load_dataset", "make_loader", "register_dataset", "write_beton",
+    "list_datasets", "load_dataset", "make_loader", "register_dataset", "stratified_index", "stratified_subset",
+    "train_val_split", "write_beton",
 ]

@@ -1,22 +1,38 @@
-"""`python -m utils.data [--profile P | --dataset NAME]`: decode a dataset once into the cache under data/."""
+"""`python -m utils.data`: the registered datasets. `python -m utils.data --profile P | --dataset NAME`:
+decode that dataset's train and test splits once into the cache under data/ (P = auto: the default
+profile, full with CUDA, else quick)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..profiles import default_profile_name, get_profile
-from . import list_datasets, load_dataset
+from ..profiles import PROFILES, default_profile_name, get_profile
+from . import get_info, list_datasets, load_dataset
+
+
+def describe() -> None:
+    print(f"{'dataset':15s} {'classes':>7s}  image")
+    for name in list_datasets():
+        info = get_info(name)
+        shape = f"{info.channels}x{info.image_size}x{info.image_size}" if info.image_size else "from the files"
+        print(f"{name:15s} {info.num_classes or 'any':>7}  {shape}")
+    print(f"\nprofiles: {', '.join(PROFILES)}; decode one with --profile P or --dataset NAME")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", help="smoke | quick | full (default: full with CUDA, else quick)")
+    parser.add_argument("--profile", help=f"{' | '.join(PROFILES)} | auto")
     parser.add_argument("--dataset", help=f"one of: {', '.join(list_datasets())}")
+    parser.add_argument("--root", help="the data folder (default $MLPZOOM_DATA or <repo>/data)")
     args = parser.parse_args(argv)
+    if args.profile is None and args.dataset is None:
+        describe()
+        return
     try:
-        name = args.dataset or get_profile(args.profile or default_profile_name()).dataset
-        datasets = [load_dataset(name, split) for split in ("train", "test")]
-    except (KeyError, FileNotFoundError, RuntimeError) as err:
+        profile = default_profile_name() if args.profile in (None, "auto") else args.profile
+        name = args.dataset or get_profile(profile).dataset
+        datasets = [load_dataset(name, split, root=args.root) for split in ("train", "test")]
+    except (KeyError, FileNotFoundError, RuntimeError, ValueError) as err:
         parser.error(str(err).strip("'\""))
     for ds in datasets:
         counts = ds.labels.bincount(minlength=ds.info.num_classes)

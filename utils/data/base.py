@@ -47,6 +47,11 @@ class EpochLoader:
         self.device, self.seed, self.drop_last = torch.device(device), seed, drop_last
         self.info, self.num_samples = ds.info, len(ds)
         self.epoch = 0  # the epoch the next pass will be
+        self._source = ds  # for data_key(): the fingerprint is computed only when asked for
+
+    def data_key(self) -> dict:
+        """The dataset name, split, size and content fingerprint of the images this loader serves."""
+        return self._source.data_key()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

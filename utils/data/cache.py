@@ -13,9 +13,11 @@ import torch
 from ..files import atomic_write, data_root
 from .registry import DatasetInfo, ImageSet, get_reader
 from .sources import SPLIT_ALIASES, source_dir
+from .splits import stratified_subset
 
-CACHE_VERSION = 1  # bump when a reader's output changes; old cache files are then ignored
+CACHE_VERSION = 2  # bump when a reader's output changes; old cache files are then ignored
 _NOT_HASHED = {"download"}  # kwargs that do not change the decoded data
+_NO_FILES = {"synthetic"}  # made from kwargs alone
 
 
 def data_dir(root: str | Path | None = None) -> Path:
@@ -23,9 +25,32 @@ def data_dir(root: str | Path | None = None) -> Path:
     return Path(root).expanduser() if root is not None else data_root()
 
 
+def source_files(name: str, split: str, root: Path) -> list[Path]:
+    """The files a split is decoded from (walked, sorted); none for datasets made without files."""
+    if name in _NO_FILES:
+        return []
+    if name == "image-folder":  # the split's folder, and train/ whose folder names are the classes
+        folders = {Path(root) / split, Path(root) / "train"}
+    else:
+        folders = {source_dir(name, root)}
+    return sorted(p for f in folders if f.is_dir() for p in f.rglob("*") if p.is_file())
+
+
+def source_signature(name: str, split: str, root: Path) -> str:
+    """A hash of (path, size, modification time) of every source file: a file added, removed or rewritten
+    gives another cache file, so the decode cache never serves another folder's images."""
+    digest = hashlib.sha1()
+    for p in source_files(name, split, root):
+        stat = p.stat()
+        digest.update(f"{p}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
 def cache_path(name: str, split: str, root: Path, kwargs: dict) -> Path:
-    """`<root>/cache/<name>-<split>-<hash>.pt`; the hash covers the resolved source folder and kwargs."""
+    """`<root>/cache/<name>-<split>-<hash>.pt`; the hash covers the resolved source folder, its files
+    (source_signature) and the reader's kwargs."""
     key = {"v": CACHE_VERSION, "source": str(source_dir(name, root).resolve()),
+           "files": source_signature(name, split, root),
            "kwargs": {k: v for k, v in kwargs.items() if k not in _NOT_HASHED}}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return root / "cache" / f"{name}-{split}-{digest}.pt"
@@ -33,6 +58,7 @@ def cache_path(name: str, split: str, root: Path, kwargs: dict) -> Path:
 
 def save_cache(ds: ImageSet, path: Path) -> None:
     """torch.save of plain tensors and builtins (loadable with weights_only=True), written atomically."""
+    ds.fingerprint()  # computed once here, kept in meta: later loads need not hash the pixels again
     blob = {"images": ds.images.contiguous(), "labels": ds.labels.contiguous(), "info": asdict(ds.info),
             "split": ds.split, "meta": ds.meta}
     atomic_write(path, lambda p: torch.save(blob, p))
@@ -45,14 +71,18 @@ def read_cache(path: Path) -> ImageSet:
 
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None, subset: int | None = None,
-                 cache: bool = True, **kwargs) -> ImageSet:
+                 cache: bool = True, subset_seed: int = 0, **kwargs) -> ImageSet:
     """One split as uint8 images (N, C, H, W) and int64 labels (N,), decoded once and cached.
 
-    root: the data folder (default $MLPZOOM_DATA or <repo>/data); subset: keep the first n images.
+    root: the data folder (default $MLPZOOM_DATA or <repo>/data); subset: keep n images, stratified by
+    class and drawn from `subset_seed` (splits.stratified_subset: every class in proportion, split order
+    kept; files sorted by class never lose whole classes).
     kwargs go to the reader (e.g. synthetic: num_classes, channels, size, n, seed; image-folder: size;
     download=False: never try to download).
     """
     reader = get_reader(name)  # KeyError listing the registered names
+    if subset is not None and subset < 1:
+        raise ValueError(f"subset must be >= 1 image; got {subset}")
     split = SPLIT_ALIASES.get(name, {}).get(split, split)
     root = data_dir(root)
     path = cache_path(name, split, root, kwargs)
@@ -66,7 +96,7 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
             except OSError as err:  # e.g. a read-only data folder: work on, just slower next time
                 warnings.warn(f"could not write the cache {path}: {err}", stacklevel=2)
     ds.meta.setdefault("cache_dir", str(path.parent))
-    if subset is not None:
-        ds = ds.subset(subset)  # clone: do not keep the full split's storage alive
-        ds = ImageSet(ds.images.clone(), ds.labels.clone(), ds.info, ds.split, ds.meta)
+    if subset is not None and subset < len(ds):
+        ds = stratified_subset(ds, subset, subset_seed)
+        ds = ImageSet(ds.images.clone(), ds.labels.clone(), ds.info, ds.split, ds.meta)  # free the full split
     return ds

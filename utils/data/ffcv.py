@@ -19,6 +19,8 @@ from ..files import atomic_write, data_root
 from .base import NO_AUGMENT, Batch, EpochLoader, to_float
 from .registry import ImageSet
 
+_THREADS = torch.get_num_threads()  # ffcv sets torch's thread count (to 1 on import, to num_workers per
+# loader and epoch); this module puts the caller's back each time, so the rest of the process keeps its cores
 try:
     import numba
     from ffcv.fields import IntField, NDArrayField, RGBImageField
@@ -35,6 +37,8 @@ except ImportError as err:  # the other backends work without it
         "`sudo apt-get install libopencv-dev libturbojpeg0-dev pkg-config`, then `pip install ffcv==1.0.2` "
         f"(see data/README.md). Import failed with: {err}"
     ) from err
+finally:
+    torch.set_num_threads(_THREADS)
 
 
 class _HWCItems:
@@ -130,11 +134,13 @@ class FFCVLoader(EpochLoader):
         self.path = Path(path) if path is not None else default_beton_path(ds)
         if not self.path.exists():
             write_beton(ds, self.path)
+        threads = torch.get_num_threads()
         self.loader = Loader(
             str(self.path), batch_size=batch_size, num_workers=num_workers, seed=self.seed,
             order=OrderOption.RANDOM if self.train else OrderOption.SEQUENTIAL, drop_last=self.drop_last,
             pipelines={"image": self._image_pipeline(), "label": [IntDecoder(), ToTensor()]},  # (B, 1)
         )
+        torch.set_num_threads(threads)
 
     def _image_pipeline(self) -> list:
         stored = Reader(str(self.path)).handlers["image"]
@@ -147,5 +153,10 @@ class FFCVLoader(EpochLoader):
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         self.loader.next_epoch = epoch  # ffcv's RANDOM order is a function of (seed, epoch)
-        for x, y in self.loader:  # ffcv reuses its buffers: convert/copy before the next batch
-            yield to_float(x), y.reshape(-1).to(self.device, torch.int64, copy=True)
+        threads = torch.get_num_threads()
+        try:
+            for x, y in self.loader:  # ffcv reuses its buffers: convert/copy before the next batch
+                torch.set_num_threads(threads)  # its epoch thread set it to num_workers
+                yield to_float(x), y.reshape(-1).to(self.device, torch.int64, copy=True)
+        finally:
+            torch.set_num_threads(threads)

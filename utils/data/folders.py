@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import bar as progress_bar
 from .registry import DatasetInfo, ImageSet, register_dataset
 from .sources import channel_stats, check_split, ensure_files, source_dir
 
@@ -37,7 +37,7 @@ def decode_images(paths: list[Path], mode: str, size: int | None = None) -> torc
         raise FileNotFoundError("no image files to decode")
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes outside the GIL
         jobs = pool.map(one, paths)
-        arrays = list(tqdm(jobs, total=len(paths), desc="decoding", disable=len(paths) < 5000))
+        arrays = list(progress_bar(jobs, total=len(paths), desc="decoding", disable=len(paths) < 5000))
     shapes = sorted({a.shape for a in arrays})
     if len(shapes) > 1:
         raise ValueError(f"images differ in size ({shapes[:3]} ...); pass size=N to resize them all to N x N")
@@ -129,6 +129,10 @@ def read_image_folder(split: str, root: Path, size: int | None = None) -> ImageS
     extra = sorted({d.name for d in folder.iterdir() if d.is_dir()} - set(classes))
     if extra:
         raise ValueError(f"image-folder: {folder} has classes {extra} that {class_root} lacks")
+    empty = [c for c in classes if (folder / c).is_dir() and not image_files(folder / c)]
+    if empty:
+        raise ValueError(f"image-folder: class folder(s) {empty} in {folder} hold no "
+                         f"{'/'.join(sorted(IMAGE_EXTS))} file; add images or remove the folder")
     pairs = [(p, i) for i, c in enumerate(classes) if (folder / c).is_dir() for p in image_files(folder / c)]
     if not pairs:
         raise FileNotFoundError(f"image-folder: no {'/'.join(sorted(IMAGE_EXTS))} files in {folder}/<class>/")

@@ -23,10 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchattacks
-from tqdm.auto import tqdm
 
 from .. import metrics
 from ..models import frozen, model_device
+from ..progress import bar as progress_bar
 from ..references import ORIGINAL_ATTACKS_CIFAR10
 
 NORMS = ("linf", "l2")
@@ -188,10 +188,10 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
 # ---------------------------------------------------------------- evaluation over a loader
 
 
-def _bar(loader: Iterable, per_batch: int, desc: str, progress: bool) -> tqdm:
+def _bar(loader: Iterable, per_batch: int, desc: str, progress: bool) -> object:
     """A progress bar over `per_batch` units of work (eps values, source models) per batch of the loader."""
     total = len(loader) * per_batch if hasattr(loader, "__len__") else None
-    return tqdm(total=total, desc=desc, leave=False, disable=not progress)
+    return progress_bar(total=total, desc=desc, leave=False, disable=not progress)
 
 
 def robust_accuracy(model: nn.Module, loader: Iterable, attack: Attack, eps_list: Sequence[float], *,
@@ -230,7 +230,7 @@ def autoattack_report(model: nn.Module, loader: Iterable, eps: float, norm: str 
 
 
 def _transfer_counts(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, attack: Attack,
-                     eps: float, bar: tqdm, **kw) -> dict[tuple[str, str], torch.Tensor]:
+                     eps: float, bar, **kw) -> dict[tuple[str, str], torch.Tensor]:
     """Per (source, target), for one batch: [target right on the clean image, target right on the source's
     x_adv, eligible, transferred]. eligible: the target is right on the clean image and the attack breaks
     the source (the source is right on the clean image and wrong on x_adv); transferred: eligible and the

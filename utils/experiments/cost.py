@@ -38,10 +38,10 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
-from tqdm.auto import tqdm
 
 from .. import models
 from ..models import eval_mode, model_device
+from ..progress import bar as progress_bar
 from ..timing import sync, time_calls
 
 MODES = ("fp32", "bf16", "compile", "channels_last")
@@ -259,7 +259,7 @@ def measure(
     check_mode(model, device, mode)
     net = model if model_device(model) == device else copy.deepcopy(model).to(device)
     rows = []
-    bar = tqdm(batch_sizes, desc=f"{getattr(model, 'model_name', 'model')} {mode}", leave=False,
+    bar = progress_bar(batch_sizes, desc=f"{getattr(model, 'model_name', 'model')} {mode}", leave=False,
                disable=not progress)
     with eval_mode(net), torch.no_grad():
         for b in bar:

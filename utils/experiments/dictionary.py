@@ -37,11 +37,12 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data import ImageSet, make_loader
 from ..hooks import hooked
 from ..metrics import evaluate
+from ..models import model_device
+from ..progress import bar as progress_bar
 
 ACTIVATIONS = ("relu", "topk")
 
@@ -52,7 +53,10 @@ ACTIVATIONS = ("relu", "topk")
 class SAEConfig:
     expansion: float = 3.0  # features per input dimension: n_features = round(expansion * D)
     activation: str = "relu"  # "relu" (+ L1 penalty) or "topk" (Gao et al. 2024: k largest, no L1)
-    k: int = 32  # active features per vector, topk only
+    k: int = 32  # active features per vector, topk only (unless k_per_dim is set)
+    # topk: k = max(1, round(k_per_dim * D)) for a D-dimensional layer, so SAEs on layers of different
+    # widths keep the same share of their (expansion * D) features active: matched sparsity across families
+    k_per_dim: float | None = None
     l1_coef: float = 3e-4  # loss = mean_n mean_d (x_hat - x)^2 + l1_coef * mean_n sum_f h_f (relu only)
     lr: float = 1e-3  # Adam
     lr_step: int = 10  # StepLR: lr *= lr_gamma every lr_step epochs
@@ -167,10 +171,15 @@ def reset_adam(optimizer: torch.optim.Optimizer, sae: SparseAutoencoder, idx: to
                 state[moment].index_fill_(dim, idx, 0.0)
 
 
+def k_for(cfg: SAEConfig, d_in: int) -> int:
+    """The TopK k of an SAE on a d_in-dimensional layer: cfg.k, or round(k_per_dim * d_in) (at least 1)."""
+    return cfg.k if cfg.k_per_dim is None else max(1, round(cfg.k_per_dim * d_in))
+
+
 def init_sae(x: torch.Tensor, cfg: SAEConfig) -> SparseAutoencoder:
     """A new SAE for x (N, D): seeded directions, scale from the data, b_dec at the (normalised) data mean."""
     n_features, gen = max(1, round(cfg.expansion * x.shape[1])), torch.Generator().manual_seed(cfg.seed)
-    sae = SparseAutoencoder(x.shape[1], n_features, cfg.activation, cfg.k, generator=gen)
+    sae = SparseAutoencoder(x.shape[1], n_features, cfg.activation, k_for(cfg, x.shape[1]), generator=gen)
     with torch.no_grad():
         if cfg.normalize:
             sae.scale.fill_(x.pow(2).sum(1).mean().div(x.shape[1]).sqrt().clamp_min(1e-8).item())
@@ -188,7 +197,7 @@ def fit_sae(acts: torch.Tensor, cfg: SAEConfig = ORIGINAL, sae: SparseAutoencode
     sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_step, cfg.lr_gamma)
     gen = torch.Generator().manual_seed(cfg.seed)
     rows = []
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc="SAE epochs", disable=not cfg.progress, leave=False):
+    for epoch in progress_bar(range(1, cfg.epochs + 1), desc="SAE epochs", disable=not cfg.progress, leave=False):
         sae.train()
         fired, sums, steps = torch.zeros(sae.b_enc.shape, dtype=torch.bool, device=x.device), {}, 0
         for index in torch.randperm(len(x), generator=gen).split(cfg.batch_size):
@@ -248,7 +257,7 @@ def splice_accuracy(model: nn.Module, layer: str, sae: SparseAutoencoder, ds: Im
     """Top-1 on the first n images of ds as is and with the layer's tensor replaced by the SAE's
     reconstruction (same shape), and accuracy kept = spliced / original."""
     loader = make_loader(ds.subset(min(n or len(ds), len(ds))), batch_size, train=False,
-                         device=next(model.parameters()).device)
+                         device=model_device(model))
     top1 = evaluate(model, loader, amp=False)["top1"]
     splice = lambda t: sae(t.flatten(1).float())[0].reshape(t.shape).to(t.dtype)
     with hooked(model, layer, splice):

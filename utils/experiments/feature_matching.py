@@ -100,13 +100,17 @@ def compare_dictionaries(codes: dict[str, torch.Tensor], seed_codes: dict[str, t
     """Prediction 2's matchings on the same images. codes / seed_codes: model -> (N, F) codes of two SAEs
     (different seeds) on the trained model; random_codes: of an SAE on the untrained model. Every model pair
     (a, b), both directions: cross (a -> b), ceiling (a -> a's second seed), floor (a -> untrained b).
-    Returns (a row per comparison with match summary, a row per A feature with its best r)."""
+    Returns (a row per comparison with match summary and the L0 of both dictionaries compared, a row per A
+    feature with its best r)."""
     ceilings = {a: match_features(codes[a], seed_codes[a]) for a in codes}
+    l0 = lambda h: (h > 0).sum(1).double().mean().item()  # active features per image
     rows, features = [], []
     for a, b in ((a, b) for a in codes for b in codes if a != b):
-        for kind, m in (("cross", match_features(codes[a], codes[b])), ("ceiling", ceilings[a]),
-                        ("floor", match_features(codes[a], random_codes[b]))):
-            rows.append({"source": a, "target": b, "kind": kind, **m.summary()})
+        for kind, m, target in (("cross", match_features(codes[a], codes[b]), codes[b]),
+                                ("ceiling", ceilings[a], seed_codes[a]),
+                                ("floor", match_features(codes[a], random_codes[b]), random_codes[b])):
+            rows.append({"source": a, "target": b, "kind": kind, **m.summary(), "l0_source": l0(codes[a]),
+                         "l0_target": l0(target)})
             features.append(pd.DataFrame({"source": a, "target": b, "kind": kind, "best_r": m.best.numpy()}))
     return pd.DataFrame(rows), pd.concat(features, ignore_index=True)
 
@@ -118,6 +122,8 @@ def prediction2(table: pd.DataFrame, threshold: float = 0.5, stat: str = "mean")
     t = table.assign(pair=[" - ".join(sorted(p)) for p in zip(table.source, table.target, strict=True)])
     wide = t.pivot_table(index="pair", columns="kind", values=stat, aggfunc="mean")
     out = wide[["cross", "ceiling", "floor"]].reset_index().rename_axis(columns=None)
+    if "l0_source" in t:  # the sparsity the pair was compared at: mean L0 of its two dictionaries
+        out = out.merge(t[t.kind == "cross"].groupby("pair").l0_source.mean().rename("l0").reset_index(), on="pair")
     gap = out.ceiling - out.floor
     out["gap_closed"] = np.where(gap > 0, (out.cross - out.floor) / gap.where(gap > 0, 1), np.nan)
     out["holds"] = out.gap_closed >= threshold

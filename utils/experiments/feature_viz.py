@@ -1,5 +1,5 @@
-"""Feature visualisation (activation maximisation): images that maximise a class logit or a unit, and how
-how periodic the images are is utils.experiments.recurrence; the tile shuffle is texture_shape's.
+"""Feature visualisation (activation maximisation): images that maximise a class logit or a unit. How
+periodic those images are is recurrence's question; the tile shuffle is texture_shape's.
 
     obj = class_logit(3)                        # or unit("blocks.1", 17), 0.5 * unit(...) + class_logit(3)
     vis = visualize(model, [obj, class_logit(4)], steps=256, param="pixels", transforms=ORIGINAL, seed=0)
@@ -24,10 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..hooks import recording
-from ..models import frozen
+from ..models import frozen, model_device
+from ..progress import bar as progress_bar
 from ..registry import Registry
 
 # ---------------------------------------------------------------- objectives
@@ -266,13 +266,13 @@ def visualize(
     if param not in PARAMETRISATIONS or step_rule not in STEP_RULES:
         raise ValueError(f"param must be one of {PARAMETRISATIONS.names()} and step_rule one of "
                          f"{STEP_RULES}; got {param!r}, {step_rule!r}")
-    device, lr = next(model.parameters()).device, lr or DEFAULT_LR[step_rule]
+    device, lr = model_device(model), DEFAULT_LR[step_rule] if lr is None else lr
     gen = torch.Generator().manual_seed(seed)
     img = PARAMETRISATIONS[param]((len(objs), *(image_shape or native_shape(model))), gen, device)
     adam = torch.optim.Adam([img.param], lr=lr, maximize=True) if step_rule == "adam" else None
     trace = []
     with frozen(model), recording(model, sorted(set().union(*(o.layers for o in objs)))) as acts:
-        for t in tqdm(range(steps), desc="visualize", disable=not progress, leave=False):
+        for t in progress_bar(range(steps), desc="visualize", disable=not progress, leave=False):
             x = img.image()
             values = _values(model, transforms.shift(x, gen), objs, acts)
             (grad,) = torch.autograd.grad(values.sum() - transforms.penalty(x).sum(), img.param)

@@ -4,6 +4,7 @@ classes recur like a CNN's): a periodicity score, its controls and the verdict.
     periodicity(vis.images)                     # (K,) height of the strongest recurrence, in [0, 1]
     spectral_peak_share(vis.images)             # (K,) share of the power in the strongest frequency
     noise_images(64, (1, 28, 28))               # the noise control: the visualisation's starting noise
+    (the blurred control: that noise through visualize() with a zero objective: the blur schedule alone)
     score_table(images, model="mlp", kind="trained")   # one row per image: periodicity, spectral share
     recurrence_table(scores); prediction_1(table)
 """
@@ -69,11 +70,17 @@ def spectral_peak_share(images: Tensor) -> Tensor:
     return torch.where(total > 1e-12, share, torch.zeros_like(share)).float()
 
 
+def contrast(images: Tensor) -> Tensor:
+    """(N,): the standard deviation of each image's pixels (its channel mean): a flat image scores 0."""
+    return images.double().mean(1).flatten(1).std(1).float()
+
+
 def score_table(images: Tensor, **labels) -> pd.DataFrame:
-    """One row per image of (N, C, H, W): the `labels` columns (scalars or length-N lists), periodicity and
-    spectral_peak_share."""
+    """One row per image of (N, C, H, W): the `labels` columns (scalars or length-N lists), periodicity,
+    spectral_peak_share and contrast (read the score beside it: smoothing lowers contrast too)."""
     return pd.DataFrame({**labels, "periodicity": periodicity(images).numpy(),
-                         "spectral_peak_share": spectral_peak_share(images).numpy()})
+                         "spectral_peak_share": spectral_peak_share(images).numpy(),
+                         "contrast": contrast(images).numpy()})
 
 
 def noise_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> Tensor:
@@ -89,20 +96,27 @@ def _z(a: np.ndarray, b: np.ndarray) -> float:
     return diff / se if se > 0 else math.copysign(math.inf, diff) if diff else 0.0
 
 
+GLOBAL_CONTROLS = ("noise", "blurred")  # the same for every model: the starting noise, and that noise
+# after the visualisation's own optimiser and blur schedule with a zero objective (smoothness alone)
+
+
 def recurrence_table(scores: pd.DataFrame, score: str = "periodicity", z: float = 2.0) -> pd.DataFrame:
-    """One row per family from per-image scores (columns family, model, kind, `score`; kinds other than
-    "trained", "random" and "noise" are ignored): the trained images' mean, each control's mean, z of the
-    differences, and `recurs`: the trained mean exceeds both controls (the same architecture with random
-    weights; noise) by more than z standard errors."""
-    noise = scores.loc[scores.kind == "noise", score].to_numpy()
+    """One row per family from per-image scores (columns family, model, kind, `score`; kinds "trained",
+    "random" and GLOBAL_CONTROLS count, others are ignored): the trained images' mean, each control's mean,
+    z of the differences, and `recurs`: the trained mean exceeds every control present (the same
+    architecture with random weights; noise; blurred noise) by more than z standard errors."""
+    controls = {k: scores.loc[scores.kind == k, score].to_numpy() for k in GLOBAL_CONTROLS
+                if (scores.kind == k).any()}
     rows = []
     for family, g in scores[scores.kind.isin(["trained", "random"])].groupby("family", sort=False):
         trained = g.loc[g.kind == "trained", score].to_numpy()
         random = g.loc[g.kind == "random", score].to_numpy()
-        z_random, z_noise = _z(trained, random), _z(trained, noise)
-        rows.append({"family": family, "model": g.model.iloc[0], "trained": trained.mean(),
-                     "random_weights": random.mean(), "noise": noise.mean(), "z_vs_random": z_random,
-                     "z_vs_noise": z_noise, "recurs": bool(z_random > z and z_noise > z)})
+        row = {"family": family, "model": g.model.iloc[0], "trained": trained.mean(),
+               "random_weights": random.mean(), "z_vs_random": _z(trained, random)}
+        for kind, values in controls.items():
+            row |= {kind: values.mean(), f"z_vs_{kind}": _z(trained, values)}
+        row["recurs"] = bool(all(row[k] > z for k in row if k.startswith("z_vs_")))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -111,8 +125,9 @@ def prediction_1(table: pd.DataFrame) -> tuple[bool, str]:
     a CNN's"), judged from recurrence_table: it holds when both the MLP and the CNN recur."""
     fam = table.set_index("family")
     mlp, cnn = bool(fam.loc["mlp", "recurs"]), bool(fam.loc["cnn", "recurs"])
-    said = lambda f: (f"{f.upper()}: {fam.loc[f, 'trained']:.3f} vs random weights "
-                      f"{fam.loc[f, 'random_weights']:.3f}, noise {fam.loc[f, 'noise']:.3f}")
+    names = {"random_weights": "random weights", "noise": "noise", "blurred": "blurred noise"}
+    said = lambda f: f"{f.upper()}: {fam.loc[f, 'trained']:.3f} vs " + ", ".join(
+        f"{name} {fam.loc[f, k]:.3f}" for k, name in names.items() if k in fam.columns)
     if mlp and cnn:
         return True, (f"Prediction 1 holds: the MLP's images recur, as the CNN's do ({said('mlp')}; "
                       f"{said('cnn')}).")

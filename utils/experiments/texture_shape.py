@@ -27,10 +27,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..files import data_root
 from ..metrics import predict_classes
+from ..progress import bar as progress_bar
 from ..registry import Registry
 
 LUMA = (0.2989, 0.587, 0.114)  # ITU-R BT.601 luma weights, as torchvision's rgb_to_grayscale uses
@@ -72,11 +72,15 @@ def occlude(x: Tensor, k: int = 8, coverage: float = 0.5, fill: float = 0.5, see
 
 
 def patch_grid(size: int, grid: int) -> tuple[int, int]:
-    """(patch side, offset) of a grid x grid tiling centred in a side of `size` pixels; when size is not
-    divisible by grid, the border of size - grid * patch pixels stays in place."""
-    patch = size // grid
-    if patch < 1:
+    """(patch side, offset) of a grid x grid tiling centred in a side of `size` pixels. When size is not
+    divisible by grid, the frame of size - grid * patch pixels around the grid stays in place; the patch is
+    the largest whose frame is even, so the frame is the same width on every side (28 px, grid 3: patches
+    of 8, a 2 px frame all round, rather than 9 with 1 px at the bottom and right only). Only an odd size
+    with an even grid has no even frame; there the bottom/right frame is one pixel wider."""
+    if size // grid < 1:
         raise ValueError(f"a {grid}x{grid} grid does not fit {size} pixels")
+    even = [p for p in range(size // grid, 0, -1) if (size - grid * p) % 2 == 0]
+    patch = even[0] if even and even[0] >= size // grid - 1 else size // grid  # lose at most 1 px a patch
     return patch, (size - grid * patch) // 2
 
 
@@ -296,7 +300,7 @@ def evaluate_modifications(
 ) -> pd.DataFrame:
     """Per-class top-1 of every model on every modification of the same images x (N, C, H, W) in [0, 1]
     with labels y: one row per modification x model x class, with the modification's note."""
-    rows, bar = [], tqdm(total=len(names) * len(nets), desc="modification x model", disable=not progress)
+    rows, bar = [], progress_bar(total=len(names) * len(nets), desc="modification x model", disable=not progress)
     for name in names:
         modified = modify(name, x, seed=seed, index=index, dataset=dataset)  # once, the same for every model
         for model, net in nets.items():

@@ -72,6 +72,7 @@ def create_model(
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, num_classes)
     model.model_name = name
+    model.input.expect, model.input.model_name = (in_chans, img_size), name  # refuse other shapes, say which
     # What a model card needs to rebuild it: create_model(name, **model.model_config, checkpoint=path).
     stats = dict(mean=None if mean is None else list(mean), std=None if std is None else list(std))
     model.model_config = dict(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **stats,

@@ -33,8 +33,15 @@ class InputAdapter(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.size = size
         self.out_chans = out_chans
+        self.expect: tuple[int, int] | None = None  # (channels, side) of the images fed; set by create_model
+        self.model_name = "model"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1]
+        if self.expect is not None and (x.ndim != 4 or tuple(x.shape[1:]) != (self.expect[0], *self.expect[1:2] * 2)):
+            c, side = self.expect
+            raise ValueError(f"{self.model_name} takes images of {c}x{side}x{side} (channels x height x width, "
+                             f"batched: (B, {c}, {side}, {side})), got {tuple(x.shape)}; build it for this data "
+                             "with create_model(..., in_chans=, img_size=)")
         x = (x - self.mean) / self.std
         if self.out_chans is not None and x.shape[1] != self.out_chans:
             x = x.expand(-1, self.out_chans, -1, -1)

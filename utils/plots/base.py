@@ -33,7 +33,7 @@ FAMILY_COLORS = {"mlp": "tab:blue", "cnn": "tab:orange", "vit": "tab:green", "mi
 LABELS = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "params": "parameters", "epoch": "epoch",
           "lr": "peak learning rate", "batch_size": "batch size", "train_min": "training time (min)",
           "images_per_s": "training images/s", "eps": "eps (pixels in [0, 1])",
-          "val_top1": "validation top-1",
+          "val_top1": "validation top-1", "test_top1": "test top-1",
           "flops_per_image": "FLOPs per image (multiply-add = 2)", "best_throughput": "throughput (images/s)"}
 
 

@@ -59,6 +59,8 @@ def _class_images(t, cfg):
     arrays, classes = t["images.npz"], t["dataset.json"]["classes"]
     n = min(cfg["n_classes"], len(classes))
     rows = {**_class_rows(arrays, cfg["models"], "class", n), "noise": arrays["noise"][:n]}
+    if "blurred" in arrays:
+        rows["noise, blurred (zero objective)"] = arrays["blurred"][:n]
     return image_grid(rows, classes[:n])
 
 

@@ -49,7 +49,7 @@ def labelled_scatter(df: pd.DataFrame, x: str, y: str, name: str = "run", logx: 
     return fig
 
 
-def sweep_plot(lr_sweep: pd.DataFrame, bs_sweep: pd.DataFrame, metric: str = "top1",
+def sweep_plot(lr_sweep: pd.DataFrame, bs_sweep: pd.DataFrame, metric: str = "val_top1",
                title: str = "") -> plt.Figure:
     """The learning-rate sweep and the batch-size sweep (log x, ticks at the points tried)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -78,7 +78,7 @@ def _trio_curves(t, cfg):
 
 @figure("01_vit_finetuning", "trio_acc_vs_params.png", "summary.csv")
 def _trio_params(t, cfg):
-    return labelled_scatter(t["summary.csv"], "params", "top1", logx=True,
+    return labelled_scatter(t["summary.csv"], "params", "test_top1", logx=True,
                             title=f"test top-1 against parameters ({_where(cfg)})")
 
 
@@ -94,5 +94,5 @@ def _pretrained_curves(t, cfg):
 
 @figure("01_vit_finetuning", "sweeps.png", "lr_sweep.csv", "batch_sweep.csv")
 def _sweeps(t, cfg):
-    return sweep_plot(t["lr_sweep.csv"], t["batch_sweep.csv"], "top1", title=_where(cfg))
+    return sweep_plot(t["lr_sweep.csv"], t["batch_sweep.csv"], "val_top1", title=_where(cfg))
 
