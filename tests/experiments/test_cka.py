@@ -1,0 +1,192 @@
+"""utils.experiments.cka against numbers known in advance: CKA(X, X) = 1; invariance to orthogonal maps and
+isotropic scaling but not to a general linear map; a numpy reference of both HSIC estimators; the feature
+and Gram forms; biased vs debiased on wide independent noise; minibatch CKA converging to the full-batch
+value; no epsilon collapse for tiny features; model_cka on two copies of one tiny model."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from utils import data, models
+from utils.experiments import cka
+from utils.hooks import collect_many
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: on a shared 2-core box, OpenMP hand-offs between threads cost more than the maths
+    (~5 s of test calls with 2 threads under load, ~0.5 s with 1). Restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def related(n=200, d1=10, d2=30, seed=0):
+    """x (n, d1) and y = x W + noise (n, d2): CKA clearly between 0 and 1."""
+    g = gen(seed)
+    x = torch.randn(n, d1, generator=g)
+    return x, x @ torch.randn(d1, d2, generator=g) + torch.randn(n, d2, generator=g)
+
+
+def ref_hsic(k, m, debiased):
+    """HSIC written out from the definitions (numpy, float64): tr(KHLH)/(n-1)^2, or Song et al. 2012's
+    unbiased estimator on the Grams with zeroed diagonals."""
+    n = len(k)
+    if not debiased:
+        h = np.eye(n) - 1.0 / n
+        return np.trace(k @ h @ m @ h) / (n - 1) ** 2
+    kt, lt, one = k - np.diag(np.diag(k)), m - np.diag(np.diag(m)), np.ones(n)
+    return (np.trace(kt @ lt) + (one @ kt @ one) * (one @ lt @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * one @ kt @ lt @ one) / (n * (n - 3))
+
+
+def ref_cka(k, m, debiased):
+    return ref_hsic(k, m, debiased) / math.sqrt(ref_hsic(k, k, debiased) * ref_hsic(m, m, debiased))
+
+
+def ref_rbf(x, sigma):
+    """Kornblith's gram_rbf: bandwidth^2 = sigma^2 x the median squared distance over all n^2 pairs."""
+    dots = x @ x.T
+    sq = np.diag(dots)
+    d2 = sq[:, None] + sq[None, :] - 2 * dots
+    return np.exp(-d2 / (2 * sigma**2 * np.median(d2)))
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_self_similarity_is_one(debiased):
+    x, _ = related()
+    assert cka.linear_cka(x, x, debiased) == pytest.approx(1.0, abs=1e-12)
+    assert cka.linear_cka(x, x, debiased, method="gram") == pytest.approx(1.0, abs=1e-12)
+    assert cka.rbf_cka(x, x, debiased=debiased) == pytest.approx(1.0, abs=1e-12)
+    assert cka.rbf_cka(x, x.numpy() + 5.0, sigma=0.5, debiased=debiased) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_matches_the_numpy_reference_and_both_linear_forms_agree(debiased):
+    x, y = related(n=60)
+    xn, yn = x.double().numpy(), y.double().numpy()
+    want = ref_cka(xn @ xn.T, yn @ yn.T, debiased)  # uncentred features: HSIC's centring must do it
+    assert 0.5 < want < 0.95
+    for method in ("features", "gram", "auto"):
+        assert cka.linear_cka(x, y, debiased, method=method) == pytest.approx(want, abs=1e-12)
+    assert cka.gram_cka(torch.as_tensor(xn @ xn.T), torch.as_tensor(yn @ yn.T), debiased) == pytest.approx(
+        want, abs=1e-12)
+    for sigma in (0.5, 0.8, 2.0):
+        want_rbf = ref_cka(ref_rbf(xn, sigma), ref_rbf(yn, sigma), debiased)
+        assert cka.rbf_cka(x, y, sigma=sigma, debiased=debiased) == pytest.approx(want_rbf, abs=1e-10)
+    with pytest.raises(ValueError, match="method"):
+        cka.linear_cka(x, y, method="svd")
+    with pytest.raises(ValueError, match="same images"):
+        cka.linear_cka(x, y[:-1])
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_invariant_to_orthogonal_maps_and_isotropic_scaling_not_to_general_linear_maps(debiased):
+    x, y = (t.double() for t in related())  # float64 maps: float32 products alone move CKA by ~1e-8
+    base = cka.linear_cka(x, y, debiased)
+    q_x = torch.linalg.qr(torch.randn(10, 10, generator=gen(1), dtype=torch.float64))[0]
+    q_y = torch.linalg.qr(torch.randn(30, 30, generator=gen(2), dtype=torch.float64))[0]
+    assert cka.linear_cka(x @ q_x, y, debiased) == pytest.approx(base, abs=1e-10)
+    assert cka.linear_cka(x, 7.5 * y @ q_y, debiased) == pytest.approx(base, abs=1e-10)
+    assert cka.linear_cka(0.01 * x @ q_x, 3 * y, debiased) == pytest.approx(base, abs=1e-10)
+    rbf = cka.rbf_cka(x, y, debiased=debiased)  # the bandwidth follows the median distance: scale-free too
+    assert cka.rbf_cka(4 * x @ q_x, y @ q_y, debiased=debiased) == pytest.approx(rbf, abs=1e-10)
+    # an invertible but ill-conditioned map (a random matrix, columns scaled 1..100) reweights directions
+    scales = torch.logspace(0, 2, 10, dtype=torch.float64)
+    a = torch.randn(10, 10, generator=gen(3), dtype=torch.float64) * scales
+    assert torch.linalg.matrix_rank(a) == 10
+    assert cka.linear_cka(x, x @ a, debiased) < 0.6
+
+
+def test_biased_cka_of_wide_independent_noise_is_high_debiased_near_zero():
+    g = gen(4)
+    a, b = torch.randn(64, 2048, generator=g), torch.randn(64, 2048, generator=g)
+    assert cka.linear_cka(a, b) > 0.9  # D >> N: both Grams ~ D * identity, so they align
+    assert abs(cka.linear_cka(a, b, debiased=True)) < 0.1
+    assert cka.cka_matrix({"a": a}, {"b": b}, debiased=True).iloc[0, 0] == pytest.approx(
+        cka.linear_cka(a, b, debiased=True), abs=1e-12)
+
+
+def test_minibatch_cka_converges_to_the_full_batch_value():
+    g = gen(5)
+    x = torch.randn(512, 16, generator=g)
+    y = torch.tanh(x @ torch.randn(16, 24, generator=g)) + 0.5 * torch.randn(512, 24, generator=g)
+    full = cka.linear_cka(x, y, debiased=True)
+    assert 0.5 < full < 0.6
+
+    def worst_error(batch_size):  # over 3 random partitions of the rows
+        return max(abs(cka.cka_matrix({"x": x}, {"y": y}, batch_size=batch_size, seed=s).iloc[0, 0] - full)
+                   for s in range(3))
+    errors = [worst_error(b) for b in (8, 64, 256)]  # measured: 0.025, 0.0033, 0.0008
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 2e-3 and errors[0] < 0.05
+    assert worst_error(512) < 1e-12  # the whole set as one batch: the full-batch estimator itself
+    assert cka.cka_matrix({"x": x}, {"y": y}).iloc[0, 0] == pytest.approx(full, abs=1e-12)
+    # sums of HSIC terms, divided once: not the mean of per-batch CKAs (0.0046 off here)
+    acc = cka.MinibatchCKA(["x"], ["y"])
+    per_batch = []
+    for rows in torch.arange(512).split(16):
+        acc.update({"x": x[rows]}, {"y": y[rows]})
+        per_batch.append(cka.linear_cka(x[rows], y[rows], debiased=True))
+    sums = acc.xy[0, 0] / (acc.xx[0].sqrt() * acc.yy[0].sqrt())
+    assert acc.compute().iloc[0, 0] == pytest.approx(sums.item(), abs=1e-15)
+    assert abs(np.mean(per_batch) - acc.compute().iloc[0, 0]) > 2e-3
+
+
+def test_no_epsilon_collapse_for_tiny_features():
+    x, y = related()
+    for debiased in (False, True):
+        want = cka.linear_cka(x, y, debiased)
+        assert cka.linear_cka(1e-6 * x, 1e-6 * y, debiased) == pytest.approx(want, rel=1e-9)
+        small = cka.cka_matrix({"x": 1e-6 * x}, {"y": 1e-6 * y}, debiased, batch_size=50).iloc[0, 0]
+        plain = cka.cka_matrix({"x": x}, {"y": y}, debiased, batch_size=50).iloc[0, 0]
+        assert small == pytest.approx(plain, rel=1e-9) and plain > 0.7
+
+
+def test_cka_matrix_layout_skipped_batches_and_constant_features():
+    x, y = related(n=102)
+    feats_a = {"z": y, "a": x, "m": x[:, :3]}
+    feats_b = {"q": x, "b": y}
+    table = cka.cka_matrix(feats_a, feats_b)
+    assert table.index.tolist() == ["z", "a", "m"] and table.columns.tolist() == ["q", "b"]
+    assert table.loc["a", "q"] == pytest.approx(1.0, abs=1e-12)
+    assert table.loc["z", "q"] == pytest.approx(cka.linear_cka(y, x, debiased=True), abs=1e-12)
+    assert table.attrs == {"images": 102, "skipped": 0}
+    # 102 rows in batches of at most 25: 5 batches of 20-21 rows, none too small to use
+    assert cka.cka_matrix(feats_a, feats_b, batch_size=25).attrs == {"images": 102, "skipped": 0}
+    acc = cka.MinibatchCKA(["a"], ["b"])
+    acc.update({"a": x[:3]}, {"b": y[:3]})  # < 4 images: no unbiased estimate
+    assert acc.compute().attrs == {"images": 0, "skipped": 3}
+    constant = cka.cka_matrix({"c": torch.ones(102, 4)}, feats_b)
+    assert constant.isna().all().all()  # no epsilon: 0 / 0 stays NaN, never a fake 0
+    with pytest.raises(ValueError, match="same images"):
+        cka.cka_matrix({"a": x}, {"b": y[:50]})
+
+
+def test_model_cka_on_two_copies_of_one_model():
+    ds = data.load_dataset("synthetic", "train", n=128, size=8, channels=1, cache=False)
+    net, twin = (models.create_for("test_mlp", ds.info, seed=0) for _ in range(2))
+    other = models.create_for("test_mlp", ds.info, seed=1)
+    layers = ["stem", "blocks.0", "blocks.1", "head"]
+    loader = data.make_loader(ds, 32, train=False)
+    table = cka.model_cka(net, twin, loader, layers, layers, progress=False)
+    assert table.index.tolist() == layers and table.columns.tolist() == layers
+    np.testing.assert_allclose(np.diag(table.to_numpy()), 1.0, atol=1e-10)
+    assert table.attrs["images"] == 128
+    assert table.loc["stem", "head"] < 0.99
+    same_object = cka.model_cka(net, net, loader, layers, ["head"], progress=False)
+    np.testing.assert_allclose(same_object.to_numpy(), table[["head"]].to_numpy(), atol=1e-12)
+    assert not net._forward_hooks and all(not m._forward_hooks for m in net.modules())
+    # streamed in one batch == cka_matrix on cached features (full batch); another seed is less alike
+    feats = collect_many(net, ds, layers, progress=False)
+    other_feats = collect_many(other, ds, layers, progress=False)
+    one_batch = data.make_loader(ds, 128, train=False)
+    streamed = cka.model_cka(net, other, one_batch, layers, layers, progress=False)
+    np.testing.assert_allclose(streamed.to_numpy(), cka.cka_matrix(feats, other_feats).to_numpy(), atol=1e-6)
+    assert streamed.loc["blocks.1", "blocks.1"] < 0.999

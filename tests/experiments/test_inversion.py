@@ -1,0 +1,132 @@
+"""Feature inversion: the input stage inverts exactly, the distance falls at an early layer, penalties on
+known images, seeded determinism, pixels in [0, 1], the model left as it was; picking a layer by depth."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from utils import models
+from utils.experiments import inversion as inv
+
+OFF = dict(alpha_weight=0.0, tv_weight=0.0)  # penalties off
+
+
+def tiny(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return models.create_model(name, num_classes=5, in_chans=1, img_size=8, mean=(0.3,), std=(0.2,))
+
+
+def targets(n: int = 3, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))  # (N, 1, 8, 8) in [0, 1]
+
+
+class Stops(nn.Module):
+    """input -> stem, then (explode) an error: inverting stem must not get there; `unused` is never run."""
+
+    def __init__(self, explode: bool):
+        super().__init__()
+        self.input, self.stem, self.unused = nn.Identity(), nn.Linear(64, 4), nn.Linear(1, 1)
+        self.explode = explode
+
+    def forward(self, x):
+        h = self.stem(self.input(x).flatten(1))
+        if self.explode:
+            raise RuntimeError("ran past the layer")
+        return h
+
+
+# ---------------------------------------------------------------- known answers
+
+
+@pytest.mark.parametrize("layer", ["input", "input:input"])  # normalised pixels; the pixels themselves
+def test_inverting_the_input_stage_recovers_the_images(layer):
+    x0 = targets()
+    out = inv.invert(tiny("test_mlp"), layer, x0, steps=100, **OFF)
+    assert out.images.shape == x0.shape and out.layer == layer
+    assert out.distance[0].min() > 0.2  # the noise starts far away
+    assert out.pixel_error.max() < 0.02 and out.feature_distance.max() < 1e-3
+    assert torch.allclose(out.pixel_error, (out.images - x0).pow(2).mean((1, 2, 3)).sqrt())
+
+
+def test_no_steps_gives_the_seeded_noise_and_its_distance():
+    x0, net = targets(), tiny("test_mlp")
+    out = inv.invert(net, "input", x0, steps=0, **OFF)
+    start = (0.5 + torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)) / 6).clamp(0, 1)
+    assert torch.equal(out.images, start) and out.loss.shape == (1, 3)
+    z, z0 = ((start - 0.3) / 0.2).flatten(1), ((x0 - 0.3) / 0.2).flatten(1)  # the input stage's map
+    assert torch.allclose(out.feature_distance, (z - z0).pow(2).sum(1) / z0.pow(2).sum(1), rtol=1e-5)
+
+
+def test_the_feature_distance_falls_at_an_early_layer():
+    out = inv.invert(tiny("test_cnn"), "stem", targets(2), steps=60)  # random weights, default penalties
+    assert out.distance.shape == out.loss.shape == (61, 2)
+    # ~0.35 -> ~0.03 (the penalties hold it above 0 on noise targets)
+    assert (out.distance[0] > 0.2).all() and (out.distance[-1] < 0.25 * out.distance[0]).all()
+    assert (out.loss[-1] < 0.25 * out.loss[0]).all()
+    assert torch.allclose(out.distance[-1], out.feature_distance)
+
+
+def test_penalties_on_known_images():
+    ramp = (torch.arange(5.0) * 0.1).expand(2, 3, 4, 5)  # rises 0.1 per column
+    assert inv.total_variation(ramp, 2.0).tolist() == pytest.approx([0.01, 0.01])
+    assert inv.total_variation(ramp, 1.0).tolist() == pytest.approx([0.1, 0.1], rel=1e-5)
+    assert inv.alpha_norm(torch.full((1, 1, 2, 2), 0.5), 6).item() == 0.0
+    assert inv.alpha_norm(torch.ones(1, 1, 2, 2), 6).item() == pytest.approx(1 / 64)
+
+
+def test_the_tv_penalty_smooths_the_reconstruction():
+    x0, net = targets(2), tiny("test_mlp")
+    plain = inv.invert(net, "stem", x0, steps=40, **OFF)
+    smooth = inv.invert(net, "stem", x0, steps=40, alpha_weight=0.0, tv_weight=1.0)
+    assert (inv.total_variation(smooth.images, 2) < 0.5 * inv.total_variation(plain.images, 2)).all()
+
+
+# ---------------------------------------------------------------- invariants
+
+
+def test_the_same_seed_gives_the_same_images():
+    x0, net = targets(2), tiny("test_mlp")
+    a, b = (inv.invert(net, "blocks.0", x0, steps=10) for _ in range(2))
+    c = inv.invert(net, "blocks.0", x0, steps=10, seed=1)
+    assert torch.equal(a.images, b.images) and torch.equal(a.loss, b.loss)
+    assert (a.images - c.images).abs().max() > 0.01
+
+
+def test_pixels_stay_in_the_unit_interval():
+    x0 = (targets(2) > 0.5).float()  # black and white: a large step overshoots both ends
+    out = inv.invert(tiny("test_mlp"), "input", x0, steps=5, lr=0.5, **OFF)
+    assert out.images.min() == 0.0 and out.images.max() == 1.0
+
+
+def test_the_model_is_left_as_it_was():
+    net = tiny("test_cnn").train()  # BatchNorm: train mode would move the running statistics
+    net.head.requires_grad_(False)
+    flags = [p.requires_grad for p in net.parameters()]
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    inv.invert(net, "layer1", targets(2), steps=3)
+    assert net.training and [p.requires_grad for p in net.parameters()] == flags
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    assert all(p.grad is None for p in net.parameters())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+
+
+def test_the_forward_stops_at_the_layer_and_names_are_checked():
+    out = inv.invert(Stops(explode=True), "stem", targets(1), steps=2)
+    assert out.feature_distance.shape == (1,)
+    assert inv.hook_name("blocks.1", "input") == "blocks.1:input"
+    with pytest.raises(ValueError, match="was not reached"):
+        inv.invert(Stops(explode=False), "unused", targets(1), steps=1)
+    with pytest.raises(ValueError, match="already names its point"):
+        inv.hook_name("head:input", "input")
+    with pytest.raises(ValueError, match="layer_point must be one of"):
+        inv.hook_name("head", "middle")
+
+
+def test_pick_at_depth():
+    layers = ["a", "b", "c", "d", "e"]
+    picks = [inv.pick_at_depth(layers, f) for f in (0.0, 0.3, 0.375, 0.5, 1.0)]
+    assert picks == ["a", "b", "c", "c", "e"]  # 0.375 * 4 = 1.5 rounds up
+    with pytest.raises(ValueError, match="fraction must be in"):
+        inv.pick_at_depth(layers, 1.5)
+    with pytest.raises(ValueError, match="no layers"):
+        inv.pick_at_depth([], 0.5)

@@ -1,0 +1,120 @@
+"""utils.experiments.probes: separable Gaussian classes are decoded (and sklearn agrees), random labels
+stay at chance, fits are deterministic, standardisation uses training statistics only, relative depth,
+pooling by hand, and the per-layer table."""
+
+import pytest
+import torch
+
+from utils.experiments import probes
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: on a shared 2-core box, OpenMP hand-offs between threads cost more than the maths
+    (this file: ~45 s with 2 threads under load, ~2 s with 1). Restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def blobs(n, d=20, k=4, seed=0, spread=1.0):
+    """k Gaussian classes in d dims, fixed centres ~4 units apart, unit noise times `spread`."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 2 * torch.randn(k, d, generator=torch.Generator().manual_seed(99))
+    y = torch.randint(0, k, (n,), generator=g)
+    return centres[y] + spread * torch.randn(n, d, generator=g), y
+
+
+def test_separable_classes_are_decoded_and_sklearn_agrees():
+    (x, y), (xt, yt) = blobs(600), blobs(400, seed=1)
+    ours = probes.linear_probe(x, y, xt, yt, num_classes=4)
+    theirs = probes.sklearn_probe(x, y, xt, yt, num_classes=4)
+    assert set(ours) == set(theirs) == set(probes.SCORES)
+    assert ours["top1"] > 0.95 and ours["train_top1"] > 0.95
+    assert ours["top1"] == pytest.approx(theirs["top1"], abs=0.01)
+    # overlapping classes: the same objective, so the same optimum (losses in nats)
+    (x, y), (xt, yt) = blobs(600, d=10, k=5, spread=3.0), blobs(400, d=10, k=5, seed=1, spread=3.0)
+    ours = probes.linear_probe(x, y, xt, yt, num_classes=5, weight_decay=1e-2)
+    theirs = probes.sklearn_probe(x, y, xt, yt, num_classes=5, weight_decay=1e-2)
+    assert 0.4 < ours["top1"] < 0.9
+    for key in ("train_loss", "loss"):
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-4)
+    assert ours["top1"] == pytest.approx(theirs["top1"], abs=0.005)
+    unpenalised = [f(x, y, xt, yt, num_classes=5, weight_decay=0.0) for f in (probes.linear_probe,
+                                                                              probes.sklearn_probe)]
+    assert unpenalised[0]["train_loss"] == pytest.approx(unpenalised[1]["train_loss"], abs=1e-4)
+
+
+def test_random_labels_stay_at_chance():
+    g = torch.Generator().manual_seed(3)
+    x, xt = torch.randn(400, 20, generator=g), torch.randn(2000, 20, generator=g)
+    y, yt = torch.randint(0, 4, (400,), generator=g), torch.randint(0, 4, (2000,), generator=g)
+    s = probes.linear_probe(x, y, xt, yt, num_classes=4)
+    assert abs(s["top1"] - 0.25) < 0.03  # 2000 test images: binomial sd ~0.01
+    assert s["train_top1"] > s["top1"] + 0.05  # it memorises training noise, which does not transfer
+
+
+def test_seeded_fits_are_identical():
+    (x, y), (xt, yt) = blobs(300, spread=3.0), blobs(200, seed=1, spread=3.0)
+    a = probes.linear_probe(x, y, xt, yt, num_classes=4, seed=7)
+    assert a == probes.linear_probe(x, y, xt, yt, num_classes=4, seed=7)
+    other = probes.linear_probe(x, y, xt, yt, num_classes=4, seed=8)  # convex: another start, same optimum
+    assert other["loss"] == pytest.approx(a["loss"], abs=1e-3)
+    sk = [probes.sklearn_probe(x, y, xt, yt, num_classes=4) for _ in range(2)]
+    assert sk[0] == sk[1]
+
+
+def test_standardisation_uses_training_statistics_only():
+    (x, y), (xt, yt) = blobs(600), blobs(400, seed=1)
+    s = probes.Standardizer.fit(x)
+    torch.testing.assert_close(s.mean, x.mean(0))
+    torch.testing.assert_close(s(x).std(0, correction=0), torch.ones(20))
+    torch.testing.assert_close(s(xt + 3.0).mean(0), s(xt).mean(0) + 3.0 / s.std)  # the shift stays
+    clean = probes.linear_probe(x, y, xt, yt, num_classes=4)
+    # the same offset on both splits is removed by the train mean: the same probe and scores
+    both = probes.linear_probe(x + 100.0, y, xt + 100.0, yt, num_classes=4)
+    assert both["top1"] == clean["top1"] and both["loss"] == pytest.approx(clean["loss"], rel=1e-2)
+    # an offset on the test split only (3 noise sd per feature): with test statistics it would vanish and
+    # top1 stay at 1.0; with train statistics the test points move off their classes (measured 0.505)
+    shifted = probes.linear_probe(x, y, xt + 3.0, yt, num_classes=4)
+    assert clean["top1"] > 0.95 and shifted["top1"] < 0.75
+    assert shifted["train_top1"] == clean["train_top1"]
+    unscaled = probes.linear_probe(x, y, xt, yt, num_classes=4, standardize=False)
+    assert unscaled["top1"] > 0.95
+
+
+def test_relative_depth_endpoints_and_spacing():
+    depth = probes.relative_depth(["pixels", "stem", "blocks.0", "head"])
+    assert depth[0] == 0.0 and depth[-1] == 1.0 and depth == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert probes.relative_depth(["input", "head"]) == [0.0, 1.0]
+    assert probes.relative_depth(["only"]) == [0.0] and probes.relative_depth([]) == []
+
+
+def test_pool_by_hand():
+    maps = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)  # (N, C, H, W)
+    pooled = probes.pool(maps, size=2)
+    assert pooled.shape == (2, 3 * 2 * 2)
+    # the top-left 2x2 cell of image 0, channel 0 holds 0, 1, 4, 5; channel-major like flatten(1)
+    assert pooled[0, :4].tolist() == [2.5, 4.5, 10.5, 12.5] and pooled[0, 4] == 18.5
+    torch.testing.assert_close(probes.pool(maps.flatten(1), 2, shape=(3, 4, 4)), pooled)
+    assert probes.pool(maps, size=1)[1].tolist() == [55.5, 71.5, 87.5]  # global average per channel
+    with pytest.raises(ValueError, match="shape"):
+        probes.pool(maps.flatten(1), 2)
+
+
+def test_probe_layers_rows_columns_and_depth():
+    (x, y), (xt, yt) = blobs(400, spread=3.0), blobs(300, seed=1, spread=3.0)
+    g = torch.Generator().manual_seed(5)
+    noise, noise_t = torch.randn(400, 7, generator=g), torch.randn(300, 7, generator=g)
+    train = {"pixels": noise, "mid": torch.cat([x[:, :5], noise], 1), "head": x}
+    test = {"pixels": noise_t, "mid": torch.cat([xt[:, :5], noise_t], 1), "head": xt, "extra": xt}
+    table = probes.probe_layers(train, y, test, yt, 4, progress=False)
+    assert table.columns.tolist() == ["layer", "relative_depth", "dims", "train_top1", "top1", "train_loss",
+                                      "loss"]
+    assert table.layer.tolist() == ["pixels", "mid", "head"]
+    assert table.relative_depth.tolist() == [0.0, 0.5, 1.0] and table.dims.tolist() == [7, 12, 20]
+    assert abs(table.top1[0] - 0.25) < 0.1 and table.top1[2] > table.top1[1] > table.top1[0] + 0.2
+    assert table.top1[2] == probes.linear_probe(x, y, xt, yt, num_classes=4)["top1"]
+    with pytest.raises(ValueError, match="lack layers"):
+        probes.probe_layers({"new": x}, y, test, yt, 4, progress=False)

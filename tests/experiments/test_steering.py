@@ -1,0 +1,148 @@
+"""Steering a dictionary feature: known answers through a linear head, the majority search on a constructed
+case, relative values, and hooks and mode restored."""
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from utils import models
+from utils.experiments import steering
+from utils.hooks import recording
+from utils.metrics import predict_logits
+
+
+def tiny(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return models.create_model(name, num_classes=5, in_chans=1, img_size=8, mean=(0.3,), std=(0.2,))
+
+
+class Toy(nn.Module):
+    """logits = (x0, x1, -x0, -100) of a (B, 1, 1, 2) image: steering x0 along e0 sets classes 0 and 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.input = nn.Identity()
+        self.flatten = nn.Flatten()
+        self.head = nn.Linear(2, 4)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, 0.0]]))
+            self.head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, -100.0]))
+
+    def forward(self, x):
+        return self.head(self.flatten(self.input(x)))
+
+
+def toy_images() -> torch.Tensor:
+    """5 images with x0 = 7 (removed by the edit) and x1 = 1..5: (5, 1, 1, 2)."""
+    return torch.stack([torch.tensor([7.0, b]) for b in range(1, 6)]).view(5, 1, 1, 2)
+
+
+def no_hooks(model: nn.Module) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+# ---------------------------------------------------------------- known answers
+
+
+def test_steering_moves_the_logits_by_the_heads_response_to_the_direction():
+    net, images = tiny("test_mlp"), torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    direction = 3 * torch.randn(32, generator=torch.Generator().manual_seed(2))  # not unit: steer normalises
+    u = direction / direction.norm()
+    values = [-2.0, 0.0, 0.5, 3.0]
+    out = steering.steer(net, "head:input", direction, values, images, return_logits=True)  # (V, N, K)
+    assert out.shape == (4, 6, 5)
+    response = net.head.weight.detach() @ u  # (K,) logits per unit of u
+    for v, logits in zip(values, out, strict=True):
+        assert torch.allclose(logits - out[1], v * response.expand(6, 5), atol=1e-5)
+    with torch.no_grad(), recording(net, ["head:input"]) as acts:
+        net(images)
+        x = acts["head:input"]  # (N, 32)
+        removed = net.head(x - (x @ u)[:, None] * u)  # v = 0: the component along u is gone
+    assert torch.allclose(out[1], removed, atol=1e-5)
+    assert not torch.allclose(out[1], net.head(x), atol=1e-3)  # and it was there to begin with
+
+
+def test_pinning_an_images_own_projection_changes_nothing_on_a_conv_layer():
+    net, image = tiny("test_cnn"), torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), recording(net, ["layer1"]) as acts:
+        net.eval()(image)
+    x = acts["layer1"]  # (1, 16, H, W): the edit flattens and reshapes
+    direction = torch.randn(x[0].numel(), generator=torch.Generator().manual_seed(4))
+    own = (x.flatten() @ (direction / direction.norm())).item()
+    out = steering.steer(net, "layer1", direction, [own, own + 5.0], image, return_logits=True)
+    assert torch.allclose(out[0], predict_logits(net, image), atol=1e-5)
+    assert (out[1] - out[0]).abs().max() > 1e-3  # the hook does act
+
+
+def test_activation_scale_is_the_mean_vector_norm():
+    acts = torch.tensor([[3.0, 4.0], [0.0, 0.0], [6.0, 8.0]]).view(3, 1, 2)
+    assert steering.activation_scale(acts) == pytest.approx(5.0)
+
+
+def test_relative_values_are_multiples_of_the_layers_mean_norm():
+    net, images = tiny("test_mlp"), torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), recording(net, ["head:input"]) as acts:
+        net.eval()(images)
+    scale = steering.activation_scale(acts["head:input"])
+    direction = torch.randn(32, generator=torch.Generator().manual_seed(6))
+    rel = steering.steer(net, "head:input", direction, [0.5, -2.0], images, relative=True, return_logits=True,
+                         batch_size=4)
+    raw = steering.steer(net, "head:input", direction, [0.5 * scale, -2.0 * scale], images,
+                         return_logits=True)
+    assert torch.allclose(rel, raw, atol=1e-5)
+    table = steering.steering_table(net, "head:input", direction, [0.5, -2.0], images, 5, relative=True)
+    assert table.raw_value.tolist() == pytest.approx([0.5 * scale] * 5 + [-2.0 * scale] * 5, rel=1e-6)
+
+
+# ---------------------------------------------------------------- the table and the majority
+
+
+def toy_table() -> pd.DataFrame:
+    return steering.steering_table(Toy(), "head:input", torch.tensor([1.0, 0.0]), list(range(-6, 7)),
+                                   toy_images(), num_classes=4)
+
+
+def test_the_table_counts_predictions_per_value_and_class():
+    table = toy_table()
+    assert len(table) == 13 * 4 and table.groupby("value").share.sum().tolist() == pytest.approx([1.0] * 13)
+    at = lambda v: table[table.value == v].sort_values("class_index")
+    # logits (v, b, -v, -100), b = 1..5, ties to the lowest class: class 0 where b <= v, class 2 where b < -v
+    assert at(3).share.tolist() == pytest.approx([0.6, 0.4, 0.0, 0.0])
+    assert at(-3).share.tolist() == pytest.approx([0.0, 0.6, 0.4, 0.0])
+    assert at(-4)["count"].tolist() == [0, 2, 3, 0]
+
+
+def test_majority_value_finds_where_a_class_takes_over():
+    table = toy_table()
+    assert steering.majority_value(table, 0) == 3.0  # 3 of 5 at v = 3, 2 of 5 at v = 2
+    assert steering.majority_value(table, 2) == -4.0
+    assert steering.majority_value(table, 1) == 0.0
+    assert steering.majority_value(table, 3) is None
+    assert steering.majority_value(table, 2, sign="positive") is None
+    assert steering.majority_value(table, 0, sign="negative") is None
+
+
+def test_majority_is_strict_and_searches_outward_positive_first():
+    table = pd.DataFrame({"value": [-2.0, -1.0, 0.0, 1.0, 2.0], "class_index": 0,
+                          "share": [0.9, 0.5, 0.2, 0.5, 0.9]})  # exactly half is no majority
+    assert steering.majority_value(table, 0) == 2.0
+    assert steering.majority_value(table, 0, sign="negative") == -2.0
+    with pytest.raises(ValueError, match="sign must be one of"):
+        steering.majority_value(table, 0, sign="up")
+
+
+# ---------------------------------------------------------------- hooks and mode
+
+
+def test_hooks_and_mode_are_restored_also_after_an_error():
+    net, images = tiny("test_mlp").train(), torch.rand(3, 1, 8, 8)
+    steering.steer(net, "head:input", torch.randn(32), [1.0], images)
+    assert net.training and no_hooks(net)
+    with pytest.raises(ValueError, match="direction has 7 dims but the layer's vectors have 32"):
+        steering.steer(net, "head:input", torch.randn(7), [1.0], images)
+    assert net.training and no_hooks(net)
+    with pytest.raises(ValueError, match="non-zero norm"):
+        steering.steer(net, "head:input", torch.zeros(32), [1.0], images)
+    with pytest.raises(ValueError, match="predicts class 2; num_classes=2 is too few"):
+        steering.steering_table(Toy(), "head:input", torch.tensor([1.0, 0.0]), [-6.0], toy_images(), 2)

@@ -1,0 +1,137 @@
+"""Causal steering of one dictionary feature: pin its component in a layer's activation and watch what the
+network predicts (notebook 09).
+
+    u = sae.W_dec[:, f].detach()                                # (D,) the feature's decoder direction
+    classes = steer(net, "head:input", u, [-2, -1, 0, 1, 2], images, relative=True)   # (V, N) int64
+    table = steering_table(net, "head:input", u, values, images, num_classes=10, relative=True)
+    majority_value(table, target_class=3)                       # smallest |v| at which class 3 wins
+
+The edit, per image (the layer's tensor flattened to x (D,), in the layer's own units):
+
+    x' = x - (x . u) u + v u        u = direction / ||direction||
+
+so the image's own component along u is removed and replaced by v, the same v for every image. The edited
+tensor (reshaped back) feeds the rest of the network through a forward hook (`utils.hooks.hooked`). The
+original study steered its MLP's head input over v in +-130 and VGG13-bn's over +-30, in raw activation
+units; `relative=True` reads `values` as multiples of `activation_scale` (the mean L2 norm of the layer's
+activation vectors over the images given), so one range means the same for every family.
+
+An SAE's decoder column is a unit vector in its normalised units; `sae.scale` is one positive scalar, so the
+column times the scale, renormalised, is the same direction in the layer's units: pass the column as is.
+
+Majority (majority_value): a class is the majority at v when its share of the images predicted as it is
+strictly above 0.5 (at most one class can be). Searched outward from v = 0 by |v|; at equal |v| the positive
+value comes first; `sign` restricts the search to one side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..hooks import hooked
+from ..models import eval_mode, model_device
+
+SIGNS = ("both", "positive", "negative")
+
+
+def unit_direction(direction: Tensor) -> Tensor:
+    """(D,) float32 unit vector along `direction` (any shape, flattened); a zero vector is refused."""
+    d = direction.detach().flatten().float()
+    norm = d.norm()
+    if norm <= 0 or not torch.isfinite(norm):
+        raise ValueError(f"the steering direction needs a finite, non-zero norm; got {norm.item()}")
+    return d / norm
+
+
+def edit(t: Tensor, u: Tensor, v: float) -> Tensor:
+    """t (B, ...) flattened per image to x (B, D): x - (x.u) u + v u, reshaped back to t's shape and dtype."""
+    x = t.flatten(1).float()
+    if x.shape[1] != u.numel():
+        raise ValueError(f"the direction has {u.numel()} dims but the layer's vectors have {x.shape[1]} "
+                         f"(shape {tuple(t.shape)}): take the direction from an SAE on this layer")
+    u = u.to(x.device)
+    x = x - (x @ u)[:, None] * u + v * u  # (B, D)
+    return x.reshape(t.shape).to(t.dtype)
+
+
+def activation_scale(acts: Tensor) -> float:
+    """Mean L2 norm of the activation vectors: acts (N, ...) flattened per image to (N, D)."""
+    return acts.flatten(1).float().norm(dim=1).mean().item()
+
+
+@torch.no_grad()
+def layer_scale(model: nn.Module, layer: str, images: Tensor, batch_size: int = 500) -> float:
+    """activation_scale of the layer's tensors on images (N, C, H, W) in [0, 1], in eval mode."""
+    norms: list[Tensor] = []
+    keep = lambda t: norms.append(t.flatten(1).float().norm(dim=1).cpu())  # (B,) per batch
+    device = model_device(model)
+    with eval_mode(model), hooked(model, layer, keep):
+        for i in range(0, len(images), batch_size):
+            model(images[i : i + batch_size].to(device))
+    return torch.cat(norms).mean().item()
+
+
+def raw_values(model: nn.Module, layer: str, values: Sequence[float], images: Tensor, relative: bool,
+               batch_size: int = 500) -> list[float]:
+    """`values` in the layer's units: as given, or times layer_scale when `relative`."""
+    scale = layer_scale(model, layer, images, batch_size) if relative else 1.0
+    return [float(v) * scale for v in values]
+
+
+@torch.no_grad()
+def steer(model: nn.Module, layer: str, direction: Tensor, values: Sequence[float], images: Tensor, *,
+          relative: bool = False, return_logits: bool = False, batch_size: int = 500) -> Tensor:
+    """Predictions with the layer's component along `direction` pinned to each of `values` (the edit in
+    the module docstring): (V, N) int64 top-1 classes, or (V, N, K) float32 logits with return_logits, on
+    the CPU. images (N, C, H, W) in [0, 1]; eval mode inside, the model's mode and hooks restored after."""
+    u, device = unit_direction(direction), model_device(model)
+    out = []
+    with eval_mode(model):
+        for v in raw_values(model, layer, values, images, relative, batch_size):
+            with hooked(model, layer, lambda t, v=v: edit(t, u, v)):
+                out.append(torch.cat([model(images[i : i + batch_size].to(device)).float().cpu()
+                                      for i in range(0, len(images), batch_size)]))
+    logits = torch.stack(out)  # (V, N, K)
+    return logits if return_logits else logits.argmax(2)
+
+
+def steering_table(model: nn.Module, layer: str, direction: Tensor, values: Sequence[float], images: Tensor,
+                   num_classes: int, *, relative: bool = False, batch_size: int = 500) -> pd.DataFrame:
+    """One row per value x class, values in the order given: value (as given), raw_value (layer units),
+    class_index, count and share of the images predicted as that class."""
+    raw = raw_values(model, layer, values, images, relative, batch_size)  # one scale for the whole table
+    classes = steer(model, layer, direction, raw, images, batch_size=batch_size)  # (V, N)
+    if classes.numel() and classes.max() >= num_classes:
+        top = classes.max().item()
+        raise ValueError(f"the model predicts class {top}; num_classes={num_classes} is too few")
+    counts = F.one_hot(classes, num_classes).sum(1)  # (V, K)
+    per_row = lambda vs: np.repeat(np.asarray(vs, dtype=np.float64), num_classes)  # (V * K,) float64
+    return pd.DataFrame({
+        "value": per_row(values),
+        "raw_value": per_row(raw),
+        "class_index": torch.arange(num_classes).repeat(len(values)).numpy(),
+        "count": counts.flatten().numpy(),
+        "share": (counts.double() / classes.shape[1]).flatten().numpy(),
+    })
+
+
+def majority_value(table: pd.DataFrame, target_class: int, sign: str = "both") -> float | None:
+    """The `value` of smallest |value| at which target_class holds a strict majority (share > 0.5) in a
+    steering_table; at equal |value| the positive one; `sign` "positive" / "negative" searches one side
+    only (0 belongs to both). None: never, within the values tried."""
+    if sign not in SIGNS:
+        raise ValueError(f"sign must be one of {SIGNS}; got {sign!r}")
+    rows = table[(table.class_index == target_class) & (table.share > 0.5)]
+    if sign != "both":
+        rows = rows[rows.value >= 0] if sign == "positive" else rows[rows.value <= 0]
+    if rows.empty:
+        return None
+    order = sorted(rows.value, key=lambda v: (abs(v), -v))  # outward from 0, positive first at a tie
+    return float(order[0])
