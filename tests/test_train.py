@@ -335,3 +335,16 @@ def test_a_batch_larger_than_the_data_is_a_clear_error(synth):
     cfg = TrainConfig(epochs=1, batch_size=4096, progress=False)
     with pytest.raises(ValueError, match="batch_size 4096 is larger than the 1024 training images"):
         train.fit(models.create_for("test_mlp", synth[0].info), *train.make_loaders(*synth, cfg), cfg)
+
+
+def test_a_field_added_later_at_its_default_does_not_invalidate_stored_runs(synth, tmp_path):
+    cfg = resume_cfg(tmp_path)
+    train.fit(plain(synth[0]), *train.make_loaders(*synth, cfg), cfg)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    del state["config"]["backbone_lr_scale"]  # as if written before the field existed
+    torch.save(state, tmp_path / "last.pt")
+    (tmp_path / "model.json").unlink()  # make fit look at last.pt (rebuilding the card)
+    again = train.fit(plain(synth[0]), *train.make_loaders(*synth, cfg), cfg)
+    assert len(again) == cfg.epochs  # resumed as finished, not refused
+    assert train.comparable({**train.resume_config(cfg), "backbone_lr_scale": 1.0}) == train.comparable(
+        {k: v for k, v in train.resume_config(cfg).items() if k != "backbone_lr_scale"})

@@ -16,6 +16,7 @@ float16 storage keeps ~3 significant digits: pass dtype=torch.float32 where smal
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -29,6 +30,15 @@ from .models import eval_mode, model_device
 from .progress import bar as progress_bar
 
 POINTS = ("output", "input")
+STAGE = re.compile(r"^(stem|patch_embed|layer\d+|layers\.\d+|blocks\.\d+)$")
+
+
+def stage_layers(model: nn.Module) -> list[str]:
+    """The model's representation stages in forward order: stem / patch embedding, then every block or stage
+    (MLP `blocks.i`, CNN `layerN`, ViT and Mixer `blocks.i`, Swin `layers.i`); for a VGG the ReLUs of
+    `features`. The names probes, CKA, inversion and unit visualisation hook."""
+    return [n for n, m in model.named_modules()
+            if STAGE.match(n) or (n.startswith("features.") and isinstance(m, nn.ReLU))]
 
 
 def parse_layer(layer: str) -> tuple[str, str]:
@@ -92,9 +102,10 @@ def activation_path(profile: str, dataset: str, run: str, layer: str, split: str
     return checkpoints_root() / profile / dataset / "activations" / f"{run}__{slug}__{split}{n or 'all'}.pt"
 
 
-def _key(model_print: str, layer: str, ds: ImageSet, dtype: torch.dtype) -> dict:
+def _key(model_print: str, layer: str, ds: ImageSet, dtype: torch.dtype, reduce: Callable | None) -> dict:
     return {"fingerprint": model_print, "layer": layer, "split": ds.split, "dataset": ds.info.name,
-            "n": len(ds), "data": ds.fingerprint(), "dtype": str(dtype)}
+            "n": len(ds), "data": ds.fingerprint(), "dtype": str(dtype),
+            "reduce": getattr(reduce, "__name__", None)}
 
 
 def _load(cache: Path | None, key: dict) -> torch.Tensor | None:
@@ -117,14 +128,16 @@ def _store(cache: Path, key: dict, acts: torch.Tensor, dtype: torch.dtype) -> to
 @torch.no_grad()
 def collect_many(model: nn.Module, ds: ImageSet, layers: Sequence[str], *, n: int | None = None,
                  batch_size: int = 256, caches: dict[str, Path] | None = None,
-                 dtype: torch.dtype = torch.float16, progress: bool = True) -> dict[str, torch.Tensor]:
+                 dtype: torch.dtype = torch.float16, progress: bool = True,
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Activations of several layers on the first n images of ds (None: all) in one pass: layer -> (N, D)
     float32 on the CPU. With `caches` (layer -> path), each layer is stored as `dtype` and reused while the
-    weights, layer and images are the same; only the missing layers are computed."""
+    weights, layer, images and `reduce` are the same; only the missing layers are computed. reduce: applied
+    to each batch's tensor (B, ...) before it is flattened (e.g. pooling a conv map)."""
     ds = ds.subset(min(n or len(ds), len(ds)))
     caches = caches or {}
     model_print = fingerprint(model) if caches else ""
-    keys = {layer: _key(model_print, layer, ds, dtype) for layer in layers}
+    keys = {layer: _key(model_print, layer, ds, dtype, reduce) for layer in layers}
     out = {layer: _load(caches.get(layer), keys[layer]) for layer in layers}
     todo = [layer for layer, acts in out.items() if acts is None]
     if todo:
@@ -132,7 +145,8 @@ def collect_many(model: nn.Module, ds: ImageSet, layers: Sequence[str], *, n: in
         loader = make_loader(ds, batch_size, train=False, device=model_device(model))
         with eval_mode(model), ExitStack() as stack:
             for layer in todo:
-                save = lambda t, k=layer: chunks[k].append(t.detach().flatten(1).float().cpu())
+                save = lambda t, k=layer: chunks[k].append((reduce(t) if reduce else t).detach().flatten(1)
+                                                           .float().cpu())
                 stack.enter_context(hooked(model, layer, save))
             desc = f"activations {', '.join(todo)}"
             for x, _ in progress_bar(loader, desc=desc, disable=not progress, leave=False):

@@ -23,6 +23,8 @@ class Recipe:
     trainable: str | None = None  # only parameters under this module name train (e.g. "head"); None: all
     train_subset: int | None = None  # first n training images, at most the profile's; None: the profile's
     fallback: str | None = None  # the run to use instead when pretrained weights are unreachable (offline)
+    init_from: str | None = None  # "<dataset>/<run>" stored under the same profile: start from its weights
+    # (a head for another number of classes is left freshly initialised): fine-tuning a source model
     note: str = ""  # where the recipe comes from; printed by the 01 notebook (not part of the store key)
 
 

@@ -12,7 +12,6 @@ reported by name and cell and the rest still run; the exit code is 1 if any fail
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -21,10 +20,6 @@ from pathlib import Path
 from . import cli
 from .files import REPO, atomic_write, results_root
 from .profiles import PROFILES, get_profile
-
-_PAPERMILL_CHATTER = ("Executing notebook with kernel", "Input Notebook:", "Output Notebook:", "Executing Cell",
-                      "Ending Cell", "Black is not installed")
-
 
 @dataclass(frozen=True)
 class Executed:
@@ -57,20 +52,26 @@ def describe_failure(err: Exception) -> str:
     return f"cell {count}: {ename}: {evalue}" if count is not None else f"{ename}: {evalue}"
 
 
-class _Prefixed(logging.Handler):
-    """papermill's log of cell outputs -> stdout, each line prefixed with the notebook's number."""
+class _Prefixed:
+    """A file-like target for a notebook's printed lines (papermill's stdout_file): each complete line goes
+    to our stdout with the notebook's number in front. Tables and figures are not printed (they are in the
+    executed copy)."""
 
     def __init__(self, prefix: str):
-        super().__init__(logging.INFO)
-        self.prefix = prefix
+        self.prefix, self.pending = prefix, ""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if text.startswith(_PAPERMILL_CHATTER):
-            return
-        for line in text.rstrip("\n").splitlines():
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
             if line.strip():
                 print(f"  {self.prefix} {line}", flush=True)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending.strip():
+            print(f"  {self.prefix} {self.pending}", flush=True)
+        self.pending = ""
 
 
 def _ipc_kernel_manager():
@@ -91,15 +92,11 @@ def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = N
 
     final, start = out_dir / path.name, time.perf_counter()
     working = out_dir / f".{path.stem}.running.ipynb"
-    log = logging.getLogger("papermill")
-    handler = _Prefixed(f"[{path.name[:2]}]")
-    if stream:
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+    printed = _Prefixed(f"[{path.name[:2]}]") if stream else None
     try:
         papermill.execute_notebook(str(path), str(working), parameters={"profile": profile, **(parameters or {})},
                                    cwd=str(path.parent), kernel_name="python3", language="python",
-                                   progress_bar=False, log_output=stream,
+                                   progress_bar=False, stdout_file=printed,
                                    kernel_manager_class=_ipc_kernel_manager())
         atomic_write(final, lambda p: working.replace(p))
         return Executed(path.name, True, time.perf_counter() - start, final)
@@ -109,7 +106,8 @@ def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = N
             working.replace(failed)
         return Executed(path.name, False, time.perf_counter() - start, failed, describe_failure(err))
     finally:
-        log.removeHandler(handler)
+        if printed is not None:
+            printed.flush()
         working.unlink(missing_ok=True)
 
 

@@ -19,7 +19,9 @@ rates, ablation winners) is made; the test split is scored once per run, at the 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,9 +70,21 @@ def run_dir(run: str, dataset: str, profile: str) -> Path:
     return checkpoints_root() / profile / dataset / run
 
 
-def store_key(run: str, recipe: Recipe, splits: Splits) -> dict:
+def source_dir(recipe: Recipe, profile: str) -> Path | None:
+    """The stored run a recipe starts from (recipe.init_from = "<dataset>/<run>"), or None."""
+    if recipe.init_from is None:
+        return None
+    folder = checkpoints_root() / profile / recipe.init_from
+    if not checkpoints.has_final(folder):
+        raise FileNotFoundError(f"init_from={recipe.init_from!r}: no finished run in {folder}; train it first")
+    return folder
+
+
+def store_key(run: str, recipe: Recipe, splits: Splits, source: Path | None = None) -> dict:
     """What a stored model depends on; a run trained under another key is not reused."""
-    return {
+    started = {} if source is None else {"init_from": {"run": str(source.relative_to(checkpoints_root())),
+                                                        "weights": _file_hash(source / "model.safetensors")}}
+    return {**started,
         "model": model_of(run),
         "dataset": splits.train.info.name,
         "data": {k: getattr(splits, k).data_key() for k in Splits._fields},
@@ -81,13 +95,29 @@ def store_key(run: str, recipe: Recipe, splits: Splits) -> dict:
     }
 
 
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def _same(a: dict, b: dict) -> bool:
-    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))  # tuples vs lists
+    """Keys equal, JSON-wise (tuples vs lists), training configs compared without their default fields."""
+    norm = lambda k: {**json.loads(json.dumps(k, default=str)), "train": train.comparable(k.get("train"))}
+    return norm(a) == norm(b)
 
 
-def build(model: str, info: data.DatasetInfo, recipe: Recipe, **kw) -> nn.Module:
-    """The recipe's model for a dataset, initialised from the recipe's seed."""
-    return models.create_for(model, info, seed=recipe.train.seed, **recipe.overrides, **kw)
+def build(model: str, info: data.DatasetInfo, recipe: Recipe, source: Path | None = None, **kw) -> nn.Module:
+    """The recipe's model for a dataset, initialised from the recipe's seed, then from `source`'s weights
+    when the recipe starts from a stored run (a head of another shape stays as initialised)."""
+    net = models.create_for(model, info, seed=recipe.train.seed, **recipe.overrides, **kw)
+    if source is not None:
+        with warnings.catch_warnings():  # the dropped head is the point of fine-tuning to new classes
+            warnings.filterwarnings("ignore", message="checkpoint head")
+            models.load_checkpoint(net, source / "model.safetensors", info.num_classes)
+    return net
 
 
 def freeze_except(model: nn.Module, trainable: str | None) -> None:
@@ -141,21 +171,24 @@ def get_or_train(
     device: str | None = None,
     progress: bool = True,
     net: nn.Module | None = None,
+    splits: Splits | None = None,
 ) -> nn.Module:
     """The trained model of `run` (eval mode, on `device`, default the profile's): loaded when a finished
     run with the same key is stored, else trained with `recipe` (default: recipes.get_recipe(run, profile)),
     resuming a half-finished run. `net`: the freshly built model to train (from `resolve`), so pretrained
-    weights are fetched once."""
+    weights are fetched once. `splits`: train/val/test to use instead of load_splits' (e.g. k images per
+    class of a transfer task); they are part of the key like any other data."""
     p = get_profile(profile)
     dataset, recipe, device = dataset or p.dataset, recipe or get_recipe(run, p.name), device or p.device
-    splits = load_splits(p, dataset, recipe)
-    folder, key = run_dir(run, dataset, p.name), store_key(run, recipe, splits)
+    splits = splits or load_splits(p, dataset, recipe)
+    source = source_dir(recipe, p.name)
+    folder, key = run_dir(run, dataset, p.name), store_key(run, recipe, splits, source)
     with checkpoints.run_lock(folder):
         _set_aside_if_changed(folder, key)
         if is_stored(run, dataset, p.name) and (loaded := _load(run, folder, device)) is not None:
             return loaded
         if net is None:
-            net = build(model_of(run), splits.train.info, recipe, pretrained=recipe.pretrained)  # may: offline
+            net = build(model_of(run), splits.train.info, recipe, source, pretrained=recipe.pretrained)
         freeze_except(net, recipe.trainable)
         folder.mkdir(parents=True, exist_ok=True)
         save_json(key, folder / "store.json")

@@ -66,6 +66,15 @@ class TrainConfig:
     crop_pad: int | None = None  # random crop after zero padding (pixels); None: the dataset's default (4)
     flip: bool | None = None  # random horizontal flips; None: the dataset's default (not for digits)
     grad_clip: float | None = None  # max global gradient norm
+    backbone_lr_scale: float = 1.0  # lr of every parameter outside the head (`head`) = lr x this (fine-tuning)
+    # Adversarial training: every batch is replaced by adversarial examples crafted on it, on the fly, against
+    # the model being trained. "fgsm": FGSM from a random start (Wong et al. 2020); "pgd": PGD with a random
+    # start (Madry et al. 2018). L-inf radius adv_eps (pixels in [0, 1]); step None: 1.25 eps (fgsm),
+    # 2.5 eps / adv_steps (pgd).
+    adversarial: str | None = None
+    adv_eps: float = 0.0
+    adv_steps: int = 1
+    adv_step_size: float | None = None
     amp: bool = True  # bf16 autocast, on CUDA only (ignored on CPU)
     compile: bool = False  # torch.compile the model for training and evaluation
     seed: int = 0  # loaders, mixup and dropout (and initialisation, in the CLI and the store)
@@ -77,6 +86,9 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
+        if self.adversarial not in (None, "fgsm", "pgd") or (self.adversarial and self.adv_eps <= 0):
+            raise ValueError(f"adversarial must be None, 'fgsm' or 'pgd' with adv_eps > 0; got "
+                             f"{self.adversarial!r}, adv_eps={self.adv_eps}")
         if self.epochs < 1 or not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(
                 f"need epochs >= 1 and 0 <= warmup_epochs < epochs; got epochs={self.epochs}, "
@@ -115,7 +127,23 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # timm's names: "momentum" is SGD with heavy-ball momentum, "sgd" and "nesterov" are Nesterov's.
     opt = {"sgd": "momentum", "nesterov": "nesterov"}.get(cfg.optimizer, cfg.optimizer)
     kw = {"momentum": cfg.momentum} if cfg.optimizer in ("sgd", "nesterov") else {}
-    return timm.optim.create_optimizer_v2(model, opt=opt, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+    params = model if cfg.backbone_lr_scale == 1.0 else head_and_backbone_groups(model, cfg)
+    return timm.optim.create_optimizer_v2(params, opt=opt, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+
+
+def head_and_backbone_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Parameter groups for fine-tuning: the head (parameters under `head`) at the full lr, the backbone at
+    lr x backbone_lr_scale (as `lr_scale`, which timm's scheduler keeps), each split like timm's default into
+    weight decay and none (biases and other 1-d parameters)."""
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = (name.startswith("head."), p.ndim > 1 and not name.endswith(".bias"))
+            buckets.setdefault(key, []).append(p)
+    return [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+             "lr_scale": 1.0 if in_head else cfg.backbone_lr_scale,
+             "lr": cfg.lr * (1.0 if in_head else cfg.backbone_lr_scale)}
+            for (in_head, decay), params in sorted(buckets.items(), reverse=True)]
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -135,6 +163,27 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return scheduler
 
 
+def adversarial_batch(forward, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator
+                      ) -> torch.Tensor:
+    """The batch x (B, C, H, W) in [0, 1] replaced by L-inf adversarial examples against the model as it is
+    now (train mode, as Wong et al. and Madry et al. train): a random start in the adv_eps ball (drawn on
+    the CPU from `gen`: the same start on any device), then one FGSM step or adv_steps PGD steps of
+    sign(grad), each projected to the ball and to [0, 1]. Gradients w.r.t. the input only: the parameters'
+    .grad are untouched."""
+    eps, steps = cfg.adv_eps, 1 if cfg.adversarial == "fgsm" else cfg.adv_steps
+    alpha = cfg.adv_step_size or (1.25 * eps if cfg.adversarial == "fgsm" else 2.5 * eps / steps)
+    delta = ((torch.rand(x.shape, generator=gen) * 2 - 1) * eps).to(x.device, x.dtype)
+    delta = (x + delta).clamp(0, 1) - x
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        with autocast(x.device, cfg.amp):
+            loss = F.cross_entropy(forward(x + delta).float(), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
+        delta = (x + delta).clamp(0, 1) - x
+    return (x + delta).detach()
+
+
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generator):
     """x mixed with a permutation of itself: (x', y, y[perm], lam), lam ~ Beta(alpha, alpha)."""
     lam = float(rng.beta(alpha, alpha))
@@ -151,6 +200,7 @@ def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, 
     model.train()
     device, steps = model_device(model), len(loader)
     rng = np.random.default_rng(epoch_seed(cfg.seed + 1, epoch))  # mixup draws: a function of (seed, epoch)
+    adv_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed + 2, epoch)) if cfg.adversarial else None
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch)
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -161,6 +211,8 @@ def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, 
         if scheduler is not None:
             scheduler.step_update(num_updates=epoch * steps + i)
         lam, y_b = 1.0, y
+        if cfg.adversarial:
+            x = adversarial_batch(forward, x, y, cfg, adv_gen)
         if cfg.mixup_alpha > 0:
             x, y, y_b, lam = mixup(x, y, cfg.mixup_alpha, rng)
         with autocast(device, cfg.amp):
@@ -207,6 +259,13 @@ def resume_config(cfg: TrainConfig) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k not in _NOT_RESUME_RELEVANT}
 
 
+def comparable(config: dict | None) -> dict:
+    """A saved training config with the fields at TrainConfig's defaults dropped, so that a field added
+    later (with a default that keeps the old behaviour) does not make every stored run look different."""
+    defaults = _json(resume_config(TrainConfig()))
+    return {k: v for k, v in _json(config or {}).items() if k not in defaults or defaults[k] != v}
+
+
 def data_keys(train_loader, val_loader) -> dict:
     """What the run was trained and selected on: each loader's data key (dataset, split, n, fingerprint)."""
     key = lambda loader: loader.data_key() if hasattr(loader, "data_key") else None
@@ -217,9 +276,11 @@ def _json(obj):
     return json.loads(json.dumps(obj, default=str))  # tuples vs lists, as saved
 
 
-def check_same(saved: dict | None, now: dict, what: str, folder: Path) -> None:
-    """ValueError naming every field that differs between a stored run and this call."""
-    saved, now = _json(saved or {}), _json(now)
+def check_same(saved: dict | None, now: dict, what: str, folder: Path, defaults: dict | None = None) -> None:
+    """ValueError naming every field that differs between a stored run and this call (a field missing from
+    one side counts as its value in `defaults`, when given)."""
+    fill = _json(defaults or {})
+    saved, now = fill | _json(saved or {}), fill | _json(now)
     diff = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)}
     if diff:
         changes = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
@@ -280,14 +341,14 @@ def _fit_in(folder: Path, model, train_loader, val_loader, cfg: TrainConfig, tes
     if state is None and checkpoints.has_final(folder):  # a finished run whose checkpoints are gone
         card = checkpoints.read_card(folder)
         saved = {k: v for k, v in card["train_config"].items() if k not in _NOT_RESUME_RELEVANT}
-        check_same(saved, resume_config(cfg), "training config", folder)
+        check_same(saved, resume_config(cfg), "training config", folder, resume_config(TrainConfig()))
         check_same(card.get("data"), data, "data", folder)
         model.load_state_dict(checkpoints.read_weights(folder))
         model.eval()
         return pd.DataFrame(checkpoints.read_history(folder))
     history, start = [], 0
     if state is not None:
-        check_same(state["config"], resume_config(cfg), "training config", folder)
+        check_same(state["config"], resume_config(cfg), "training config", folder, resume_config(TrainConfig()))
         check_same(state.get("data"), data, "data", folder)
         history, start = state["history"], state["epoch"]
     history, trained = _train(model, train_loader, val_loader, cfg, folder, history, start, state)

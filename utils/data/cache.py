@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -70,16 +70,50 @@ def read_cache(path: Path) -> ImageSet:
     return ImageSet(blob["images"], blob["labels"], DatasetInfo(**info), blob["split"], blob["meta"])
 
 
+def parse_name(name: str) -> tuple[str, list[int] | None]:
+    """"cifar100[0-9]" -> ("cifar100", [0, ..., 9]); "fashion-mnist[0,2,4]" -> (..., [0, 2, 4]); "mnist" ->
+    ("mnist", None). A bracket selects classes (by label, in the order given) from the registered set."""
+    if not name.endswith("]") or "[" not in name:
+        return name, None
+    base, sel = name[:-1].split("[", 1)
+    classes = []
+    try:
+        for part in sel.split(","):
+            lo, _, hi = part.partition("-")
+            classes += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise ValueError(f"{name!r}: select classes as <dataset>[0-4] or <dataset>[0,3,7]") from None
+    return base, classes
+
+
+def select_classes(ds: ImageSet, name: str, classes: list[int]) -> ImageSet:
+    """The images of `classes`, relabelled 0..k-1 in that order, as a dataset called `name`."""
+    if not classes or max(classes) >= ds.info.num_classes or min(classes) < 0 or len(set(classes)) < len(classes):
+        raise ValueError(f"{name}: classes must be distinct labels of {ds.info.name} (0..{ds.info.num_classes - 1})")
+    relabel = torch.full((ds.info.num_classes,), -1, dtype=torch.int64)
+    relabel[torch.tensor(classes)] = torch.arange(len(classes))
+    keep = (relabel[ds.labels] >= 0).nonzero().flatten()
+    kept = [ds.info.classes[c] for c in classes] if ds.info.classes else [str(c) for c in classes]
+    info = replace(ds.info, name=name, num_classes=len(classes), classes=tuple(kept))
+    return ImageSet(ds.images[keep].clone(), relabel[ds.labels[keep]], info, ds.split, dict(ds.meta))
+
+
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None, subset: int | None = None,
                  cache: bool = True, subset_seed: int = 0, **kwargs) -> ImageSet:
     """One split as uint8 images (N, C, H, W) and int64 labels (N,), decoded once and cached.
 
+    name: a registered dataset, or one with a class selection, "cifar100[0-9]" (relabelled 0..k-1;
+    transfer to new classes).
     root: the data folder (default $MLPZOOM_DATA or <repo>/data); subset: keep n images, stratified by
     class and drawn from `subset_seed` (splits.stratified_subset: every class in proportion, split order
     kept; files sorted by class never lose whole classes).
     kwargs go to the reader (e.g. synthetic: num_classes, channels, size, n, seed; image-folder: size;
     download=False: never try to download).
     """
+    base, classes = parse_name(name)
+    if classes is not None:
+        ds = select_classes(load_dataset(base, split, root, cache=cache, **kwargs), name, classes)
+        return stratified_subset(ds, subset, subset_seed) if subset is not None else ds
     reader = get_reader(name)  # KeyError listing the registered names
     if subset is not None and subset < 1:
         raise ValueError(f"subset must be >= 1 image; got {subset}")

@@ -87,7 +87,8 @@ def list_datasets(pattern: str = "*") -> list[str]:
 
 
 def get_info(name: str) -> DatasetInfo:
-    return DATASETS.meta(name)["info"]
+    """The registered info (for "base[0-4]" the base's: its classes are known only once loaded)."""
+    return DATASETS.meta(name.split("[", 1)[0])["info"]
 
 
 def get_reader(name: str) -> Reader:

@@ -287,3 +287,30 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
     mean = s / max(n, 1)
     std = (s2 / max(n, 1) - mean**2).clamp_min(0).sqrt()
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+# ---------------------------------------------------------------- scikit-learn's bundled digits
+
+SKLEARN_DIGITS = DatasetInfo("sklearn-digits", 10, tuple("0123456789"), 1, 28, (0.3062,), (0.3251,))  # train split
+DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED = 0.3, 0
+
+
+@register_dataset(SKLEARN_DIGITS)
+def read_sklearn_digits(split: str, root: Path) -> ImageSet:
+    """scikit-learn's handwritten digits (UCI, 1,797 images of 8x8, values 0-16; installed with
+    scikit-learn, so always offline), scaled to 0-255 and upsampled bilinearly to 28x28 like MNIST. Its own
+    split: a seeded, stratified 30% is the test set (539 images), the rest train (1,258)."""
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    from .splits import stratified_index
+
+    split = check_split("sklearn-digits", split, ("train", "test"))
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float().mul(255 / 16).unsqueeze(1)  # (N, 1, 8, 8) in [0, 255]
+    x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False).round().clamp(0, 255)
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    test = torch.zeros(len(labels), dtype=torch.bool)
+    test[stratified_index(labels, round(DIGITS_TEST_FRACTION * len(labels)), DIGITS_SPLIT_SEED)] = True
+    keep = test if split == "test" else ~test
+    return ImageSet(x[keep].to(torch.uint8), labels[keep], SKLEARN_DIGITS, split)

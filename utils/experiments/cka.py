@@ -29,10 +29,10 @@ from typing import Literal
 import pandas as pd
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..hooks import recording
 from ..models import eval_mode, model_device
+from ..progress import bar as progress_bar
 
 Method = Literal["auto", "features", "gram"]
 
@@ -246,10 +246,51 @@ def model_cka(model_a: nn.Module, model_b: nn.Module, loader: Iterable, layers_a
         hooked_a = list(dict.fromkeys([*layers_a, *layers_b])) if same else list(layers_a)
         acts_a = stack.enter_context(recording(model_a, hooked_a))
         acts_b = acts_a if same else stack.enter_context(recording(model_b, layers_b))
-        for x, _ in tqdm(loader, desc="minibatch CKA", disable=not progress, leave=False):
+        for x, _ in progress_bar(loader, desc="minibatch CKA", disable=not progress, leave=False):
             model_a(x.to(model_device(model_a)))
             if not same:
                 model_b(x.to(model_device(model_b)))
             acc.update({k: acts_a[k].flatten(1) for k in layers_a},
                        {k: acts_b[k].flatten(1) for k in layers_b})
     return acc.compute()
+
+
+# ---------------------------------------------------------------- tables for notebook 04
+
+
+def tidy(matrix: pd.DataFrame, kind: str, model_a: str, model_b: str) -> pd.DataFrame:
+    """A layer x layer CKA matrix as rows (kind, model_a, model_b, layer_a, layer_b, cka), layers in order."""
+    long = matrix.rename_axis(index="layer_a", columns="layer_b").stack().rename("cka").reset_index()
+    return long.assign(kind=kind, model_a=model_a, model_b=model_b)[
+        ["kind", "model_a", "model_b", "layer_a", "layer_b", "cka"]]
+
+
+def best_match(cka: pd.DataFrame) -> pd.DataFrame:
+    """Per (kind, model_a, model_b): mean_best, the mean over a's layers of the best CKA with any layer of b
+    (how much of a's representation b has somewhere), and the peak with the two layers that reach it."""
+    rows = []
+    for (kind, a, b), g in cka.groupby(["kind", "model_a", "model_b"], sort=False):
+        peak = g.loc[g.cka.idxmax()]
+        rows.append({"kind": kind, "model_a": a, "model_b": b,
+                     "mean_best": g.groupby("layer_a", sort=False).cka.max().mean(), "peak": peak.cka,
+                     "peak_layer_a": peak.layer_a, "peak_layer_b": peak.layer_b})
+    return pd.DataFrame(rows)
+
+
+def pair_summary(best: pd.DataFrame, family: Mapping[str, str]) -> pd.DataFrame:
+    """Per cross-family pair (a, b): cross (a vs b) against its two reference points, the ceiling (the mean of
+    a's and b's seed-to-seed mean_best) and the floor (a vs b at initialisation); gap_closed = (cross -
+    floor) / (ceiling - floor); peak and peak layers of the cross matrix. `family`: model -> family."""
+    by = best.set_index(["kind", "model_a", "model_b"])
+    rows = []
+    for (kind, a, b), r in by.iterrows():
+        if kind != "cross":
+            continue
+        ceiling = (by.loc[("ceiling", a, a), "mean_best"] + by.loc[("ceiling", b, b), "mean_best"]) / 2
+        floor = by.loc[("floor", a, b), "mean_best"]
+        gap = ceiling - floor
+        rows.append({"pair": f"{family[a]} - {family[b]}", "model_a": a, "model_b": b, "cross": r.mean_best,
+                     "ceiling": ceiling, "floor": floor,
+                     "gap_closed": (r.mean_best - floor) / gap if gap > 0 else float("nan"),
+                     "peak": r.peak, "peak_layer_a": r.peak_layer_a, "peak_layer_b": r.peak_layer_b})
+    return pd.DataFrame(rows)

@@ -15,7 +15,6 @@ parametrisation with decorrelated colour and Adam follow Lucent (github.com/gree
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -25,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..hooks import recording
+from ..hooks import recording, stage_layers
 from ..models import frozen, model_device
 from ..progress import bar as progress_bar
 from ..registry import Registry
@@ -291,16 +290,6 @@ def visualize(
 
 
 # ---------------------------------------------------------------- which layers to look at
-
-STAGE = re.compile(r"^(stem|patch_embed|layer\d+|blocks\.\d+)$")
-
-
-def stage_layers(model: nn.Module) -> list[str]:
-    """The model's representation stages in forward order: stem / patch embedding, then every block or stage
-    (MLP `blocks.i`, CNN `layerN`, ViT `blocks.i`); for a VGG the ReLUs of `features`."""
-    return [n for n, m in model.named_modules()
-            if STAGE.match(n) or (n.startswith("features.") and isinstance(m, nn.ReLU))]
-
 
 def pick_layers(model: nn.Module, n: int) -> list[str]:
     """n stages spread evenly from the first to the last (fewer when the model has fewer)."""

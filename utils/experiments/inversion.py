@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..hooks import hooked
 from ..models import frozen, model_device
+from ..progress import bar as progress_bar
 
 POINTS = ("output", "input")
 
@@ -160,7 +160,7 @@ def invert(
     with frozen(model):
         with torch.no_grad():
             phi0 = features(model, name, x0)  # (N, D)
-        for _ in tqdm(range(steps), desc=f"invert {name}", disable=not progress, leave=False):
+        for _ in progress_bar(range(steps), desc=f"invert {name}", disable=not progress, leave=False):
             loss, dist = _losses(model, name, x, phi0, **penalties)
             (grad,) = torch.autograd.grad(loss.sum(), x)  # images are independent: each sees its own loss
             x.grad = grad / grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)

@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from ..progress import bar as progress_bar
 
 SCORES = ("top1", "train_top1", "loss", "train_loss")  # test top-1 / loss, and on the training set
 
@@ -136,6 +137,17 @@ def sklearn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
     return _scores(log_proba(tx), train_y.cpu(), log_proba(vx), test_y.cpu())
 
 
+def compact(t: torch.Tensor, size: int = 2) -> torch.Tensor:
+    """A layer's tensor made probe-sized, per image: a conv map (B, C, H, W) average-pooled to size x size,
+    tokens (B, T, D) as the first token next to the mean over tokens (B, 2D), anything else flattened.
+    Pass it as `reduce=` to hooks.collect_many."""
+    if t.ndim == 4:
+        return F.adaptive_avg_pool2d(t.float(), size).flatten(1)
+    if t.ndim == 3:
+        return torch.cat([t[:, 0], t.mean(1)], dim=1)
+    return t.flatten(1)
+
+
 def relative_depth(layers: Sequence[str]) -> list[float]:
     """Position of each layer in [0, 1]: 0 for the first (the input), 1 for the last (the head), evenly
     spaced by position in between (by index, not by parameter count or FLOPs)."""
@@ -169,7 +181,7 @@ def probe_layers(train_feats: Mapping[str, torch.Tensor], train_y: torch.Tensor,
         raise ValueError(f"test features lack layers {missing}; collect the same layers for both splits")
     depth = dict(zip(train_feats, relative_depth(list(train_feats)), strict=True))
     rows = []
-    for layer in tqdm(train_feats, desc="linear probes", disable=not progress, leave=False):
+    for layer in progress_bar(train_feats, desc="linear probes", disable=not progress, leave=False):
         s = linear_probe(train_feats[layer], train_y, test_feats[layer], test_y, num_classes=num_classes,
                          **kw)
         rows.append({"layer": layer, "relative_depth": depth[layer], "dims": train_feats[layer].shape[1],

@@ -7,7 +7,7 @@ One module per question: training (01, 06), robustness (02), texture (03, 08's t
 similarity (04), features (08, 09). Colours follow the family (FAMILY_COLORS).
 """
 
-from . import cost, features, robustness, texture, training  # noqa: F401  (register the figures)
+from . import cost, features, robustness, similarity, texture, training  # noqa: F401  (register the figures)
 from .base import (
     FAMILY_COLORS,
     FIGURES,
@@ -23,4 +23,5 @@ from .base import (
 )
 
 __all__ = ["FAMILY_COLORS", "FIGURES", "annotated_heatmap", "color", "cost", "draw", "features", "figure",
-           "grouped_bars", "image_grid", "redraw", "render", "robustness", "save", "texture", "training"]
+           "grouped_bars", "image_grid", "redraw", "render", "robustness", "save", "similarity", "texture",
+           "training"]

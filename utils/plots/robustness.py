@@ -56,3 +56,28 @@ def _transfer(t, cfg):
     tr = t["transfer.csv"]
     return transfer_heatmaps(tr, model_order(cfg, tr.source),
                              f"Transfer at L-inf 8/255, {cfg['dataset']}, first {tr.n.iloc[0]} test images")
+
+
+def original_style_curves(curves: pd.DataFrame, models: list[str], title: str = "") -> plt.Figure:
+    """The original study's figure: accuracy against eps per attack, top-1 dark (solid) and top-5 light
+    (dashed) in each family's colour, one panel per attack."""
+    attacks = list(dict.fromkeys(curves.attack))
+    fig, axes = plt.subplots(1, len(attacks), figsize=(5.5 * len(attacks), 3.8), squeeze=False, sharey=True)
+    for ax, attack in zip(axes[0], attacks, strict=True):
+        for m in models:
+            c = curves[(curves.model == m) & (curves.attack == attack)]
+            ax.plot(c.eps, c.top1, "-", color=color(m), lw=2, label=f"{m} top-1")
+            ax.plot(c.eps, c.top5, "--", color=color(m), lw=1.2, alpha=0.45, label=f"{m} top-5")
+        ax.set(title=f"{attack.upper()} (L-inf)", xlabel="eps (pixels in [0, 1])", ylabel="accuracy",
+               ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@figure("02_adversarial_robustness", "original_attack_curves.png", "curves.csv")
+def _original_curves(t, cfg):
+    c = t["curves.csv"]
+    return original_style_curves(c, model_order(cfg, c.model), f"as in the original study ({cfg['dataset']})")

@@ -130,3 +130,41 @@ def _tiles(t, cfg):
     n = cfg.get("n_test") or "all"
     return tile_shuffle_bars(tiles, model_order(cfg, tiles.model), t["dataset.json"]["num_classes"],
                              f"{cfg['dataset']}: accuracy with shuffled tiles ({n} test images)")
+
+
+def per_class_mean(per_class: pd.DataFrame, models: list[str], classes: list[str]) -> plt.Figure:
+    """The original study's figure: top-1 per class averaged over the modifications (the unmodified images
+    left out), one bar per model; class labels from the table, checked against the dataset's class order."""
+    names = per_class.drop_duplicates("class_index").sort_values("class_index")
+    if list(names["class"]) != list(classes[: len(names)]):
+        raise ValueError(f"class labels {list(names['class'])} do not follow the dataset's order {classes}")
+    modified = per_class[per_class.modification != "original"]
+    table = modified.groupby(["class_index", "model"]).top1.mean().unstack()[models]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(table), 3.6))
+    grouped_bars(ax, table, list(names["class"]), chance=1 / len(classes))
+    ax.set(ylabel="top-1, mean over modifications", title="per-class accuracy averaged over the modifications")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def modification_means(overall: pd.DataFrame, models: list[str], num_classes: int) -> plt.Figure:
+    """The original study's figure: the mean over classes of top-1 per modification, one bar per model."""
+    names = list(dict.fromkeys(overall.modification))
+    table = overall.pivot(index="modification", columns="model", values="mean_class_top1").loc[names, models]
+    fig, ax = plt.subplots(figsize=(1 + 0.9 * len(names), 3.5))
+    grouped_bars(ax, table, names, chance=1 / num_classes)
+    ax.set(ylabel="top-1, mean over classes", title="mean accuracy per image modification")
+    ax.legend(fontsize=8)
+    return fig
+
+
+@figure("03_texture_vs_shape_bias", "per_class_mean.png", "modification_accuracy_per_class.csv", "dataset.json")
+def _per_class_mean(t, cfg):
+    pc = t["modification_accuracy_per_class.csv"]
+    return per_class_mean(pc, model_order(cfg, pc.model), t["dataset.json"]["classes"])
+
+
+@figure("03_texture_vs_shape_bias", "modification_means.png", "modification_accuracy.csv", "dataset.json")
+def _modification_means(t, cfg):
+    o = t["modification_accuracy.csv"]
+    return modification_means(o, model_order(cfg, o.model), t["dataset.json"]["num_classes"])

@@ -1,0 +1,43 @@
+"""Findings of 08, 09 (see utils.findings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import _classes, _config, _csv, _f, _json, _order, chance_warning, family_list, finding  # noqa: F401
+
+# ---------------------------------------------------------------- 08
+
+
+@finding("08_activation_maximization")
+def _units(folder: Path) -> list[str]:
+    tiles = _csv(folder, "tile_shuffle.csv")
+    models = _order(folder, tiles.model)
+    out = chance_warning(tiles[tiles.grid == 1].set_index("model").top1.to_dict(), _classes(folder))
+    verdicts = _json(folder, "prediction_1.json")
+    out += [f"Class images: {verdicts['class_images']['verdict']}", f"Unit images: {verdicts['unit_images']['verdict']}"]
+    for grid, g in tiles[tiles.grid > 1].groupby("grid"):
+        out.append(f"Shuffling {grid}x{grid} tiles ({int(g.tile_px.iloc[0])} px) costs top-1 "
+                   + family_list(g.set_index("model")["drop"].reindex(models).to_dict())
+                   + " (the original study's MLP on CIFAR-10, 4x4 tiles: 0.941 -> 0.734).")
+    return out
+
+
+# ---------------------------------------------------------------- 09
+
+
+@finding("09_dictionary_learning")
+def _dictionaries(folder: Path) -> list[str]:
+    metrics = _csv(folder, "sae_metrics.csv")
+    trained = metrics[(metrics.network == "trained") & (metrics.seed == metrics.seed.min())].set_index("model")
+    models = _order(folder, trained.index)
+    out = chance_warning(trained.top1.to_dict(), _classes(folder))
+    out.append("At matched sparsity (L0 " + family_list(trained.l0.reindex(models).to_dict(), 1) + " active features) "
+               "the SAEs explain " + family_list(trained.fve.reindex(models).to_dict()) + " of the variance and keep "
+               + family_list(trained.accuracy_kept.reindex(models).to_dict()) + " of the accuracy when spliced in.")
+    for v in _csv(folder, "prediction2.csv").itertuples():
+        out.append(f"{v.pair}: cross-model matching {_f(v.cross)} against a floor of {_f(v.floor)} and a "
+                   f"ceiling of {_f(v.ceiling)} closes {v.gap_closed:.2f} of the gap: Prediction 2 "
+                   f"{'holds' if v.holds else 'does not hold'} for this pair.")
+    return out
+

@@ -1,0 +1,40 @@
+"""Findings of 04 (see utils.findings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import _classes, _config, _csv, _f, _json, _order, chance_warning, family_list, finding  # noqa: F401
+
+# ---------------------------------------------------------------- 04
+
+
+@finding("04_feature_generalizability")
+def _transfer(folder: Path) -> list[str]:
+    sources = _csv(folder, "sources.csv")
+    s0 = sources[sources.run.str.endswith("@source-s0")].set_index("model")
+    out = chance_warning(s0.test_top1.to_dict(), _classes(folder))
+    for r in _csv(folder, "cka_summary.csv").itertuples():
+        out.append(f"CKA {r.pair}: the best-matching layers average {_f(r.cross)}, against a floor of "
+                   f"{_f(r.floor)} (the other architecture at initialisation) and a seed-to-seed ceiling of "
+                   f"{_f(r.ceiling)}: {r.gap_closed:.2f} of the gap closed; it peaks at {_f(r.peak)} "
+                   f"({r.model_a} {r.peak_layer_a} with {r.model_b} {r.peak_layer_b}).")
+    probes = _csv(folder, "probes.csv")
+    for model, g in probes.groupby("model", sort=False):
+        inner = g[(g.relative_depth > 0) & (g.relative_depth < 1)]
+        reach = inner[inner.top1 >= 0.95 * g.top1.max()]
+        first = reach.iloc[0] if len(reach) else g.iloc[-1]
+        out.append(f"Linear probes on {model}: pixels {_f(g.top1.iloc[0])}, logits {_f(g.top1.iloc[-1])}; "
+                   f"95% of the best probe accuracy is first reached at {first.layer} (relative depth "
+                   f"{first.relative_depth:.2f}).")
+    tr = _csv(folder, "transfer.csv")
+    for target, t in tr.groupby("target", sort=False):
+        smallest = t[t.per_class == t.per_class.min()]
+        best = smallest.loc[smallest.top1.idxmax()]
+        out.append(f"{target}, {int(best.per_class)} images per class: the best is {best.model} by {best.method} "
+                   f"({_f(best.top1)}); XGBoost on pixels {_f(smallest[smallest.family == '-'].top1.iloc[0])}.")
+        probe = smallest[smallest.method == "linear probe"].set_index("model").top1
+        if len(probe):
+            out.append(f"{target}, {int(best.per_class)} per class, linear probe on frozen features: "
+                       + family_list(probe.to_dict()) + f"; the best is {probe.idxmax()}.")
+    return out

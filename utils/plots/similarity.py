@@ -1,0 +1,94 @@
+"""Figures of feature transfer and similarity (04): CKA heatmaps, probe accuracy by depth, transfer curves."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .base import FAMILY_COLORS, annotated_heatmap, color, figure, log_ticks
+
+METHOD_STYLE = {"linear probe": ("-", "o"), "logistic regression": ("--", "s"), "fine-tune": ("-", "^"),
+                "scratch": (":", "v"), "xgboost (pixels)": ("-.", "D")}
+
+
+def cka_heatmaps(cka: pd.DataFrame, title: str = "") -> plt.Figure:
+    """One heatmap per (model_a, model_b) pair of a tidy CKA table (kind, model_a, model_b, layer_a,
+    layer_b, cka): layers of a down, of b across, in their forward order."""
+    pairs = list(dict.fromkeys(zip(cka.model_a, cka.model_b, strict=True)))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False, constrained_layout=True)
+    im = None
+    for ax, (a, b) in zip(axes[0], pairs, strict=True):
+        t = cka[(cka.model_a == a) & (cka.model_b == b)]
+        grid = t.pivot(index="layer_a", columns="layer_b", values="cka")
+        grid = grid.loc[list(dict.fromkeys(t.layer_a)), list(dict.fromkeys(t.layer_b))]
+        im = annotated_heatmap(ax, grid, vmin=0, vmax=1, cmap="magma", fmt="{:.2f}", xlabel=b, ylabel=a, rotate=60)
+    fig.colorbar(im, ax=axes, shrink=0.7, label="CKA")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def probe_curves(probes: pd.DataFrame, num_classes: int, title: str = "") -> plt.Figure:
+    """Linear-probe test top-1 against relative depth (0 = the pixels, 1 = the logits), one line per model."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for model, g in probes.groupby("model", sort=False):
+        ax.plot(g.relative_depth, g.top1, "o-", color=color(model), label=model)
+    ax.axhline(1 / num_classes, color="k", ls=":", lw=1, label="chance")
+    ax.set(xlabel="relative depth (0: pixels, 1: logits)", ylabel="probe test top-1", ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def transfer_curves(transfer: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Rows = target tasks, columns = families: target test top-1 against training images per class (log x),
+    one line per method; the pixel baseline (family "-") is drawn in every panel."""
+    targets = list(dict.fromkeys(transfer.target))
+    families = [f for f in FAMILY_COLORS if f in set(transfer.family)]
+    fig, axes = plt.subplots(len(targets), len(families), figsize=(4 * len(families), 3.3 * len(targets)),
+                             squeeze=False, sharey=True)
+    for r, target in enumerate(targets):
+        t = transfer[transfer.target == target]
+        for c, fam in enumerate(families):
+            ax = axes[r, c]
+            for method, g in t[(t.family == fam) | (t.family == "-")].groupby("method", sort=False):
+                ls, marker = METHOD_STYLE.get(method, ("-", "o"))
+                g = g.sort_values("per_class")
+                ax.plot(g.per_class, g.top1, ls=ls, marker=marker, ms=4, label=method,
+                        color="k" if method.startswith("xgboost") else color(g.model.iloc[0]))
+            ax.set(xscale="log", title=f"{target}: {fam}", xlabel="training images per class", ylim=(0, 1.02))
+            log_ticks(ax, t.per_class, fmt=lambda v: f"{v:g}")
+            ax.grid(alpha=0.3)
+        axes[r, 0].set_ylabel("test top-1")
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@figure("04_feature_generalizability", "cka_cross.png", "cka.csv")
+def _cross(t, cfg):
+    cka = t["cka.csv"]
+    return cka_heatmaps(cka[cka.kind == "cross"], f"CKA across families ({cfg['dataset']}, debiased, test images)")
+
+
+@figure("04_feature_generalizability", "cka_ceiling.png", "cka.csv")
+def _ceiling(t, cfg):
+    cka = t["cka.csv"]
+    return cka_heatmaps(cka[cka.kind == "ceiling"], "the ceiling: the same architecture trained from another seed")
+
+
+@figure("04_feature_generalizability", "cka_within.png", "cka.csv")
+def _within(t, cfg):
+    cka = t["cka.csv"]
+    return cka_heatmaps(cka[cka.kind == "within"], "within each model: layer against layer")
+
+
+@figure("04_feature_generalizability", "probes.png", "probes.csv", "dataset.json")
+def _probes(t, cfg):
+    return probe_curves(t["probes.csv"], t["dataset.json"]["num_classes"],
+                        f"where the classes become linearly separable ({cfg['dataset']})")
+
+
+@figure("04_feature_generalizability", "transfer.png", "transfer.csv")
+def _transfer(t, cfg):
+    return transfer_curves(t["transfer.csv"], "transfer to new tasks from the source models")
