@@ -41,8 +41,10 @@ install: sysdeps $(VENV)/.installed
 data: install
 	$(PY) -m utils.data --profile $(if $(PROFILE),$(PROFILE),auto)
 
+# every notebook (a failing one is reported, the rest still run), then the report, whatever happened
 reproduce: data
-	$(PY) -m utils.run_notebooks $(PROFILE_ARG)
+	@$(PY) -m utils.run_notebooks $(PROFILE_ARG); status=$$?; \
+	$(PY) -m utils.report $(PROFILE_ARG); exit $$status
 
 test: install
 	$(PY) -m pytest

@@ -68,13 +68,22 @@ if NOTEBOOKS:
         params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(params) == 1 and "profile" in "".join(params[0]["source"])
 
+    @pytest.fixture(scope="session")
+    def smoke_dirs(tmp_path_factory):
+        """One results and one checkpoints folder for every notebook of the session: later notebooks load the
+        models 01 trained (as `make reproduce` does), and 07 finds every notebook's tables."""
+        return tmp_path_factory.mktemp("smoke") / "results", tmp_path_factory.mktemp("smoke") / "checkpoints"
+
     @pytest.mark.parametrize("name", NOTEBOOKS)
-    def test_notebook_runs_under_smoke(name, tmp_path, monkeypatch):
-        monkeypatch.setenv("MLPZOOM_RESULTS", str(tmp_path / "results"))
-        monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(tmp_path / "checkpoints"))
-        (result,) = run_notebooks.run("smoke", only=[name[:2]], root=ROOT)
+    def test_notebook_runs_under_smoke(name, smoke_dirs, monkeypatch):
+        monkeypatch.setenv("MLPZOOM_RESULTS", str(smoke_dirs[0]))
+        monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(smoke_dirs[1]))
+        (result,) = run_notebooks.run("smoke", only=[name[:2]], root=ROOT, stream=False)
         assert result.ok, result
-        out = tmp_path / "results" / "smoke" / "fashion-mnist" / Path(name).stem
+        out = smoke_dirs[0] / "smoke" / "fashion-mnist" / Path(name).stem
+        if out.name == "07_plots":  # it writes beside the notebooks' folders: the manifest and the report
+            assert (out.parent / "figures.json").exists() and (out.parent / "REPORT.html").exists()
+            return
         assert (out / "config.json").exists() and not out.with_name(out.name + ".running").exists()
         for table, (columns, keys, model_column) in KEY_TABLES.get(Path(name).stem, {}).items():
             df = pd.read_csv(out / table)
@@ -82,3 +91,53 @@ if NOTEBOOKS:
             assert len(df) > 0 and not df.duplicated(keys).any(), f"{table}: more than one row per {keys}"
             if model_column == "model" and "model" in df:
                 assert set(df.model) == set(TRIO), f"{table}: models {set(df.model)}"
+
+
+    def test_07_redraws_every_figure_from_the_tables_alone(smoke_dirs, monkeypatch):
+        monkeypatch.setenv("MLPZOOM_RESULTS", str(smoke_dirs[0]))
+        monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(smoke_dirs[1]))
+        root = smoke_dirs[0] / "smoke" / "fashion-mnist"
+        for png in root.rglob("*.png"):
+            png.unlink()
+        assert run_notebooks.run("smoke", only=["07"], root=ROOT, stream=False)[0].ok
+        manifest = json.loads((root / "figures.json").read_text())
+        drawn = [m for m in manifest if m["status"] == "drawn"]
+        assert len(drawn) >= 30 and all((root / m["figure"]).exists() for m in drawn)
+        for m in drawn:  # every table a figure names is a file 07 found
+            assert all((root / t).exists() for t in m["tables"]), m
+        first = {m["figure"]: (root / m["figure"]).read_bytes() for m in drawn}
+        assert run_notebooks.run("smoke", only=["07"], root=ROOT, stream=False)[0].ok
+        changed = [f for f, data in first.items() if (root / f).read_bytes() != data]
+        assert not changed, f"figures not byte-identical on a second run: {changed}"
+
+    def test_the_report_states_the_tables_numbers_and_embeds_every_figure(smoke_dirs, monkeypatch):
+        from html.parser import HTMLParser
+
+        from utils import report
+
+        monkeypatch.setenv("MLPZOOM_RESULTS", str(smoke_dirs[0]))
+        root = smoke_dirs[0] / "smoke" / "fashion-mnist"
+        html_path = report.write("smoke")
+        markdown = (root / "REPORT.md").read_text()
+
+        class Images(HTMLParser):
+            sources: list = []
+
+            def handle_starttag(self, tag, attrs):
+                if tag == "img":
+                    self.sources.append(dict(attrs)["src"])
+
+        parser = Images()
+        parser.feed(html_path.read_text())
+        linked = markdown.count("![")
+        assert linked >= 10 and len(parser.sources) == linked
+        assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in parser.sources)
+        for notebook in [p.stem for p in map(Path, NOTEBOOKS) if p.stem != "07_plots"]:
+            assert (root / notebook / "config.json").exists() and f"`{notebook}.ipynb` has no results" not in markdown
+        table = root / "02_adversarial_robustness" / "standard_settings.csv"
+        df = pd.read_csv(table)
+        row = (df.setting == "PGD-10") & (df.model == TRIO[0])
+        df.loc[row, "top1"] = 0.123456
+        df.to_csv(table, index=False)
+        report.write("smoke")
+        assert f"{TRIO[0]} 0.123" in (root / "REPORT.md").read_text()  # the sentence follows the table

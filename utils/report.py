@@ -84,8 +84,8 @@ def original_side_by_side(root: Path) -> str | None:
         t = pd.read_csv(attacks)
         ours = [c for c in t.columns if c.startswith("top1_")][0]
         rows += [{"measure": f"{r.attack.upper()} top-1 at eps {r.eps:.4f}", "model": r.model,
-                  "original (CIFAR-10)": r.original_top1_cifar10, "this run": getattr(r, ours)}
-                 for r in t.itertuples()]
+                  "original (CIFAR-10)": r.original_top1_cifar10, "this run": r[ours]}
+                 for _, r in t.iterrows()]
     tiles = root / "08_activation_maximization" / "tile_shuffle.csv"
     if tiles.exists():
         t = pd.read_csv(tiles)
