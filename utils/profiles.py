@@ -22,12 +22,21 @@ class Profile:
     description: str
     dataset: str  # a name from utils.data.list_datasets()
     models: dict[str, str]  # family -> the registered model that represents it in the comparison trio
-    train_subset: int | None  # first n training images; None: the whole split
-    test_subset: int | None  # first n test images; None: the whole split
+    train_subset: int | None  # n training images (a seeded, stratified subset); None: the whole split
+    test_subset: int | None  # n test images (stratified); None: the whole split
     batch_size: int  # training batch (images)
     eval_batch_size: int  # evaluation batch (images)
     epochs: int  # default training length (01's recipes may set their own per model)
     device: str  # "cuda" or "cpu"
+    backend: str = "resident"  # loader backend for training (utils.data.BACKENDS)
+    path: str = ""  # the code path it runs ("full" for the rehearsal); "": its own name
+    data_subdir: str | None = None  # its datasets live in <data>/<data_subdir>/ (the rehearsal's fake files)
+    cpu_autocast: bool = False  # bf16 autocast on a CPU too, where a recipe asks for it (the rehearsal)
+
+    @property
+    def code_path(self) -> str:
+        """Which profile's branches a notebook takes: the rehearsal takes full's."""
+        return self.path or self.name
 
     @property
     def trio(self) -> list[str]:
@@ -71,6 +80,25 @@ PROFILES = {
         eval_batch_size=2048,
         epochs=100,
         device="cuda",
+        backend="ffcv",  # the original study's .beton files (resident when ffcv is not installed, said so)
+    ),
+    # The full profile's code path, models and recipes on a CPU at toy counts (CIFAR-10's own file format,
+    # synthetic pixels in CI): so that `full` never fails first on a user's GPU. Numbers mean nothing.
+    "rehearsal": Profile(
+        "rehearsal",
+        "CPU: the full code path, models and recipes at toy counts, on CIFAR-10-format files",
+        dataset="cifar10",
+        models={"mlp": "mlp_b12_wi1024", "cnn": "resnet18_cifar", "vit": "vit_small_patch16_224"},
+        train_subset=60,
+        test_subset=20,
+        batch_size=8,
+        eval_batch_size=20,
+        epochs=2,
+        device="cpu",
+        backend="ffcv",
+        path="full",
+        data_subdir="rehearsal",
+        cpu_autocast=True,
     ),
 }
 

@@ -186,3 +186,19 @@ SWEEP_BASE = {
 def sweep_recipe(profile: str, **changes) -> Recipe:
     """The profile's sweep recipe with TrainConfig fields changed: sweep_recipe("quick", lr=3e-4)."""
     return with_train(SWEEP_BASE[profile], **changes)
+
+
+# ---------------------------------------------------------------- the rehearsal: full's recipes at toy counts
+
+
+def rehearsed(recipe: Recipe) -> Recipe:
+    """A full recipe with only its counts cut: 2 epochs (1 of warmup where the recipe warms up), batch 8,
+    every other field (optimizer, lr, mixup, label smoothing, grad clipping, autocast, frozen backbone,
+    pretrained weights and fallbacks) as in full."""
+    cfg = replace(recipe.train, epochs=2, warmup_epochs=min(recipe.train.warmup_epochs, 1), batch_size=8,
+                  eval_batch_size=20)
+    return replace(recipe, train=cfg, train_subset=None, note=f"rehearsal of: {recipe.note}")
+
+
+RECIPES.update({("rehearsal", run): rehearsed(r) for (p, run), r in list(RECIPES.items()) if p == "full"})
+SWEEP_BASE["rehearsal"] = rehearsed(SWEEP_BASE["full"])

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from .files import REPO, atomic_write, checkpoints_root, read_json, results_root, save_json
+from .models.common import set_cpu_autocast
 from .profiles import Profile, get_profile
 
 __all__ = ["REPO", "NotebookRun", "atomic_write", "checkpoints_root", "environment", "load_config",
@@ -168,6 +169,7 @@ def start(notebook: str, profile: str | None = None, dataset: str | None = None,
     and the environment. threads: torch's CPU threads (an int, or one per profile; None: torch's default),
     set before the environment is recorded."""
     p = get_profile(profile)
+    set_cpu_autocast(p.cpu_autocast)  # the rehearsal runs full's bf16 autocast on a CPU
     threads = resolve_sized({"threads": threads}, p.name)["threads"] if isinstance(threads, dict) else threads
     if threads:
         torch.set_num_threads(threads)

@@ -56,14 +56,23 @@ def train_subset(profile: str | Profile, recipe: Recipe | None = None) -> int | 
     return min(sizes) if sizes else None
 
 
+def load_data(profile: str | Profile, name: str, split: str = "train", subset: int | None = None
+              ) -> data.ImageSet:
+    """data.load_dataset under a profile: from the profile's data folder (the rehearsal reads its own
+    CIFAR-format files from <data>/rehearsal/, never the real ones)."""
+    p = get_profile(profile)
+    root = data.data_dir() / p.data_subdir if p.data_subdir else None
+    return data.load_dataset(name, split, root=root, subset=subset)
+
+
 def load_splits(profile: str | Profile, dataset: str | None = None, recipe: Recipe | None = None) -> Splits:
-    """(train, val, test) of `dataset` (default: the profile's): the training split cut to the run's subset
+    """(train, val, test) of a dataset (default: the profile's): the training split cut to the run's subset
     (stratified), VAL_FRACTION of it held out as `val`, and the test split cut to the profile's subset."""
     p = get_profile(profile)
     name = dataset or p.dataset
-    full = data.load_dataset(name, "train", subset=train_subset(p, recipe))
+    full = load_data(p, name, "train", train_subset(p, recipe))
     train_ds, val_ds = data.train_val_split(full, VAL_FRACTION, VAL_SEED)
-    return Splits(train_ds, val_ds, data.load_dataset(name, "test", subset=p.test_subset))
+    return Splits(train_ds, val_ds, load_data(p, name, "test", p.test_subset))
 
 
 def run_dir(run: str, dataset: str, profile: str) -> Path:
@@ -76,7 +85,8 @@ def source_dir(recipe: Recipe, profile: str) -> Path | None:
         return None
     folder = checkpoints_root() / profile / recipe.init_from
     if not checkpoints.has_final(folder):
-        raise FileNotFoundError(f"init_from={recipe.init_from!r}: no finished run in {folder}; train it first")
+        raise FileNotFoundError(f"init_from={recipe.init_from!r}: no finished run in {folder}; "
+                                "train it first")
     return folder
 
 
@@ -194,8 +204,23 @@ def get_or_train(
         save_json(key, folder / "store.json")
         cfg = replace(recipe.train, checkpoint_dir=str(folder), progress=progress)
         test = data.make_loader(splits.test, cfg.eval_batch_size, train=False, device=device)
-        train.fit(net, *train.make_loaders(splits.train, splits.val, cfg, device=device), cfg, test_loader=test)
+        backend = training_backend(p)
+        loaders = train.make_loaders(splits.train, splits.val, cfg, device=device, backend=backend)
+        train.fit(net, *loaders, cfg, test_loader=test)
     return net.eval()
+
+
+def training_backend(p: Profile) -> str:
+    """The profile's loader backend for training; ffcv falls back to the resident loader, saying so, when
+    it is not installed (it builds against system libraries: see data/README.md)."""
+    if p.backend == "ffcv":
+        try:
+            import utils.data.ffcv  # noqa: F401
+        except ImportError as err:
+            print(f"profile {p.name}: the ffcv backend is unavailable, training on the resident loader "
+                  f"instead ({str(err).splitlines()[0][:160]})")
+            return "resident"
+    return p.backend
 
 
 def resolve(run: str, dataset: str | None = None, profile: str | Profile | None = None
@@ -208,7 +233,7 @@ def resolve(run: str, dataset: str | None = None, profile: str | Profile | None 
     if not recipe.pretrained or is_stored(run, dataset, p.name):
         return run, None
     try:
-        info = data.load_dataset(dataset, "test").info
+        info = load_data(p, dataset, "test").info
         return run, build(model_of(run), info, recipe, pretrained=recipe.pretrained)
     except models.WeightsUnreachable as err:
         if not recipe.fallback:

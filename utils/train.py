@@ -75,7 +75,7 @@ class TrainConfig:
     adv_eps: float = 0.0
     adv_steps: int = 1
     adv_step_size: float | None = None
-    amp: bool = True  # bf16 autocast, on CUDA only (ignored on CPU)
+    amp: bool = True  # bf16 autocast, on CUDA only (on a CPU under the rehearsal: models.set_cpu_autocast)
     compile: bool = False  # torch.compile the model for training and evaluation
     seed: int = 0  # loaders, mixup and dropout (and initialisation, in the CLI and the store)
     checkpoint_dir: str | None = None  # None: no checkpoints, no resume

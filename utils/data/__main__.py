@@ -5,6 +5,7 @@ profile, full with CUDA, else quick)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..profiles import PROFILES, default_profile_name, get_profile
 from . import get_info, list_datasets, load_dataset
@@ -30,8 +31,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         profile = default_profile_name() if args.profile in (None, "auto") else args.profile
-        name = args.dataset or get_profile(profile).dataset
-        datasets = [load_dataset(name, split, root=args.root) for split in ("train", "test")]
+        p = get_profile(profile) if args.profile or not args.dataset else None
+        name = args.dataset or p.dataset
+        root = args.root
+        if p is not None and p.data_subdir:  # the rehearsal: synthetic pixels in CIFAR's own file format
+            from ..files import data_root
+            from .fake import write_rehearsal
+
+            root = Path(args.root or data_root()) / p.data_subdir
+            for folder in write_rehearsal(root):
+                print(f"rehearsal files (synthetic pixels) in {folder}")
+        datasets = [load_dataset(name, split, root=root) for split in ("train", "test")]
     except (KeyError, FileNotFoundError, RuntimeError, ValueError) as err:
         parser.error(str(err).strip("'\""))
     for ds in datasets:

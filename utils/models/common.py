@@ -37,11 +37,12 @@ class InputAdapter(nn.Module):
         self.model_name = "model"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1]
-        if self.expect is not None and (x.ndim != 4 or tuple(x.shape[1:]) != (self.expect[0], *self.expect[1:2] * 2)):
+        want = None if self.expect is None else (self.expect[0], self.expect[1], self.expect[1])
+        if want is not None and (x.ndim != 4 or tuple(x.shape[1:]) != want):
             c, side = self.expect
-            raise ValueError(f"{self.model_name} takes images of {c}x{side}x{side} (channels x height x width, "
-                             f"batched: (B, {c}, {side}, {side})), got {tuple(x.shape)}; build it for this data "
-                             "with create_model(..., in_chans=, img_size=)")
+            raise ValueError(f"{self.model_name} takes images of {c}x{side}x{side} (channels x height x "
+                             f"width, batched: (B, {c}, {side}, {side})), got {tuple(x.shape)}; "
+                             "build it for this data with create_model(..., in_chans=, img_size=)")
         x = (x - self.mean) / self.std
         if self.out_chans is not None and x.shape[1] != self.out_chans:
             x = x.expand(-1, self.out_chans, -1, -1)
@@ -89,10 +90,21 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
 
 
+_CPU_AUTOCAST = False  # the rehearsal profile turns it on (results.start): full's autocast flags run on a CPU
+
+
+def set_cpu_autocast(on: bool) -> None:
+    """Let `autocast` run bf16 autocast on CPUs too (the rehearsal: full's mixed-precision path, on a CPU)."""
+    global _CPU_AUTOCAST
+    _CPU_AUTOCAST = bool(on)
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA when `enabled`; a no-op context elsewhere (bf16 on a CPU is emulated or slow)."""
-    on_cuda = torch.device(device).type == "cuda"
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and on_cuda)
+    """bf16 autocast on CUDA when `enabled`; a no-op context elsewhere (bf16 on a CPU is emulated or slow),
+    unless set_cpu_autocast(True)."""
+    kind = torch.device(device).type
+    on = enabled and (kind == "cuda" or (kind == "cpu" and _CPU_AUTOCAST))
+    return torch.autocast(kind if kind in ("cuda", "cpu") else "cpu", dtype=torch.bfloat16, enabled=on)
 
 
 def _apply_input(module: nn.Module, args: tuple) -> tuple:

@@ -15,7 +15,9 @@ Each builder's overrides are the keys of its config.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import timm
 import torch
@@ -27,6 +29,7 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.tnt import TNT
 from timm.models.vision_transformer import VisionTransformer
 
+from ..files import data_root
 from .common import (
     InputAdapter,
     WeightsUnreachable,
@@ -200,8 +203,10 @@ def _pretrained_builder(arch: str, doc: str):
     def build(num_classes: int = 10, in_chans: int = 3, img_size: int = 32, mean: Stats = None,
               std: Stats = None, pretrained: bool = False, **overrides) -> nn.Module:
         cfg = merge_overrides(arch, dict(drop_rate=0.0, drop_path_rate=0.1), overrides)
+        local = mirrored_weights(arch) if pretrained else None
+        overlay = {"pretrained_cfg_overlay": {"file": str(local)}} if local is not None else {}
         try:
-            model = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **cfg)
+            model = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **cfg, **overlay)
         except OSError as err:  # the hub's offline and connection errors are all OSErrors
             raise WeightsUnreachable(_hub_unreachable(arch, err)) from err
         weights = timm.models.get_pretrained_cfg(arch)  # the statistics the weights were trained with
@@ -220,13 +225,27 @@ for _name, _doc in PRETRAINED_224.items():
     register_model("mixer" if _name.startswith("mixer") else "vit", _name)(_pretrained_builder(_name, _doc))
 
 
+def weights_mirror() -> Path:
+    """A local copy of hub weights for offline machines: $MLPZOOM_WEIGHTS, else <data>/weights/, laid out as
+    <hub id>/model.safetensors (what `hf download <hub id> model.safetensors --local-dir <hub id>` makes)."""
+    env = os.environ.get("MLPZOOM_WEIGHTS")
+    return Path(env) if env else data_root() / "weights"
+
+
+def mirrored_weights(arch: str) -> Path | None:
+    """The mirrored weights file of a 224x224 architecture, if it is there (used instead of the hub)."""
+    path = weights_mirror() / timm.models.get_pretrained_cfg(arch).hf_hub_id / "model.safetensors"
+    return path if path.is_file() else None
+
+
 def _hub_unreachable(arch: str, err: Exception) -> str:
     hub_id = timm.models.get_pretrained_cfg(arch).hf_hub_id  # timm/vit_small_patch16_224.augreg_in21k_ft_in1k
     return (
         f"{arch}: pretrained weights come from the Hugging Face hub, which is unreachable "
         f"({type(err).__name__}: {err}). On a machine with internet run "
         f"`hf download {hub_id} model.safetensors --local-dir {hub_id}` (or fetch "
-        f"https://huggingface.co/{hub_id}/resolve/main/model.safetensors), copy the file here and call "
+        f"https://huggingface.co/{hub_id}/resolve/main/model.safetensors) and put the file at "
+        f"{weights_mirror() / hub_id / 'model.safetensors'} (the weights mirror, $MLPZOOM_WEIGHTS), or call "
         f"create_model({arch!r}, checkpoint='<path>/model.safetensors'); with num_classes != 1000 its "
         "ImageNet head is dropped."
     )

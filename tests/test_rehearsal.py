@@ -1,0 +1,278 @@
+"""The rehearsal: the `full` profile's code path on a CPU at toy counts, so that `full` never fails first on a
+user's GPU. Every numbered notebook executes under it on CIFAR-format files of synthetic pixels, with the
+pretrained paths fed weights files written here in the formats the hub and the authors serve (random
+values: no hub is reachable). The last tests show what it catches that smoke does not."""
+
+import ast
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from utils import data, models, profiles, recipes, run_notebooks, store
+from utils.data import fake
+from utils.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = [p.name for p in run_notebooks.find_notebooks(ROOT)]
+REHEARSAL = profiles.PROFILES["rehearsal"]
+TRIO = REHEARSAL.trio
+
+
+def parameters(notebook: str) -> dict:
+    """The literal values of a notebook's parameters cell (comprehensions evaluated)."""
+    cell = next(c for c in nbformat.read(ROOT / notebook, as_version=4).cells
+                if "parameters" in c.get("metadata", {}).get("tags", []))
+    values = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            values[node.targets[0].id] = eval(compile(ast.Expression(node.value), notebook, "eval"), {})
+    return values
+
+
+def per_profile_knobs(notebook: str) -> dict[str, dict]:
+    return {k: v for k, v in parameters(notebook).items() if isinstance(v, dict) and "full" in v}
+
+
+def test_the_rehearsal_profile_is_full_at_toy_counts():
+    full = profiles.PROFILES["full"]
+    assert REHEARSAL.code_path == "full" and REHEARSAL.device == "cpu" and REHEARSAL.cpu_autocast
+    same = ("dataset", "models", "backend")
+    assert [getattr(REHEARSAL, k) for k in same] == [getattr(full, k) for k in same]
+    for (profile, run), r in recipes.RECIPES.items():
+        if profile != "full":
+            continue
+        ours = recipes.get_recipe(run, "rehearsal")
+        assert (ours.train.epochs, ours.train.batch_size) == (2, 8)
+        changed = {f.name for f in dataclasses.fields(TrainConfig)
+                   if getattr(ours.train, f.name) != getattr(r.train, f.name)}
+        assert changed <= {"epochs", "warmup_epochs", "batch_size", "eval_batch_size"}, (run, changed)
+        assert (ours.pretrained, ours.trainable, ours.fallback, ours.overrides) == (
+            r.pretrained, r.trainable, r.fallback, r.overrides)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_every_notebook_takes_fulls_branches_at_smaller_counts(notebook):
+    """Each per-profile knob has a rehearsal value: full's names (models, datasets, modes), at most full's
+    counts. So the rehearsal runs the branches full runs, only smaller."""
+    knobs = per_profile_knobs(notebook)
+    for knob, by_profile in knobs.items():
+        assert "rehearsal" in by_profile, f"{notebook}: {knob} has no rehearsal value"
+        full, ours = by_profile["full"], by_profile["rehearsal"]
+        if isinstance(full, str):
+            assert ours == full, (notebook, knob)
+        elif isinstance(full, list) and full and all(isinstance(v, str) for v in full):
+            assert ours and set(ours) <= set(full), (notebook, knob, ours)
+        elif isinstance(full, int | float) and not isinstance(full, bool) and ours is not None:
+            assert ours <= full, (notebook, knob, ours, full)
+
+
+# ---------------------------------------------------------------------------------------------- the files
+
+
+def write_timm_weights(arch: str, mirror: Path) -> Path:
+    """A random `model.safetensors` of a timm architecture (1000-class head) where the hub would put it."""
+    path = mirror / timm.models.get_pretrained_cfg(arch).hf_hub_id / "model.safetensors"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        save_file(timm.create_model(arch, pretrained=False).state_dict(), str(path))
+    return path
+
+
+def write_paper_checkpoint(model: str, tag: str, checkpoints: Path, classes: int = 11_230) -> Path:
+    """Random weights under the Scaling-MLPs authors' key layout (linear_in, blocks.i.block.0/2, layernorms.i,
+    linear_out), saved with torch.save as their `<name>_weights` files are; an ImageNet-21k-sized head."""
+    net = models.create_model(model, num_classes=classes)
+    sd = {"linear_in.weight": net.stem.weight, "linear_in.bias": net.stem.bias,
+          "linear_out.weight": net.head.weight, "linear_out.bias": net.head.bias}
+    for i, b in enumerate(net.blocks):
+        sd |= {f"blocks.{i}.block.0.weight": b.fc1.weight, f"blocks.{i}.block.0.bias": b.fc1.bias,
+               f"blocks.{i}.block.2.weight": b.fc2.weight, f"blocks.{i}.block.2.bias": b.fc2.bias,
+               f"layernorms.{i}.weight": b.norm.weight, f"layernorms.{i}.bias": b.norm.bias}
+    path = checkpoints / "paper" / f"{models.mlp.PAPER_CHECKPOINTS[model, tag][0]}_weights"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({f"module.{k}": v.detach().clone() for k, v in sd.items()}, path)  # DataParallel prefix
+    return path
+
+
+def pretrained_runs() -> set[str]:
+    """Every rehearsal run that starts from published weights (the trio's ViT, 01's pretrained zoo)."""
+    return {run for (profile, run), r in recipes.RECIPES.items() if profile == "rehearsal" and r.pretrained}
+
+
+@pytest.fixture(scope="session")
+def rehearsal_dirs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("rehearsal")
+    dirs = {"MLPZOOM_DATA": base / "data", "MLPZOOM_RESULTS": base / "results",
+            "MLPZOOM_CHECKPOINTS": base / "checkpoints", "MLPZOOM_WEIGHTS": base / "weights"}
+    fake.write_rehearsal(dirs["MLPZOOM_DATA"] / "rehearsal")
+    for run in pretrained_runs():
+        model = store.model_of(run)
+        if model.startswith("mlp_"):
+            write_paper_checkpoint(model, "in21k", dirs["MLPZOOM_CHECKPOINTS"])
+        else:
+            write_timm_weights(model, dirs["MLPZOOM_WEIGHTS"])
+    return dirs
+
+
+@pytest.fixture
+def rehearsal_env(rehearsal_dirs, monkeypatch):
+    for key, path in rehearsal_dirs.items():
+        monkeypatch.setenv(key, str(path))
+    return rehearsal_dirs
+
+
+def test_the_fake_files_are_cifar_in_its_own_format(rehearsal_env):
+    train, test = (store.load_data("rehearsal", "cifar10", s) for s in ("train", "test"))
+    assert (len(train), len(test)) == (60, 20) and tuple(train.images.shape[1:]) == (3, 32, 32)
+    assert torch.bincount(train.labels).tolist() == [6] * 10 and train.info.classes[0] == "airplane"
+    c100 = store.load_data("rehearsal", "cifar100[0-9]", "train")
+    assert len(c100) == 30 and c100.info.num_classes == 10
+    stl = store.load_data("rehearsal", "stl10", "train")
+    assert tuple(stl.images.shape) == (30, 3, 96, 96) and torch.bincount(stl.labels).tolist() == [3] * 10
+    with pytest.raises(FileNotFoundError):  # the real CIFAR-10 is never replaced by the fake one
+        data.load_dataset("cifar10", "train", root=rehearsal_env["MLPZOOM_DATA"] / "elsewhere")
+
+
+def test_the_pretrained_paths_read_the_written_files(rehearsal_env):
+    vit = models.create_model("vit_small_patch16_224", num_classes=10, pretrained=True)
+    mirror = write_timm_weights("vit_small_patch16_224", rehearsal_env["MLPZOOM_WEIGHTS"])
+    from safetensors.torch import load_file
+
+    weights = load_file(str(mirror))
+    assert torch.equal(vit.blocks[3].attn.qkv.weight, weights["blocks.3.attn.qkv.weight"])
+    assert vit.head.weight.shape == (10, 384)  # the 1000-class head is dropped
+    mlp = models.create_model("mlp_b12_wi1024", num_classes=10, pretrained=True)
+    paper = torch.load(next((rehearsal_env["MLPZOOM_CHECKPOINTS"] / "paper").glob("*_weights")))
+    assert torch.equal(mlp.blocks[11].norm.weight, paper["module.layernorms.11.weight"])
+    assert torch.equal(mlp.stem.weight, paper["module.linear_in.weight"])
+    assert mlp.head.weight.shape == (10, 1024)
+
+
+# ------------------------------------------------------------------ every recipe field reaches the trainer
+
+_READ: set[str] = set()
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadTracked(TrainConfig):
+    """A TrainConfig recording the fields anything but dataclasses' own copying (asdict, replace) reads."""
+
+    def __getattribute__(self, name):
+        if not name.startswith("_") and sys._getframe(1).f_code.co_filename != dataclasses.__file__:
+            _READ.add(name)
+        return object.__getattribute__(self, name)
+
+
+def unread_fields(recipe: recipes.Recipe, run: str, profile: str, **kw) -> set[str]:
+    """Train `run` with `recipe` and return the fields it sets away from TrainConfig's defaults that the
+    training path never read: a recipe field the trainer ignores."""
+    tracked = type(recipe.train) if isinstance(recipe.train, ReadTracked) else ReadTracked
+    cfg = tracked(**{f.name: getattr(recipe.train, f.name) for f in dataclasses.fields(recipe.train)})
+    _READ.clear()
+    recipe = dataclasses.replace(recipe, train=cfg)
+    store.get_or_train(run, profile=profile, recipe=recipe, progress=False, **kw)
+    defaults = tracked()
+    changed = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(defaults, f.name)}
+    return changed - _READ
+
+
+@pytest.mark.parametrize("run", TRIO + ["mlp_b12_wi1024@in21k"])
+def test_every_field_of_a_full_recipe_is_read_by_the_training_path(run, rehearsal_env):
+    unread = unread_fields(recipes.get_recipe(run, "rehearsal"), run, "rehearsal")
+    assert not unread, f"{run}: recipe fields the trainer never read: {unread}"
+    card = store.model_card(run, REHEARSAL.dataset, "rehearsal")
+    assert card["epochs"] == 2 and card["data"]["train"]["n"] == 50 and 0 <= card["metrics"]["test_top1"] <= 1
+
+
+# ----------------------------------------------------------------------------------- every notebook, in order
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_under_the_rehearsal(name, rehearsal_env):
+    (result,) = run_notebooks.run("rehearsal", only=[name[:2]], root=ROOT, stream=False)
+    assert result.ok, result
+    out = rehearsal_env["MLPZOOM_RESULTS"] / "rehearsal" / "cifar10" / Path(name).stem
+    if out.name == "07_plots":
+        manifest = json.loads((out.parent / "figures.json").read_text())
+        assert sum(m["status"] == "drawn" for m in manifest) >= 30
+        return
+    config = json.loads((out / "config.json").read_text())
+    assert config["profile"] == "rehearsal" and config["dataset"] == "cifar10"
+
+
+def test_the_frozen_backbone_stayed_the_written_weights_and_the_head_trained(rehearsal_env):
+    from safetensors.torch import load_file
+
+    net = store.get_or_train("vit_small_patch16_224", profile="rehearsal")  # stored by the tests above
+    hub = load_file(str(write_timm_weights("vit_small_patch16_224", rehearsal_env["MLPZOOM_WEIGHTS"])))
+    assert torch.equal(net.blocks[11].mlp.fc2.weight, hub["blocks.11.mlp.fc2.weight"])
+    fresh = models.create_model("vit_small_patch16_224", num_classes=10, pretrained=True)
+    assert not torch.equal(net.head.weight, fresh.head.weight)  # the new head trained
+
+
+# ------------------------------------------------------------------------------------ what it catches
+
+
+def test_it_catches_a_shape_error_only_the_full_models_hit(rehearsal_env, monkeypatch):
+    """A resize that stops resizing breaks B-12/Wi-1024 (64x64) and ViT-S/16 (224x224), never smoke's trio."""
+    monkeypatch.setattr(models.common.F, "interpolate", lambda x, **kw: x)
+    smoke_info = store.load_splits("smoke").test.info
+    for m in profiles.PROFILES["smoke"].trio:
+        net = models.create_model(m, num_classes=smoke_info.num_classes, in_chans=smoke_info.channels,
+                                 img_size=smoke_info.image_size)
+        net(torch.rand(2, smoke_info.channels, smoke_info.image_size, smoke_info.image_size))
+    info = store.load_data("rehearsal", "cifar10", "test").info
+    for m in ("mlp_b12_wi1024", "vit_small_patch16_224"):
+        net = models.create_model(m, num_classes=info.num_classes, in_chans=info.channels,
+                                  img_size=info.image_size)
+        with pytest.raises((RuntimeError, AssertionError)):
+            net(torch.rand(2, 3, 32, 32))
+
+
+def test_it_catches_a_recipe_field_the_trainer_ignores(rehearsal_env):
+    """A field a recipe sets that the training path never reads (a new `ema_decay` nobody wired in)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class WithEma(ReadTracked):
+        ema_decay: float = 0.0
+
+    base = recipes.get_recipe("resnet18_cifar", "rehearsal")
+    recipe = dataclasses.replace(base, train=WithEma(**dataclasses.asdict(base.train), ema_decay=0.999))
+    assert unread_fields(recipe, "resnet18_cifar@ema", "rehearsal") == {"ema_decay"}
+
+
+def test_it_catches_a_notebook_branch_only_full_takes(tmp_path, rehearsal_env):
+    """The same notebook with an error in its full-only branch: smoke passes, the rehearsal fails."""
+    nb = nbformat.v4.new_notebook()
+    knob = 'n = {"smoke": 1, "quick": 1, "full": 1, "rehearsal": 1}'
+    params = nbformat.v4.new_code_cell(f"profile = None\n{knob}")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "from utils import results\n"
+        "run = results.start('98_branch', profile, sized=dict(n=n))\n"
+        "if run.p.code_path == 'full':\n"
+        "    pretrained_zoo_loop_with_a_typo\n"
+        "run.finish()")]
+    nbformat.write(nb, tmp_path / "98_branch.ipynb")
+    (tmp_path / "utils").symlink_to(ROOT / "utils")
+    assert run_notebooks.run("smoke", only=["98"], root=tmp_path, stream=False)[0].ok
+    assert not run_notebooks.run("rehearsal", only=["98"], root=tmp_path, stream=False)[0].ok
+
+
+def test_make_data_writes_the_rehearsal_files(tmp_path, capsys):
+    """`make data PROFILE=rehearsal` (python -m utils.data --profile rehearsal) writes and decodes them."""
+    from utils.data.__main__ import main
+
+    main(["--profile", "rehearsal", "--root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "cifar10/train: 60 images of (3, 32, 32), 10 classes (6-6 per class)" in out
+    assert (tmp_path / "rehearsal" / "cifar-100-python" / "train").is_file()
+    assert (tmp_path / "rehearsal" / "stl10_binary" / "test_X.bin").stat().st_size == 20 * 3 * 96 * 96
