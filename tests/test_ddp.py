@@ -17,7 +17,7 @@ import safetensors.torch
 import torch
 import torch.distributed as dist
 
-from utils import checkpoints, data, distributed, store, train
+from utils import checkpoints, data, distributed, metrics, models, store, train
 from utils.data import Augment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,9 +120,12 @@ needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
-    """The uninterrupted 2-process launch: ln/ and bn/ by the CLI, a smoke store run of test_mlp."""
+    """The uninterrupted 2-process launch: ln/ and bn/ by the CLI, a smoke store run of test_mlp, ffcv/ (the
+    CLI with backend ffcv)."""
     root = tmp_path_factory.mktemp("ddp")
-    done = torchrun(root, [ln_args(root / "ln"), bn_args(root / "bn"), ["store", "test_mlp"]])
+    jobs = [ln_args(root / "ln"), bn_args(root / "bn"), ["store", "test_mlp"],
+            [*ln_args(root / "ffcv"), "--backend", "ffcv", "--epochs", "1"]]
+    done = torchrun(root, jobs)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return root, done
 
@@ -161,6 +164,18 @@ def test_the_store_trains_under_torchrun_like_one_process(launched, tmp_path, mo
     assert r0["weights"] == r1["weights"]  # every rank returns the same model
 
 
+@needs_gloo
+def test_ffcv_backend_under_torchrun_scores_the_saved_model(launched, monkeypatch):
+    root, _ = launched
+    monkeypatch.setenv("MLPZOOM_DATA", str(root / "data"))
+    card = json.loads((root / "ffcv" / "model.json").read_text())
+    model = models.create_model(card["model"], **card["model_config"])
+    model.load_state_dict(weights(root / "ffcv"))
+    test = metrics.evaluate(model, data.make_loader(data.load_dataset("synthetic", "test"), 250, train=False))
+    assert card["metrics"]["test_top1"] == test["top1"]  # the betons were written once, by rank 0
+    assert ranks(root / "ffcv")[1]["shard"] == [1, 2, 32] and ranks(root / "ffcv")[1]["val_batches"] == 1
+
+
 # ---------------------------------------------------------------- (b) killed under torchrun, resumed
 
 
@@ -187,12 +202,14 @@ def test_killed_two_process_run_resumes_and_equals_the_uninterrupted_one(launche
 @needs_gloo
 def test_rank_zero_writes_one_set_of_files(launched):
     root, done = launched
-    for run in ("ln", "bn"):
-        assert sorted(os.listdir(root / run)) == FILES
-        assert len((root / run / "history.csv").read_text().splitlines()) == 4  # header + 3 epochs, once
+    for run, epochs in (("ln", 3), ("bn", 3), ("ffcv", 1)):
+        one_epoch = [f for f in FILES if f != "prev.pt"]  # prev.pt is the last.pt before the last epoch's
+        assert sorted(os.listdir(root / run)) == (FILES if epochs > 1 else one_epoch)
+        lines = len((root / run / "history.csv").read_text().splitlines())
+        assert lines == 1 + epochs  # a header and a row per epoch, once
     leftovers = [p.name for p in root.rglob("*") if ".tmp" in p.name]
     assert leftovers == []
-    assert done.stdout.count('"checkpoint_dir"') == 2  # the CLI's summary: rank 0 prints, once per run
+    assert done.stdout.count('"checkpoint_dir"') == 3  # the CLI's summary: rank 0 prints, once per run
     assert done.stderr.count("SyncBatchNorm is GPU-only") == 2  # warned once per process (bn run only)
 
 

@@ -66,6 +66,13 @@ def write_beton(ds: ImageSet, path: str | Path, num_workers: int = 2) -> Path:
     return atomic_write(path, write)
 
 
+def _write_if_missing(ds: ImageSet, path: Path) -> None:
+    # One writer: ffcv writes pages in parallel, so two writes of one set differ in layout, and a reader that
+    # opened the file before another rank's rename and again after would mix the two.
+    if not path.exists():
+        write_beton(ds, path)
+
+
 def default_beton_path(ds: ImageSet) -> Path:
     """`<cache dir>/<name>-<split>-<content hash>.beton`: a changed or subset set gets its own file."""
     digest = hashlib.blake2b(digest_size=6)
@@ -143,8 +150,7 @@ class FFCVLoader(EpochLoader):
                              f"not by shard={shard}: run under torchrun after utils.distributed.setup()")
         super().__init__(ds, batch_size, shard=shard, **kw)
         self.path = Path(path) if path is not None else default_beton_path(ds)
-        if not self.path.exists():
-            write_beton(ds, self.path)
+        distributed.on_main(_write_if_missing, ds, self.path)  # torchrun: rank 0 writes, the others wait
         threads = torch.get_num_threads()
         self.loader = Loader(
             str(self.path), batch_size=self.local_batch, num_workers=num_workers, seed=self.seed,
