@@ -1,9 +1,11 @@
 """utils.distributed: torchrun + DDP on CPU (gloo, 2 processes) against the 1-process engine, and each rank's
 slice of the loaders.
 
-Three torchrun launches (~30 s each on 2 busy cores; the imports dominate) serve every 2-process test: one
-uninterrupted launch runs the CLI twice (a LayerNorm MLP; a BatchNorm + dropout + mixup MLP) and a store run,
-then a launch of the second CLI run is SIGKILLed after epoch 2 and a third resumes it.
+Three torchrun launches serve every 2-process test: one uninterrupted launch runs the CLI three times (a
+LayerNorm MLP; a BatchNorm + dropout + mixup MLP; the LayerNorm MLP on ffcv), a store run and a refused ragged
+loader, then a launch of the second CLI run is SIGKILLed after epoch 2 and a third resumes it. The imports
+dominate (torch, timm, ffcv: ~10 s a process). The file: ~75 CPU-s; 131 s wall on 2 cores shared with other
+jobs (load ~7), of which the first launch 58 s and the kill + resume 40 s.
 """
 
 import json
@@ -46,7 +48,7 @@ import json, os, signal, sys
 from pathlib import Path
 import torch
 import utils.train as t
-from utils import data, distributed, metrics, store
+from utils import data, distributed, metrics, models, store
 
 kill_at, real_epoch, real_fit, shutdown = int(os.environ.get("KILL_AT", "-1")), t.train_epoch, t.fit, \\
     distributed.shutdown
@@ -73,6 +75,13 @@ t.train_epoch, t.fit = train_epoch, fit
 for job in json.loads(sys.argv[1]):
     if job[0] == "store":
         net = store.get_or_train(job[1], "synthetic", "smoke", progress=False)
+    elif job[0] == "ragged":  # 80 images, global batch 64, drop_last=False: rank 0 takes 2 steps, rank 1 one
+        ds = data.load_dataset("synthetic", "train", subset=80)
+        try:
+            real_fit(models.create_for("test_mlp", ds.info), data.make_loader(ds, 64, train=True,
+                     drop_last=False), None, t.TrainConfig(epochs=1, progress=False))
+        except ValueError as err:
+            Path(f"{job[1]}.rank{distributed.rank()}.txt").write_text(str(err))
     else:
         t.main(job)
 shutdown()
@@ -124,7 +133,7 @@ def launched(tmp_path_factory):
     CLI with backend ffcv)."""
     root = tmp_path_factory.mktemp("ddp")
     jobs = [ln_args(root / "ln"), bn_args(root / "bn"), ["store", "test_mlp"],
-            [*ln_args(root / "ffcv"), "--backend", "ffcv", "--epochs", "1"]]
+            [*ln_args(root / "ffcv"), "--backend", "ffcv", "--epochs", "1"], ["ragged", str(root / "ragged")]]
     done = torchrun(root, jobs)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return root, done
@@ -174,6 +183,15 @@ def test_ffcv_backend_under_torchrun_scores_the_saved_model(launched, monkeypatc
     test = metrics.evaluate(model, data.make_loader(data.load_dataset("synthetic", "test"), 250, train=False))
     assert card["metrics"]["test_top1"] == test["top1"]  # the betons were written once, by rank 0
     assert ranks(root / "ffcv")[1]["shard"] == [1, 2, 32] and ranks(root / "ffcv")[1]["val_batches"] == 1
+
+
+@needs_gloo
+def test_ranks_with_different_step_counts_are_refused_on_every_rank(launched):
+    root, _ = launched  # instead of one rank waiting forever in DDP's gradient sync
+    for r in (0, 1):
+        assert (root / f"ragged.rank{r}.txt").read_text() == (
+            "the training loader takes [2, 1] steps on ranks 0..1; every rank must take the same steps: use "
+            "drop_last=True (the default for training)")
 
 
 # ---------------------------------------------------------------- (b) killed under torchrun, resumed

@@ -87,11 +87,18 @@ def rank_seed(seed: int) -> int:
 
 
 def check_sharded(loader) -> None:
-    """ValueError when a training loader was not built for this process group (before setup())."""
+    """ValueError (on every rank) when a training loader was not built for this process group (before setup())
+    or its ranks would take different numbers of steps (drop_last=False)."""
     have = (getattr(loader, "rank", rank()), getattr(loader, "world_size", world_size()))
     if have != (rank(), world_size()):
         raise ValueError(f"the training loader serves rank {have[0]} of {have[1]}, but this process is rank "
                          f"{rank()} of {world_size()}: build the loaders after utils.distributed.setup()")
+    if active():  # DDP syncs every step: a rank with a step more than the others would wait forever
+        steps: list = [None] * world_size()
+        dist.all_gather_object(steps, len(loader))
+        if len(set(steps)) > 1:
+            raise ValueError(f"the training loader takes {steps} steps on ranks 0..{world_size() - 1}; every "
+                             "rank must take the same steps: use drop_last=True (the default for training)")
 
 
 # ---------------------------------------------------------------- rank 0 acts, the others follow
