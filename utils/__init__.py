@@ -1,8 +1,8 @@
 """The shared package behind the numbered notebooks.
 
 Infrastructure (this folder): `data`, `models`, `train`, `metrics`, `hooks`, `store`, `recipes`, `profiles`,
-`results`, `plots`, `files`, `registry`, `timing`, `run_notebooks`, `report`. Experiments, one module per
-question: `utils.experiments.<topic>` (they import infrastructure, never each other).
+`results`, `plots`, `files`, `registry`, `timing`, `run_notebooks`, `report`, `distributed`. Experiments, one
+module per question: `utils.experiments.<topic>` (they import infrastructure, never each other).
 
     from utils import data, models, train, metrics, store
     from utils.experiments import attacks, texture_shape, cka
@@ -14,7 +14,8 @@ must not find itself imported already. `import utils; utils.models` still works 
 import importlib
 
 _SUBMODULES = {"data", "models", "train", "metrics", "hooks", "store", "recipes", "profiles", "results",
-               "plots", "files", "registry", "timing", "run_notebooks", "report", "experiments"}
+               "plots", "files", "registry", "timing", "run_notebooks", "report", "experiments",
+               "distributed"}
 
 
 def __getattr__(name: str):

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distributed
 from .models import autocast, eval_mode, model_device
 
 
@@ -31,7 +32,8 @@ def topk_hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, amp: bool = True) -> dict[str, float]:
     """Top-1, top-5 (top-k for k = min(5, classes)) and mean cross-entropy over the loader, in eval mode.
-    Sums stay on the device (float64 loss, int64 counts) and are read once at the end."""
+    Sums stay on the device (float64 loss, int64 counts) and are read once at the end. A loader serving one
+    rank's slices under torchrun (world_size > 1) is summed over the ranks: the same numbers on every rank."""
     device = model_device(model)
     n, loss = 0, torch.zeros((), dtype=torch.float64, device=device)
     top1 = top5 = torch.zeros((), dtype=torch.long, device=device)
@@ -43,6 +45,9 @@ def evaluate(model: nn.Module, loader, amp: bool = True) -> dict[str, float]:
             loss += F.cross_entropy(out, y, reduction="sum").double()
             hit1, hit5 = topk_hits(out, y)
             top1, top5, n = top1 + hit1, top5 + hit5, n + len(y)
+    if getattr(loader, "world_size", 1) > 1:
+        loss, top1, top5, n = distributed.summed(loss, top1, top5, n)
+        return {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "loss": loss / max(n, 1)}
     n = max(n, 1)
     return {"top1": top1.item() / n, "top5": top5.item() / n, "loss": loss.item() / n}
 

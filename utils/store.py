@@ -30,7 +30,7 @@ from typing import NamedTuple
 import pandas as pd
 import torch.nn as nn
 
-from . import checkpoints, data, models, train
+from . import checkpoints, data, distributed, models, train
 from .files import checkpoints_root, save_json
 from .profiles import Profile, get_profile
 from .recipes import Recipe, get_recipe
@@ -158,18 +158,30 @@ def _set_aside_if_changed(folder: Path, key: dict) -> None:
               f"{moved}, training anew")
 
 
-def _load(run: str, folder: Path, device: str) -> nn.Module | None:
-    """The finished model in `folder`, or None when a final file is unreadable (then set aside, so that
+def _stored(folder: Path, key: dict) -> tuple[dict, dict] | None:
+    """(model card, weights) of the finished run in `folder` stored under `key`; None when there is none (a
+    run under another key is moved aside first) or a final file is unreadable (then set aside, so that
     train.fit rebuilds it from last.pt, or retrains without overwriting it)."""
+    _set_aside_if_changed(folder, key)
+    if not checkpoints.has_final(folder):
+        return None
     bad = checkpoints.unreadable_finals(folder)
     for name in bad:
         checkpoints.set_aside(folder / name, "unreadable; rebuilding")
     if bad:
         return None
-    card = checkpoints.read_card(folder)  # its model_config rebuilds the architecture
-    net = models.create_model(model_of(run), **card["model_config"])
-    net.load_state_dict(checkpoints.read_weights(folder))
+    return checkpoints.read_card(folder), checkpoints.read_weights(folder)
+
+
+def _built(run: str, card: dict, weights: dict, device: str) -> nn.Module:
+    net = models.create_model(model_of(run), **card["model_config"])  # the card's config rebuilds it
+    net.load_state_dict(weights)
     return net.to(device).eval()
+
+
+def _write_key(folder: Path, key: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_json(key, folder / "store.json")
 
 
 def get_or_train(
@@ -187,21 +199,24 @@ def get_or_train(
     run with the same key is stored, else trained with `recipe` (default: recipes.get_recipe(run, profile)),
     resuming a half-finished run. `net`: the freshly built model to train (from `resolve`), so pretrained
     weights are fetched once. `splits`: train/val/test to use instead of load_splits' (e.g. k images per
-    class of a transfer task); they are part of the key like any other data."""
+    class of a transfer task); they are part of the key like any other data.
+
+    Under torchrun (`torchrun --nproc_per_node=N -m utils.store RUN ...`) every rank calls this: rank 0 reads
+    and writes the run folder (utils/distributed.py), every rank trains with DDP on its device and returns
+    the same model."""
     p = get_profile(profile)
-    dataset, recipe, device = dataset or p.dataset, recipe or get_recipe(run, p.name), device or p.device
+    dataset, recipe = dataset or p.dataset, recipe or get_recipe(run, p.name)
+    device = distributed.setup(device or p.device)  # under torchrun: the process group; cuda:LOCAL_RANK
     splits = splits or load_splits(p, dataset, recipe)
     source = source_dir(recipe, p.name)
     folder, key = run_dir(run, dataset, p.name), store_key(run, recipe, splits, source)
-    with checkpoints.run_lock(folder):
-        _set_aside_if_changed(folder, key)
-        if is_stored(run, dataset, p.name) and (loaded := _load(run, folder, device)) is not None:
-            return loaded
+    with distributed.main_lock(folder):
+        if (stored := distributed.on_main(_stored, folder, key)) is not None:  # rank 0 reads; a copy for all
+            return _built(run, *stored, device)
         if net is None:
             net = build(model_of(run), splits.train.info, recipe, source, pretrained=recipe.pretrained)
         freeze_except(net, recipe.trainable)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_json(key, folder / "store.json")
+        distributed.on_main(_write_key, folder, key)
         cfg = replace(recipe.train, checkpoint_dir=str(folder), progress=progress)
         test = data.make_loader(splits.test, cfg.eval_batch_size, train=False, device=device)
         backend = training_backend(p)
@@ -282,3 +297,29 @@ def sweep(points: dict[str, Recipe], dataset: str | None = None, profile: str | 
     for name, recipe in points.items():
         get_or_train(name, dataset, profile, recipe=recipe, device=device)
     return summarize(list(points), dataset, profile)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m utils.store RUN [RUN ...] [--dataset D] [--profile P]`: train (or load) stored runs with
+    their recipes, so that a notebook then loads them; under `torchrun --nproc_per_node=N` with DDP."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Train (or load) runs into the store with their recipes.")
+    parser.add_argument("runs", nargs="+", help="run names, e.g. mlp_b12_wi1024@in21k resnet18_cifar")
+    parser.add_argument("--dataset", help="default: the profile's")
+    parser.add_argument("--profile", help="smoke, quick, full or rehearsal (default: full on CUDA, else "
+                        "quick)")
+    args = parser.parse_args(argv)
+    try:
+        for run in args.runs:
+            get_or_train(run, args.dataset, args.profile)
+        if distributed.is_main():
+            print(summarize(args.runs, args.dataset, args.profile).to_string(index=False))
+    except (ValueError, FileNotFoundError, KeyError, checkpoints.RunBusy) as err:
+        raise SystemExit(f"error: {err}") from None
+    finally:
+        distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,9 @@ run exactly on CPU (the loaders' batches depend only on (seed, epoch)). A finish
 file handling (lock, corrupt files, rebuilding) is utils.checkpoints'.
 
 CLI: `python -m utils.train --model cnn_small --dataset fashion-mnist --epochs 5` (every TrainConfig field is a
-flag; `python -m utils.train --help`).
+flag; `python -m utils.train --help`). Multi-GPU: `torchrun --standalone --nproc_per_node=N -m utils.train
+...` trains with DistributedDataParallel: batch_size and lr are the global batch's, rank 0 writes every file
+(utils/distributed.py says what each part does under torchrun).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoints
+from . import checkpoints, distributed
 from .data import Augment, ImageSet, default_augment, make_loader
 from .data.base import epoch_seed
 from .files import checkpoints_root
@@ -172,7 +174,9 @@ def adversarial_batch(forward, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
     .grad are untouched."""
     eps, steps = cfg.adv_eps, 1 if cfg.adversarial == "fgsm" else cfg.adv_steps
     alpha = cfg.adv_step_size or (1.25 * eps if cfg.adversarial == "fgsm" else 2.5 * eps / steps)
-    delta = ((torch.rand(x.shape, generator=gen) * 2 - 1) * eps).to(x.device, x.dtype)
+    b, r = len(x), distributed.rank()  # under torchrun: this rank's part of the global batch's draw
+    start = torch.rand((b * distributed.world_size(), *x.shape[1:]), generator=gen)[r * b : r * b + b]
+    delta = ((start * 2 - 1) * eps).to(x.device, x.dtype)
     delta = (x + delta).clamp(0, 1) - x
     for _ in range(steps):
         delta.requires_grad_(True)
@@ -193,10 +197,12 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generat
 
 def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, epoch: int) -> dict:
     """One pass; returns train loss/acc, images/s and the last lr. Updates are counted from epoch * len.
+    `forward` trains (the DDP wrapper under torchrun); adversarial examples are crafted on `model` there.
 
     The running sums stay on the device (float64 loss, int64 hits), so a step never waits for the device;
     the loss is checked for finiteness every FINITE_CHECK_EVERY steps and at the end of the epoch (a NaN or
-    inf step loss makes the running sum non-finite, so no bad step goes unnoticed)."""
+    inf step loss makes the running sum non-finite, so no bad step goes unnoticed). Under torchrun the checks
+    and the epoch's sums are over every rank (global train loss/acc, images/s)."""
     model.train()
     device, steps = model_device(model), len(loader)
     rng = np.random.default_rng(epoch_seed(cfg.seed + 1, epoch))  # mixup draws: a function of (seed, epoch)
@@ -206,13 +212,15 @@ def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, 
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     n, checked, start = 0, 0, time.perf_counter()
-    bar_ = bar(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress)
+    craft = model if distributed.active() else forward  # input gradients need no gradient sync
+    bar_ = bar(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not cfg.progress or not distributed.is_main())
     for i, (x, y) in enumerate(bar_):
         if scheduler is not None:
             scheduler.step_update(num_updates=epoch * steps + i)
         lam, y_b = 1.0, y
         if cfg.adversarial:
-            x = adversarial_batch(forward, x, y, cfg, adv_gen)
+            x = adversarial_batch(craft, x, y, cfg, adv_gen)
         if cfg.mixup_alpha > 0:
             x, y, y_b, lam = mixup(x, y, cfg.mixup_alpha, rng)
         with autocast(device, cfg.amp):
@@ -229,25 +237,29 @@ def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, 
         correct += (logits.argmax(1) == y).sum()
         n += len(y)
         if (i + 1) % FINITE_CHECK_EVERY == 0 or i + 1 == steps:
-            check_finite(total_loss, epoch, checked, i)
+            check_finite(distributed.summed(total_loss)[0] if distributed.active() else total_loss.item(),
+                         epoch, checked, i)
             checked = i + 1
             if cfg.progress:
                 bar_.set_postfix(loss=f"{total_loss.item() / n:.3f}")
     seconds = time.perf_counter() - start
+    total, hits = total_loss.item(), correct.item()
+    if distributed.active():
+        total, hits, n = distributed.summed(total_loss, correct, n)
     return {
-        "train_loss": total_loss.item() / max(n, 1),
-        "train_acc": correct.item() / max(n, 1),
+        "train_loss": total / max(n, 1),
+        "train_acc": hits / max(n, 1),
         "lr": optimizer.param_groups[0]["lr"],
         "train_seconds": seconds,
         "images_per_s": n / seconds,
     }
 
 
-def check_finite(total_loss: torch.Tensor, epoch: int, first: int, last: int) -> None:
-    """FloatingPointError when the running loss sum is NaN or infinite (one host-device sync)."""
-    if not math.isfinite(total_loss.item()):
+def check_finite(total_loss: float, epoch: int, first: int, last: int) -> None:
+    """FloatingPointError when the running loss sum (read from the device: one sync) is NaN or infinite."""
+    if not math.isfinite(total_loss):
         raise FloatingPointError(
-            f"loss became {total_loss.item()} at epoch {epoch + 1}, between steps {first} and {last}: "
+            f"loss became {total_loss} at epoch {epoch + 1}, between steps {first} and {last}: "
             "lower the lr (or set grad_clip)?"
         )
 
@@ -301,6 +313,7 @@ def model_card(model: nn.Module, history: list[dict], cfg: TrainConfig, data: di
         "params": sum(p.numel() for p in model.parameters()),
         "epochs": len(history),
         "train_seconds": sum(h["train_seconds"] for h in history),
+        "world_size": distributed.world_size(),  # processes (torchrun); batch_size is the global batch
         "environment": environment(model_device(model)),
     }
 
@@ -318,7 +331,13 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, test_loade
     finished, rebuilds a missing final file from a finished last.pt, and never trains over a finished model:
     when its checkpoints are lost the finished model is loaded instead. Raises FloatingPointError on a
     non-finite loss.
+
+    Under torchrun (build the loaders after utils.distributed.setup()): DDP for the training forward, `model`
+    itself evaluated and saved; rank 0 reads and writes the run folder, every rank returns the same model and
+    history (but for the timing columns, each rank's own).
     """
+    distributed.setup(getattr(train_loader, "device", "cpu"))
+    distributed.check_sharded(train_loader)
     model.to(getattr(train_loader, "device", model_device(model)))
     if len(train_loader) == 0:
         n = getattr(train_loader, "num_samples", "the")
@@ -327,36 +346,70 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, test_loade
     if not cfg.checkpoint_dir:
         return pd.DataFrame(_train(model, train_loader, val_loader, cfg, None, [], 0, None)[0])
     folder = Path(cfg.checkpoint_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    with checkpoints.run_lock(folder):
-        checkpoints.tidy(folder)
-        for name in checkpoints.unreadable_finals(folder):
-            checkpoints.set_aside(folder / name, "see the error above")
+    distributed.on_main(folder.mkdir, parents=True, exist_ok=True)
+    with distributed.main_lock(folder):
+        distributed.on_main(_tidy, folder)
         return _fit_in(folder, model, train_loader, val_loader, cfg, test_loader)
 
 
-def _fit_in(folder: Path, model, train_loader, val_loader, cfg: TrainConfig, test_loader) -> pd.DataFrame:
-    data = data_keys(train_loader, val_loader)
+def _tidy(folder: Path) -> None:
+    checkpoints.tidy(folder)
+    for name in checkpoints.unreadable_finals(folder):
+        checkpoints.set_aside(folder / name, "see the error above")
+
+
+def _saved(folder: Path, cfg: TrainConfig, data: dict) -> tuple[dict | None, tuple | None]:
+    """(the state to resume from, or None; (weights, history) of a finished run whose checkpoints are gone, or
+    None), after checking that they were made with this config on this data."""
     state = checkpoints.load_state(folder)
     if state is None and checkpoints.has_final(folder):  # a finished run whose checkpoints are gone
         card = checkpoints.read_card(folder)
         saved = {k: v for k, v in card["train_config"].items() if k not in _NOT_RESUME_RELEVANT}
         check_same(saved, resume_config(cfg), "training config", folder, resume_config(TrainConfig()))
         check_same(card.get("data"), data, "data", folder)
-        model.load_state_dict(checkpoints.read_weights(folder))
-        model.eval()
-        return pd.DataFrame(checkpoints.read_history(folder))
-    history, start = [], 0
+        return None, (checkpoints.read_weights(folder), checkpoints.read_history(folder))
     if state is not None:
         check_same(state["config"], resume_config(cfg), "training config", folder, resume_config(TrainConfig()))
         check_same(state.get("data"), data, "data", folder)
-        history, start = state["history"], state["epoch"]
+    return state, None
+
+
+def _fit_in(folder: Path, model, train_loader, val_loader, cfg: TrainConfig, test_loader) -> pd.DataFrame:
+    data = data_keys(train_loader, val_loader)
+    state, finished = distributed.on_main(_saved, folder, cfg, data)  # rank 0 reads; the others get a copy
+    if finished is not None:
+        model.load_state_dict(finished[0])
+        model.eval()
+        return pd.DataFrame(finished[1])
+    history, start = ([], 0) if state is None else (state["history"], state["epoch"])
     history, trained = _train(model, train_loader, val_loader, cfg, folder, history, start, state)
-    if trained or not checkpoints.has_final(folder):
+    if trained or not distributed.on_main(checkpoints.has_final, folder):
         test = evaluate(model, test_loader, cfg.amp) if test_loader is not None else None
-        card = model_card(model, history, cfg, data, test)
-        checkpoints.write_final(folder, model.state_dict(), history, card)
+        distributed.on_main(lambda: checkpoints.write_final(folder, model.state_dict(), history,
+                                                            model_card(model, history, cfg, data, test)))
     return pd.DataFrame(history)
+
+
+def _restore(model, optimizer, state: dict, cfg: TrainConfig) -> None:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if distributed.active():
+        distributed.restore_rng(state, cfg.seed)  # this rank's streams
+        return
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _save(folder: Path, model, optimizer, epoch: int, history: list[dict], cfg: TrainConfig, data: dict
+          ) -> None:
+    """last.pt (rank 0, with every rank's RNG states gathered under torchrun: call on every rank)."""
+    ranks = distributed.rng_states()
+    distributed.on_main(checkpoints.save_state, folder, {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+        "history": history, "config": resume_config(cfg), "data": data, "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        **({"rng_ranks": ranks} if ranks else {})})
 
 
 def _train(model, train_loader, val_loader, cfg: TrainConfig, folder: Path | None, history: list[dict],
@@ -365,30 +418,30 @@ def _train(model, train_loader, val_loader, cfg: TrainConfig, folder: Path | Non
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(train_loader))
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-    else:
-        torch.manual_seed(cfg.seed)  # dropout / drop-path streams; initialisation happened in the caller
-    forward = torch.compile(model) if cfg.compile else model
+        _restore(model, optimizer, state, cfg)
+    else:  # dropout / drop-path streams (one per rank); initialisation happened in the caller
+        torch.manual_seed(distributed.rank_seed(cfg.seed))
     name, begin = folder.name if folder is not None else getattr(model, "model_name", "model"), time.time()
-    for epoch in range(start, cfg.epochs):
-        row = {"epoch": epoch + 1, **train_epoch(model, forward, train_loader, optimizer, scheduler, cfg, epoch)}
-        if val_loader is not None:
-            row.update({f"val_{k}": v for k, v in evaluate(forward, val_loader, cfg.amp).items()})
-        history.append(row)
-        if cfg.progress:
-            val = f", val top-1 {row['val_top1']:.4f}" if "val_top1" in row else ""
-            say(f"{name}: epoch {epoch + 1}/{cfg.epochs}, train loss {row['train_loss']:.4f}{val} "
-                f"({time.time() - begin:.0f} s)")
-        if folder is not None:
-            checkpoints.save_state(folder, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                "history": history, "config": resume_config(cfg), "data": data_keys(train_loader, val_loader),
-                "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
+    loud = cfg.progress and distributed.is_main()
+    with distributed.batchnorm_synced(model):  # SyncBatchNorm under torchrun on CUDA
+        forward = torch.compile(model) if cfg.compile else model  # evaluation (and training in one process)
+        train_forward = forward
+        if distributed.active():  # DDP for the training forward only: `model` is evaluated and saved
+            train_forward = distributed.wrap(model)
+            train_forward = torch.compile(train_forward) if cfg.compile else train_forward
+        for epoch in range(start, cfg.epochs):
+            row = {"epoch": epoch + 1,
+                   **train_epoch(model, train_forward, train_loader, optimizer, scheduler, cfg, epoch)}
+            distributed.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank (CPU: per-rank BN)
+            if val_loader is not None:
+                row.update({f"val_{k}": v for k, v in evaluate(forward, val_loader, cfg.amp).items()})
+            history.append(row)
+            if loud:
+                val = f", val top-1 {row['val_top1']:.4f}" if "val_top1" in row else ""
+                say(f"{name}: epoch {epoch + 1}/{cfg.epochs}, train loss {row['train_loss']:.4f}{val} "
+                    f"({time.time() - begin:.0f} s)")
+            if folder is not None:
+                _save(folder, model, optimizer, epoch, history, cfg, data_keys(train_loader, val_loader))
     model.eval()
     return history, start < cfg.epochs
 
@@ -422,10 +475,18 @@ def cli_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from . import data, models
-
     parser = cli_parser()
     args = parser.parse_args(argv)
+    device = distributed.setup(args.device)  # under torchrun: the process group; cuda:LOCAL_RANK
+    try:
+        _main(parser, args, device)
+    finally:
+        distributed.shutdown()
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, device: str) -> None:
+    from . import data, models
+
     try:
         full = data.load_dataset(args.dataset, "train", root=args.root, subset=args.subset, subset_seed=args.seed)
         train_ds, val_ds = data.train_val_split(full, args.val_fraction, seed=args.seed)
@@ -439,11 +500,13 @@ def main(argv: list[str] | None = None) -> None:
                      "(after the validation split); use a smaller batch or more images")
     try:
         model = models.create_for(args.model, train_ds.info, seed=cfg.seed, **dict(args.set))
-        loaders = make_loaders(train_ds, val_ds, cfg, device=args.device, backend=args.backend)
-        test = make_loader(test_ds, cfg.eval_batch_size, train=False, device=args.device, backend=args.backend)
+        loaders = make_loaders(train_ds, val_ds, cfg, device=device, backend=args.backend)
+        test = make_loader(test_ds, cfg.eval_batch_size, train=False, device=device, backend=args.backend)
         history = fit(model, *loaders, cfg, test_loader=test)
     except (ValueError, TypeError, checkpoints.RunBusy) as err:
         raise SystemExit(f"error: {err}") from None
+    if not distributed.is_main():
+        return
     print(history.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     card = checkpoints.read_card(Path(cfg.checkpoint_dir))
     print(json.dumps({"checkpoint_dir": cfg.checkpoint_dir, **card["metrics"]}, default=float))

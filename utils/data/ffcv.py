@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import distributed
 from ..files import atomic_write, data_root
 from .base import NO_AUGMENT, Batch, EpochLoader, to_float
 from .registry import ImageSet
@@ -63,6 +64,13 @@ def write_beton(ds: ImageSet, path: str | Path, num_workers: int = 2) -> Path:
     items = _HWCItems(ds)
     write = lambda tmp: DatasetWriter(str(tmp), fields, num_workers=num_workers).from_indexed_dataset(items)
     return atomic_write(path, write)
+
+
+def _write_if_missing(ds: ImageSet, path: Path) -> None:
+    # One writer: ffcv writes pages in parallel, so two writes of one set differ in layout, and a reader that
+    # opened the file before another rank's rename and again after would mix the two.
+    if not path.exists():
+        write_beton(ds, path)
 
 
 def default_beton_path(ds: ImageSet) -> Path:
@@ -126,18 +134,28 @@ class CropFlip(Operation):
 
 
 class FFCVLoader(EpochLoader):
-    """ffcv Loader over a .beton: RANDOM order (seeded) for training, SEQUENTIAL for evaluation."""
+    """ffcv Loader over a .beton: RANDOM order (seeded) for training, SEQUENTIAL for evaluation.
+
+    Under torchrun a training loader uses ffcv's own distributed order (DistributedSampler's: a rank's images
+    are a function of (seed, epoch, rank, world size), B / world size per rank, but not slices of the
+    one-process batches); an evaluation loader is not sharded (every rank reads every image: ffcv pads its
+    distributed order with repeats, which would count some images twice)."""
 
     def __init__(self, ds: ImageSet, batch_size: int, *, num_workers: int = 2, path: str | Path | None = None,
-                 **kw):
-        super().__init__(ds, batch_size, **kw)
+                 shard: tuple[int, int] | None = None, **kw):
+        group = (distributed.rank(), distributed.world_size())
+        shard = (0, 1) if not kw["train"] else shard or group
+        if shard[1] > 1 and shard != group:
+            raise ValueError(f"backend='ffcv' shards by the process group (rank {group[0]} of {group[1]}), "
+                             f"not by shard={shard}: run under torchrun after utils.distributed.setup()")
+        super().__init__(ds, batch_size, shard=shard, **kw)
         self.path = Path(path) if path is not None else default_beton_path(ds)
-        if not self.path.exists():
-            write_beton(ds, self.path)
+        distributed.on_main(_write_if_missing, ds, self.path)  # torchrun: rank 0 writes, the others wait
         threads = torch.get_num_threads()
         self.loader = Loader(
-            str(self.path), batch_size=batch_size, num_workers=num_workers, seed=self.seed,
+            str(self.path), batch_size=self.local_batch, num_workers=num_workers, seed=self.seed,
             order=OrderOption.RANDOM if self.train else OrderOption.SEQUENTIAL, drop_last=self.drop_last,
+            distributed=self.world_size > 1,
             pipelines={"image": self._image_pipeline(), "label": [IntDecoder(), ToTensor()]},  # (B, 1)
         )
         torch.set_num_threads(threads)

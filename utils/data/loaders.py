@@ -5,7 +5,8 @@ Backends: "resident" (the fast path: the whole uint8 set on the device, batch-wi
 
 Every backend yields (x, y): x float32 (B, C, H, W) in [0, 1], y int64 (B,), both on `device`. The order and
 augmentation of epoch e depend only on (seed, e): `set_epoch(e)` before iterating reproduces them (resumed
-runs see the same batches); without it an internal counter advances once per pass.
+runs see the same batches); without it an internal counter advances once per pass. Under torchrun each rank
+serves its slice of every batch (EpochLoader, utils/distributed.py).
 """
 
 from __future__ import annotations
@@ -65,14 +66,13 @@ class ResidentLoader(EpochLoader):
         self.images = None if augmented else images
 
     def batches(self, epoch: int) -> Iterator[Batch]:
-        n, bs, pad, dev = self.num_samples, self.batch_size, self.augment.pad, self.device
+        n, pad, dev = self.num_samples, self.augment.pad, self.device
         gen = torch.Generator(device=dev).manual_seed(epoch_seed(self.seed, epoch))
         order = torch.randperm(n, generator=gen, device=dev) if self.train else torch.arange(n, device=dev)
         shift = torch.randint(-pad, pad + 1, (2, n), generator=gen, device=dev)  # (dy, dx) per position
         flip = torch.rand(n, generator=gen, device=dev) < 0.5
-        stop = n - n % bs if self.drop_last else n
-        for s in range(0, stop, bs):
-            idx, part = order[s : s + bs], slice(s, s + bs)
+        for part in self.slices():  # this rank's slice of every batch
+            idx = order[part]
             if self.buf is None:
                 x = self.images.index_select(0, idx)
             else:
@@ -120,6 +120,19 @@ def private_rng(batches: Iterator, seed: int) -> Iterator:
         yield batch
 
 
+class RankSlices(torch.utils.data.Sampler):
+    """The batches of DataLoader(shuffle=train, generator=gen, drop_last) cut to the loader's rank slice."""
+
+    def __init__(self, loader: EpochLoader, gen: torch.Generator):
+        data = range(loader.num_samples)
+        order = torch.utils.data.RandomSampler(data, generator=gen) if loader.train else data
+        self.batches = torch.utils.data.BatchSampler(order, loader.batch_size, loader.drop_last)
+        self.lo, self.hi = loader.rank * loader.local_batch, (loader.rank + 1) * loader.local_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (b[self.lo : self.hi] for b in self.batches if b[self.lo : self.hi])
+
+
 class TorchLoader(EpochLoader):
     """torch DataLoader + transforms.v2 per image in `num_workers` processes; batches moved to the device."""
 
@@ -132,11 +145,14 @@ class TorchLoader(EpochLoader):
     def batches(self, epoch: int) -> Iterator[Batch]:
         # The generator drives the sampler and the workers' base seed (worker k: base + k), so a fresh
         # DataLoader per epoch makes order and augmentation a function of (seed, epoch).
+        # Under torchrun every rank draws the same order and takes its slice of each batch (RankSlices); the
+        # augmentation is drawn per worker, so it differs from the one-process run's.
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        loader = torch.utils.data.DataLoader(
-            self.dataset, self.batch_size, shuffle=self.train, generator=gen, num_workers=self.num_workers,
-            drop_last=self.drop_last, pin_memory=self.device.type == "cuda",
-        )
+        batching = ({"batch_sampler": RankSlices(self, gen)} if self.world_size > 1 else
+                    {"batch_size": self.batch_size, "shuffle": self.train, "drop_last": self.drop_last})
+        loader = torch.utils.data.DataLoader(self.dataset, **batching, generator=gen,
+                                             num_workers=self.num_workers,
+                                             pin_memory=self.device.type == "cuda")
         if self.num_workers > 0:
             batches = iter(loader)
         else:  # transforms run here, on the global RNG: give them their own (seed, epoch) stream
@@ -165,15 +181,19 @@ BACKENDS.add("ffcv", lambda ds, bs, num_workers, path, **kw: _ffcv_loader(ds, bs
 
 def make_loader(ds: ImageSet, batch_size: int, *, train: bool, device: str | torch.device = "cpu",
                 backend: str = "resident", augment: Augment | None = None, seed: int = 0,
-                drop_last: bool | None = None, num_workers: int = 2, path: str | None = None) -> EpochLoader:
+                drop_last: bool | None = None, num_workers: int = 2, path: str | None = None,
+                shard: tuple[int, int] | None = None) -> EpochLoader:
     """An iterable of (x float32 (B, C, H, W) in [0, 1], y int64 (B,)) on `device`.
 
     train: shuffle, and augment by default (`Augment()`; no flip for mnist/svhn); eval: in order, no
     augmentation. augment=Augment(pad=0, flip=False) switches augmentation off. drop_last defaults to train.
     num_workers: DataLoader processes (torch) or decoding threads (ffcv). path: the .beton file (ffcv;
     an existing file is used as is, a missing one is written from ds; None: next to the cache).
+    shard: (rank, world size) whose slice of each batch of `batch_size` (the global batch) to serve; None:
+    the torchrun process group's, (0, 1) without one (see EpochLoader).
     """
     factory = BACKENDS[backend]  # KeyError listing the backends
     augment = default_augment(ds.info, train) if augment is None else augment
     return factory(ds, batch_size, num_workers=num_workers, path=path, train=train, device=device,
-                   augment=augment, seed=seed, drop_last=train if drop_last is None else drop_last)
+                   augment=augment, seed=seed, drop_last=train if drop_last is None else drop_last,
+                   shard=shard)
