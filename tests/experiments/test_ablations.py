@@ -199,4 +199,7 @@ def test_studies_say_what_they_change():
                                       pgd_steps=3)
     pgd = ablations.recipe_for(adv, adv.get("pgd3-4"), 0).train
     assert (pgd.adversarial, pgd.adv_eps, pgd.adv_steps) == ("pgd", 4 / 255, 3)
-    assert ablations.run_name(adv, adv.ablations[0], 0) == "cnn_small@abl-tricks-baseline-s0"
+    assert ablations.run_name(adv, adv.ablations[0], 0) == "cnn_small@abl-adv-baseline-s0"
+    short = ablations.shortened(replace(base, train_subset=None), epochs=1, train_subset=500)
+    assert (short.train.epochs, short.train.warmup_epochs, short.train_subset) == (1, 0, 500)
+    assert short.train.lr == base.train.lr and short.overrides == base.overrides

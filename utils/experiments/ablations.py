@@ -281,6 +281,13 @@ def plain_width_for(params: int, depth: int, d_in: int, num_classes: int, norm: 
 # ---------------------------------------------------------------- the studies of 06
 
 
+def shortened(recipe: Recipe, epochs: int, train_subset: int | None) -> Recipe:
+    """The recipe for `epochs` epochs (warmup capped below them) on the first `train_subset` training
+    images (stratified; None: the profile's)."""
+    cfg = replace(recipe.train, epochs=epochs, warmup_epochs=min(recipe.train.warmup_epochs, epochs - 1))
+    return replace(recipe, train=cfg, train_subset=train_subset)
+
+
 def _study(name: str, model: str, base: Recipe, ablations: list[Ablation], seeds: Sequence[int],
            prefix: str = "") -> Study:
     head = Ablation(BASELINE, "baseline")
@@ -441,8 +448,8 @@ def ladder_study(base: Recipe, model: str, info, seeds: Sequence[int], *, crop_p
 
 
 def adversarial_study(base: Recipe, model: str, seeds: Sequence[int], *, fgsm_eps: Sequence[float],
-                      pgd_eps: Sequence[float], pgd_steps: int, name: str = "") -> Study:
-    """Standard training (the tricks baseline's runs: the same prefix) against FGSM with a random start
+                      pgd_eps: Sequence[float], pgd_steps: int, name: str = "", prefix: str = "adv") -> Study:
+    """Standard training (the baseline) against FGSM with a random start
     (Wong et al. 2020) and PGD adversarial training (Madry et al. 2018) at each training eps (in [0, 1]
     pixels), crafted on the fly from the current batch by utils.train."""
     fgsm = [Ablation(f"fgsm-{e * 255:g}", f"FGSM-RS training, eps {e * 255:g}/255",
@@ -451,7 +458,7 @@ def adversarial_study(base: Recipe, model: str, seeds: Sequence[int], *, fgsm_ep
     pgd = [Ablation(f"pgd{pgd_steps}-{e * 255:g}", f"PGD-{pgd_steps} training, eps {e * 255:g}/255",
                     {"adversarial": "pgd", "adv_eps": e, "adv_steps": pgd_steps},
                     tags={"method": "pgd", "train_eps": e}) for e in pgd_eps]
-    study = _study(name or f"adversarial {model}", model, base, [*fgsm, *pgd], seeds, prefix="tricks")
+    study = _study(name or f"adversarial {model}", model, base, [*fgsm, *pgd], seeds, prefix=prefix)
     head = replace(study.ablations[0], change="standard training",
                    tags={"method": "standard", "train_eps": 0.0})
     return replace(study, ablations=(head, *study.ablations[1:]))
