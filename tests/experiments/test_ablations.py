@@ -203,3 +203,24 @@ def test_studies_say_what_they_change():
     short = ablations.shortened(replace(base, train_subset=None), epochs=1, train_subset=500)
     assert (short.train.epochs, short.train.warmup_epochs, short.train_subset) == (1, 0, 500)
     assert short.train.lr == base.train.lr and short.overrides == base.overrides
+
+
+def test_the_ladder_ends_at_mixup_when_the_recipe_keeps_its_batch():
+    base = Recipe(TrainConfig(epochs=3, batch_size=256, lr=1e-3, warmup_epochs=1, label_smoothing=0.1))
+    ladder = ablations.ladder_study(base, "mlp_b4_wi256", FASHION, [0, 1], full_batch=256)
+    assert [a.name for a in ladder.ablations] == ["ladder0-plain", "ladder1-bottleneck", "ladder2-layernorm",
+                                                  "ladder3-augment", "ladder4-smoothing", "all"]
+    top = ablations.recipe_for(ladder, ladder.get("all"), 0).train
+    assert (top.batch_size, top.mixup_alpha, top.label_smoothing, top.crop_pad) == (256, 0.8, 0.3, 4)
+    assert ladder.get("all").change == "+ mixup 0.8 (= all)"
+
+
+def test_the_reading_names_the_best_and_worst_change_with_its_spread():
+    from utils.findings import ablations as reading
+
+    summary = ablations.aggregate(hand_table().replace({"study": {"s": "tricks"}}))
+    best, worst, within = reading._deltas(summary, "2/255")[:3]
+    assert best.startswith("The change that helps clean accuracy most is tricks 'one': +0.090 (one seed, no "
+                           "spread)") and "(no seed spread to compare with)" in best
+    assert worst.startswith("The one that hurts most is tricks 'close': +0.010 (s.e. 0.014), within the seed")
+    assert within == "1 of 3 one-at-a-time changes are within the seed spread of their baseline: close."
