@@ -1,5 +1,6 @@
 """utils.models: every registered model end to end, parameter counts, the input stage, checkpoints."""
 
+import json
 import math
 
 import pytest
@@ -134,11 +135,98 @@ def test_errors_are_clear():
 
 def test_mlp_plain_overrides():
     model = models.create_model(
-        "mlp_plain", in_chans=1, img_size=28, depth=3, width=64, batch_norm=True, skip=True, dropout=0.1
+        "mlp_plain", in_chans=1, img_size=28, depth=3, width=64, norm="batch", skip=True, dropout=0.1
     )
     assert len(model.blocks) == 2 and all(b.skip for b in model.blocks) and not model.stem.skip
     assert isinstance(model.blocks[0].bn, nn.BatchNorm1d)
     assert _count(model) == (784 * 64 + 64 + 128) + 2 * (64 * 64 + 64 + 128) + 64 * 10 + 10
+
+
+@pytest.mark.parametrize("norm,kind,per_layer", [("none", nn.Identity, 0), ("batch", nn.BatchNorm1d, 128),
+                                                 ("layer", nn.LayerNorm, 128)])
+def test_mlp_plain_norm_variants(norm, kind, per_layer):
+    torch.manual_seed(0)
+    model = models.create_model("mlp_plain", in_chans=1, img_size=28, depth=3, width=64, norm=norm)
+    assert all(isinstance(b.bn, kind) for b in [model.stem, *model.blocks])
+    assert _count(model) == (784 * 64 + 64) + 2 * (64 * 64 + 64) + 3 * per_layer + 64 * 10 + 10
+    x = torch.rand(5, 1, 28, 28)
+    hidden = []
+    model.stem.bn.register_forward_hook(lambda m, i, o: hidden.append(o))
+    model.train()(x)
+    h = hidden[0]  # (5, 64): normalised over the batch (batch) or over the features (layer)
+    if norm == "batch":
+        assert torch.allclose(h.mean(0), torch.zeros(64), atol=1e-5)
+        assert torch.allclose(h.var(0, unbiased=False), torch.ones(64), atol=1e-2)  # var / (var + eps)
+    elif norm == "layer":
+        assert torch.allclose(h.mean(1), torch.zeros(5), atol=1e-5)
+        assert torch.allclose(h.var(1, unbiased=False), torch.ones(5), atol=1e-2)
+    else:
+        assert h.std(0).mean() < 0.5  # raw pre-activations of a default-initialised layer: unnormalised
+    with pytest.raises(ValueError, match="norm must be one of none, batch, layer"):
+        models.create_model("mlp_plain", norm="group")
+
+
+def _x(n: int = 4) -> torch.Tensor:
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+
+
+def test_fourier_features_are_tancik_and_fixed_per_seed():
+    kw = dict(in_chans=1, img_size=28, depth=1, width=16, features="fourier", fourier_features=32,
+              fourier_scale=0.5)
+    a, b = (models.create_model("mlp_plain", feature_seed=7, **kw) for _ in range(2))
+    torch.manual_seed(123)  # torch's global generator does not move B
+    c = models.create_model("mlp_plain", feature_seed=7, **kw)
+    other = models.create_model("mlp_plain", feature_seed=8, **kw)
+    B = a.features.B
+    assert B.shape == (784, 32) and torch.equal(B, b.features.B) and torch.equal(B, c.features.B)
+    assert not torch.equal(B, other.features.B)
+    assert abs(B.std().item() / (0.5 / 28) - 1) < 0.02  # N(0, (scale / sqrt(784))^2)
+    assert "features.B" in a.state_dict() and a.stem.fc.in_features == 64
+    z = a.flatten(a.input(_x()))  # the normalised pixel vector (4, 784)
+    proj = 2 * torch.pi * z @ B
+    assert torch.allclose(a.features(z), torch.cat([proj.sin(), proj.cos()], 1), atol=1e-6)
+    f = a.features(z)
+    assert torch.allclose(f[:, :32] ** 2 + f[:, 32:] ** 2, torch.ones(4, 32), atol=1e-5)
+
+
+def test_sine_features_expand_every_pixel():
+    model = models.create_model("mlp_plain", in_chans=1, img_size=28, depth=1, width=16, features="sine",
+                                sine_freqs=(1.0, 3.0))
+    assert model.stem.fc.in_features == 784 * 3
+    z = torch.tensor([[0.0, 0.5] + [0.0] * 782])
+    out = model.features(z).view(784, 3)
+    assert torch.allclose(out[1], torch.tensor([0.5, math.sin(0.5), math.sin(1.5)]))
+    assert torch.equal(out[0], torch.zeros(3))
+    with pytest.raises(ValueError, match="features must be one of pixels, fourier, sine"):
+        models.create_model("mlp_plain", features="wavelets")
+
+
+@pytest.mark.parametrize("features", ["fourier", "sine"])
+def test_feature_mlps_rebuild_identically_from_their_card(features, tmp_path):
+    torch.manual_seed(0)
+    model = models.create_model("mlp_plain", in_chans=1, img_size=28, depth=2, width=16, features=features,
+                                fourier_features=8, feature_seed=4).eval()
+    config = json.loads(json.dumps(model.model_config))  # as the model card stores it
+    assert config["features"] == features and config["feature_seed"] == 4
+    safetensors.torch.save_file(model.state_dict(), tmp_path / "m.safetensors")
+    torch.manual_seed(99)
+    rebuilt = models.create_model("mlp_plain", **config)
+    for name, buf in model.named_buffers():
+        assert torch.equal(buf, dict(rebuilt.named_buffers())[name]), name  # before loading any weights
+    rebuilt.load_state_dict(safetensors.torch.load_file(tmp_path / "m.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(model(_x()), rebuilt.eval()(_x()))
+
+
+def test_bottleneck_block_norm_off_drops_only_the_block_layernorms():
+    with torch.device("meta"):
+        on = models.create_model("mlp_b4_wi256", in_chans=1, img_size=28)
+        off = models.create_model("mlp_b4_wi256", in_chans=1, img_size=28, block_norm=False)
+    assert all(isinstance(b.norm, nn.LayerNorm) for b in on.blocks)  # the default: today's model
+    assert all(isinstance(b.norm, nn.Identity) for b in off.blocks)
+    assert _count(on) - _count(off) == 4 * 2 * 256
+    assert on.model_config["block_norm"] is True and off.model_config["block_norm"] is False
+    assert not [k for k in off.state_dict() if ".norm." in k]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def resume_cfg(folder, **kw) -> TrainConfig:
 
 
 def plain(ds, seed=0):
-    return models.create_for("mlp_plain", ds.info, seed, depth=2, width=32, batch_norm=True, dropout=0.2)
+    return models.create_for("mlp_plain", ds.info, seed, depth=2, width=32, norm="batch", dropout=0.2)
 
 
 def without_timing(hist):

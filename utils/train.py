@@ -463,7 +463,7 @@ def cli_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subset", type=cli.positive_int, help="n training images, stratified (default: all)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="held out for validation (0.1)")
     parser.add_argument("--set", type=cli.key_value, action="append", default=[], metavar="KEY=VALUE",
-                        help="a model override, e.g. --set depth=2 --set batch_norm=True (repeatable)")
+                        help="a model override, e.g. --set depth=2 --set norm=batch (repeatable)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backend", default="resident", choices=data.BACKENDS.names())
     parser.add_argument("--out", help="checkpoint folder (default: checkpoints/cli/<dataset>/<model>)")

@@ -4,10 +4,10 @@
     findings.sentences(folder)    # the same list (the report reads it too)
 
 One function per notebook, registered by name (`@finding("02_adversarial_robustness")`, in the module of its
-question: training, robustness, texture, similarity, cost, features); each takes the notebook's results
-folder and returns sentences. Nothing here is typed in: change a table value and the sentence changes. A model whose clean
-accuracy is within a few points of chance (the smoke profile's minutes-old test models) gets a warning
-first, so that nobody reads noise as a finding.
+question: training, robustness, texture, similarity, cost, features, ablations); each takes the notebook's
+results folder and returns sentences. Nothing here is typed in: change a table value and the sentence
+changes. A model whose clean accuracy is within a few points of chance (the smoke profile's minutes-old
+test models) gets a warning first, so that nobody reads noise as a finding.
 """
 
 from __future__ import annotations
@@ -80,4 +80,4 @@ def _classes(folder: Path) -> int:
     return _json(folder, "dataset.json")["num_classes"] if (Path(folder) / "dataset.json").exists() else 10
 
 
-from . import cost, features, robustness, similarity, texture, training  # noqa: E402, F401  (register)
+from . import ablations, cost, features, robustness, similarity, texture, training  # noqa: E402, F401

@@ -34,11 +34,12 @@ Stats = Sequence[float] | None
 
 
 class BottleneckBlock(nn.Module):
-    """x + W2 GELU(W1 LayerNorm(x)), inner width expansion * width (pre-norm residual MLP block)."""
+    """x + W2 GELU(W1 LayerNorm(x)), inner width expansion * width (pre-norm residual MLP block).
+    norm=False: no LayerNorm (an identity `norm`, still hookable): the ablation of the paper's block norm."""
 
-    def __init__(self, width: int, expansion: int = 4, dropout: float = 0.0):
+    def __init__(self, width: int, expansion: int = 4, dropout: float = 0.0, norm: bool = True):
         super().__init__()
-        self.norm = nn.LayerNorm(width)
+        self.norm = nn.LayerNorm(width) if norm else nn.Identity()
         self.fc1 = nn.Linear(width, expansion * width)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(expansion * width, width)
@@ -50,12 +51,13 @@ class BottleneckBlock(nn.Module):
 
 class BottleneckMLP(nn.Module):
     def __init__(self, adapter: InputAdapter, in_features: int, num_classes: int, depth: int, width: int,
-                 expansion: int = 4, final_norm: bool = False, dropout: float = 0.0):
+                 expansion: int = 4, final_norm: bool = False, dropout: float = 0.0, block_norm: bool = True):
         super().__init__()
         self.input = adapter
         self.flatten = nn.Flatten()  # (B, C, R, R) -> (B, C*R*R)
         self.stem = nn.Linear(in_features, width)
-        self.blocks = nn.Sequential(*(BottleneckBlock(width, expansion, dropout) for _ in range(depth)))
+        blocks = (BottleneckBlock(width, expansion, dropout, block_norm) for _ in range(depth))
+        self.blocks = nn.Sequential(*blocks)
         self.norm = nn.LayerNorm(width) if final_norm else nn.Identity()
         self.head = nn.Linear(width, num_classes)
         self.dropout = dropout
@@ -65,13 +67,25 @@ class BottleneckMLP(nn.Module):
         return self.head(self.norm(self.blocks(x)))
 
 
-class PlainBlock(nn.Module):
-    """Linear -> (BatchNorm) -> ReLU -> Dropout, plus the input when `skip` and the widths agree."""
+NORMS = ("none", "batch", "layer")  # mlp_plain's `norm`: after every hidden Linear, before the ReLU
+FEATURES = ("pixels", "fourier", "sine")  # mlp_plain's `features`: the input representation
 
-    def __init__(self, d_in: int, d_out: int, batch_norm: bool, dropout: float, skip: bool):
+
+def norm_layer(norm: str, width: int) -> nn.Module:
+    """BatchNorm1d, LayerNorm or an identity over `width` features."""
+    if norm not in NORMS:
+        raise ValueError(f"mlp_plain: norm must be one of {', '.join(NORMS)}; got {norm!r}")
+    return {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}[norm](width) if norm != "none" else nn.Identity()
+
+
+class PlainBlock(nn.Module):
+    """Linear -> (BatchNorm | LayerNorm) -> ReLU -> Dropout, plus the input when `skip` and the widths agree.
+    The norm layer is named `bn` whatever its kind (one name for hooks)."""
+
+    def __init__(self, d_in: int, d_out: int, norm: str, dropout: float, skip: bool):
         super().__init__()
         self.fc = nn.Linear(d_in, d_out)
-        self.bn = nn.BatchNorm1d(d_out) if batch_norm else nn.Identity()
+        self.bn = norm_layer(norm, d_out)
         self.act = nn.ReLU()
         self.drop = nn.Dropout(dropout)
         self.skip = skip and d_in == d_out
@@ -81,23 +95,58 @@ class PlainBlock(nn.Module):
         return x + out if self.skip else out
 
 
+class FourierFeatures(nn.Module):
+    """Random Fourier features of the whole (normalised) pixel vector x, after Tancik et al. 2020:
+    [sin(2 pi x B), cos(2 pi x B)], B (d_in, n) fixed Gaussian with entries N(0, (scale / sqrt(d_in))^2), so
+    2 pi x B has a standard deviation of about 2 pi scale for unit-variance pixels. B comes from its own
+    generator seeded with `seed` (the same B for a seed, whatever torch's global state) and is a buffer, so
+    it is in the state dict and a model rebuilt from its card gets the same B."""
+
+    def __init__(self, d_in: int, n: int, scale: float, seed: int):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("B", torch.randn(d_in, n, generator=gen) * (scale / d_in**0.5))
+        self.out_features = 2 * n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d_in) -> (B, 2n)
+        proj = 2 * torch.pi * x @ self.B
+        return torch.cat([proj.sin(), proj.cos()], dim=1)
+
+
+class SineFeatures(nn.Module):
+    """Every (normalised) pixel value x expanded to [x, sin(a_1 x), ..., sin(a_k x)] for fixed frequencies a
+    (a buffer): elementwise, where Fourier features mix all pixels. (B, d) -> (B, d * (k + 1))."""
+
+    def __init__(self, d_in: int, freqs: Sequence[float]):
+        super().__init__()
+        self.register_buffer("freqs", torch.tensor([float(a) for a in freqs]))
+        self.out_features = d_in * (len(freqs) + 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        waves = torch.sin(x.unsqueeze(-1) * self.freqs)  # (B, d, k)
+        return torch.cat([x.unsqueeze(-1), waves], dim=-1).flatten(1)
+
+
 class PlainMLP(nn.Module):
-    """`depth` hidden layers of `width` units: `stem` (first hidden layer), `blocks` (the others), `head`."""
+    """`depth` hidden layers of `width` units: `features` (an identity for raw pixels), `stem` (the first
+    hidden layer), `blocks` (the others), `head`."""
 
     def __init__(self, adapter: InputAdapter, in_features: int, num_classes: int, depth: int, width: int,
-                 batch_norm: bool, skip: bool, dropout: float):
+                 norm: str, skip: bool, dropout: float, features: nn.Module | None = None):
         super().__init__()
         if depth < 1:
             raise ValueError(f"mlp_plain: depth must be >= 1, got {depth}")
         self.input = adapter
         self.flatten = nn.Flatten()
-        self.stem = PlainBlock(in_features, width, batch_norm, dropout, skip=False)
-        hidden = (PlainBlock(width, width, batch_norm, dropout, skip) for _ in range(depth - 1))
+        self.features = features if features is not None else nn.Identity()
+        d_in = getattr(self.features, "out_features", in_features)
+        self.stem = PlainBlock(d_in, width, norm, dropout, skip=False)
+        hidden = (PlainBlock(width, width, norm, dropout, skip) for _ in range(depth - 1))
         self.blocks = nn.Sequential(*hidden)
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(self.flatten(self.input(x)))))
+        return self.head(self.blocks(self.stem(self.features(self.flatten(self.input(x))))))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -115,7 +164,8 @@ BOTTLENECKS = {
 }
 _PRETRAINED_DOC = (
     " `pretrained=True`: the authors' ImageNet-21k weights; 'in21k_cifar10' / 'in21k_cifar100': their CIFAR "
-    "fine-tunes (PAPER_CHECKPOINTS). Overrides: resolution, expansion, final_norm, dropout, net_chans."
+    "fine-tunes (PAPER_CHECKPOINTS). Overrides: resolution, expansion, final_norm, dropout, net_chans, "
+    "block_norm."
 )
 
 
@@ -125,13 +175,14 @@ def _bottleneck_builder(name: str, blocks: int, width: int, resolution: int | No
         if resolution is None:
             no_pretrained(name, pretrained)
         # net_chans: channels the network takes; 3 for the paper's RGB checkpoints (grey images are repeated)
+        # block_norm=False: no LayerNorm inside the blocks (an ablation; the paper's blocks have it)
         defaults = dict(resolution=resolution or img_size, expansion=4, final_norm=False, dropout=0.0,
-                        net_chans=3 if pretrained else in_chans)
+                        net_chans=3 if pretrained else in_chans, block_norm=True)
         cfg = merge_overrides(name, defaults, overrides)
         adapter = InputAdapter(*default_stats(in_chans, mean, std), size=cfg["resolution"],
                                out_chans=cfg["net_chans"])
         model = BottleneckMLP(adapter, cfg["net_chans"] * cfg["resolution"] ** 2, num_classes, blocks, width,
-                              cfg["expansion"], cfg["final_norm"], cfg["dropout"])
+                              cfg["expansion"], cfg["final_norm"], cfg["dropout"], cfg["block_norm"])
         if pretrained:
             load_paper_state_dict(model, download_paper_checkpoint(name, pretrained))
         model.resolved_overrides = cfg  # for the model card: rebuilding needs no `pretrained`
@@ -149,14 +200,28 @@ for _name, _spec in BOTTLENECKS.items():
 @register_model("mlp")
 def mlp_plain(num_classes: int = 10, in_chans: int = 3, img_size: int = 32, mean: Stats = None,
               std: Stats = None, pretrained: bool = False, **overrides) -> PlainMLP:
-    """Plain ReLU MLP at the native resolution; overrides depth (hidden layers), width, batch_norm, skip
-    (residual connections between equal-width layers), dropout, resolution."""
+    """Plain ReLU MLP at the native resolution; overrides depth (hidden layers), width, norm ("none", "batch",
+    "layer"), skip (residual connections between equal-width layers), dropout, resolution, and the input
+    representation `features`: "pixels" (raw), "fourier" (fourier_features random Fourier features at
+    fourier_scale, B drawn from feature_seed) or "sine" ([x, sin(a x) for a in sine_freqs] per pixel)."""
     no_pretrained("mlp_plain", pretrained)
-    defaults = dict(depth=4, width=512, batch_norm=False, skip=False, dropout=0.0, resolution=img_size)
+    defaults = dict(depth=4, width=512, norm="none", skip=False, dropout=0.0, resolution=img_size,
+                    features="pixels", fourier_features=1024, fourier_scale=1.0, feature_seed=0,
+                    sine_freqs=(1.0, 2.0, 4.0, 8.0))
     cfg = merge_overrides("mlp_plain", defaults, overrides)
+    if cfg["features"] not in FEATURES:
+        raise ValueError(f"mlp_plain: features must be one of {', '.join(FEATURES)}; got {cfg['features']!r}")
     adapter = InputAdapter(*default_stats(in_chans, mean, std), size=cfg["resolution"])
-    return PlainMLP(adapter, in_chans * cfg["resolution"] ** 2, num_classes, cfg["depth"], cfg["width"],
-                    cfg["batch_norm"], cfg["skip"], cfg["dropout"])
+    d_in = in_chans * cfg["resolution"] ** 2
+    features = None
+    if cfg["features"] == "fourier":
+        features = FourierFeatures(d_in, cfg["fourier_features"], cfg["fourier_scale"], cfg["feature_seed"])
+    elif cfg["features"] == "sine":
+        features = SineFeatures(d_in, cfg["sine_freqs"])
+    model = PlainMLP(adapter, d_in, num_classes, cfg["depth"], cfg["width"], cfg["norm"], cfg["skip"],
+                     cfg["dropout"], features)
+    model.resolved_overrides = cfg  # the card rebuilds the same features (and B, from feature_seed)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------------------

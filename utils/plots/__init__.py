@@ -3,11 +3,11 @@
     plots.draw(run.out, "trio_curves.png")     # in a notebook: one call per figure
     plots.redraw(results_root() / "quick" / "fashion-mnist")   # 07: all of them, and figures.json
 
-One module per question: training (01, 06), robustness (02), texture (03, 08's tile shuffle), cost (05),
-similarity (04), features (08, 09). Colours follow the family (FAMILY_COLORS).
+One module per question: training (01), ablations (06), robustness (02), texture (03, 08's tile shuffle),
+cost (05), similarity (04), features (08, 09). Colours follow the family (FAMILY_COLORS).
 """
 
-from . import cost, features, robustness, similarity, texture, training  # noqa: F401  (register the figures)
+from . import ablations, cost, features, robustness, similarity, texture, training  # noqa: F401  (register them)
 from .base import (
     FAMILY_COLORS,
     FIGURES,
@@ -22,6 +22,6 @@ from .base import (
     save,
 )
 
-__all__ = ["FAMILY_COLORS", "FIGURES", "annotated_heatmap", "color", "cost", "draw", "features", "figure",
-           "grouped_bars", "image_grid", "redraw", "render", "robustness", "save", "similarity", "texture",
-           "training"]
+__all__ = ["FAMILY_COLORS", "FIGURES", "ablations", "annotated_heatmap", "color", "cost", "draw", "features",
+           "figure", "grouped_bars", "image_grid", "redraw", "render", "robustness", "save", "similarity",
+           "texture", "training"]

@@ -1,0 +1,145 @@
+"""Findings of 06 (see utils.findings): which change helps most, which costs robustness, whether a difference
+is within the seed spread, from ablation_summary.csv, gradients.csv, adversarial.csv and autoattack.csv."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import _classes, _config, _csv, _f, chance_warning, finding
+
+ONE_AT_A_TIME = ("tricks", "normalisation", "input representation")
+
+
+def _pm(x: float, se: float) -> str:
+    """+0.012 (s.e. 0.004), or +0.012 (one seed) when there is no spread."""
+    spread = f"s.e. {_f(se)}" if math.isfinite(se) else "one seed, no spread"
+    return f"{x:+.3f} ({spread})"
+
+
+def _spread_word(within) -> str:
+    if isinstance(within, float) and math.isnan(within):
+        return "(no seed spread to compare with)"
+    return "within the seed spread" if bool(within) else "beyond the seed spread"
+
+
+def _deltas(s: pd.DataFrame, eps: str) -> list[str]:
+    changes = s[s.study.isin(ONE_AT_A_TIME) & (s.ablation != s.groupby("study").ablation.transform("first"))]
+    changes = changes.dropna(subset=["delta_top1"])
+    if changes.empty:
+        return []
+    best, worst = changes.loc[changes.delta_top1.idxmax()], changes.loc[changes.delta_top1.idxmin()]
+    out = [f"The change that helps clean accuracy most is {best.study} '{best.change}': "
+           f"{_pm(best.delta_top1, best.delta_top1_se)} test top-1 vs its baseline, "
+           f"{_spread_word(best.within_spread)} (|delta| <= 2 s.e.)."]
+    out.append(f"The one that hurts most is {worst.study} '{worst.change}': "
+               f"{_pm(worst.delta_top1, worst.delta_top1_se)}, {_spread_word(worst.within_spread)}.")
+    within = changes[changes.within_spread.astype(object) == True]  # noqa: E712  (NaN: one seed)
+    if len(within):
+        out.append(f"{len(within)} of {len(changes)} one-at-a-time changes are within the seed spread of "
+                   f"their baseline: {', '.join(within.change)}.")
+    rob = changes.dropna(subset=["delta_robust"])
+    if len(rob):
+        cost = rob.loc[rob.delta_robust.idxmin()]
+        gain = rob.loc[rob.delta_robust.idxmax()]
+        out.append(f"Robustness (PGD-10 at {eps}): '{cost.change}' costs the most "
+                   f"({_pm(cost.delta_robust, cost.delta_robust_se)}), '{gain.change}' gains the most "
+                   f"({_pm(gain.delta_robust, gain.delta_robust_se)}).")
+    return out
+
+
+def _ladder(s: pd.DataFrame) -> list[str]:
+    lad = s[s.study == "ladder"].reset_index(drop=True)
+    if len(lad) < 2:
+        return []
+    gains = lad.top1_mean.diff().iloc[1:]
+    top = lad.loc[gains.idxmax()]
+    total = _pm(lad.delta_top1.iloc[-1], lad.delta_top1_se.iloc[-1])
+    return [f"The ladder goes from {_f(lad.top1_mean.iloc[0])} ('{lad.change.iloc[0]}') to "
+            f"{_f(lad.top1_mean.iloc[-1])} with every trick ({total}); the largest single rung is "
+            f"'{top.change}' ({gains.max():+.3f})."]
+
+
+def _depth(s: pd.DataFrame, grads: pd.DataFrame) -> list[str]:
+    study = grads.study.iloc[0]
+    d = s[s.study == study].set_index("change")
+    ratio = {}
+    for change, g in grads.groupby("change", sort=False):
+        per = g.groupby("depth").grad_norm.median()
+        ratio[change] = per.iloc[0] / per.iloc[-2] if len(per) > 2 else math.nan  # first vs last hidden
+    plain = d.index[0]
+    best = d.top1_mean.idxmax()
+    ratios = ", ".join(f"{k} {v:.1e}" for k, v in ratio.items())
+    return [f"{study}: the first layer's gradient norm over the last hidden layer's (median over the first "
+            f"epoch) is {ratios}.",
+            f"{study} test top-1: {plain} {_f(d.top1_mean[plain])}; best with '{best}' "
+            f"{_f(d.top1_mean[best])}."]
+
+
+def _grid(s: pd.DataFrame) -> list[str]:
+    g = s[s.study == "depth x width"]
+    if g.empty:
+        return []
+    pick = g.loc[g.val_top1_mean.idxmax()]
+    return [f"Of the depth x width grid, depth {int(pick.depth)} width {int(pick.width)} validates best "
+            f"({_f(pick.val_top1_mean)}; test {_f(pick.top1_mean)}, {pick.params / 1e6:.2f}M parameters); "
+            f"the test top-1 spans {_f(g.top1_mean.min())}-{_f(g.top1_mean.max())}."]
+
+
+def _optimisation(rows: pd.DataFrame) -> list[str]:
+    lr = rows[rows.study == "learning rate"]
+    out = []
+    if len(lr):
+        by = lr.groupby("lr").val_top1.mean()
+        out.append(f"mlp_plain's learning rate chosen on the validation split: {by.idxmax():g} (val top-1 "
+                   f"{_f(by.max())}; tried {', '.join(f'{v:g}' for v in by.index)}).")
+    for study in ("batch size (fixed epochs)", "batch size (fixed steps)"):
+        b = rows[rows.study == study].groupby("batch_size").val_top1.mean()
+        if len(b):
+            out.append(f"{study.capitalize()}: batch {b.idxmax()} validates best ({_f(b.max())}), batch "
+                       f"{b.idxmin()} worst ({_f(b.min())}).")
+    return out
+
+
+def _adversarial(adv: pd.DataFrame, aa: pd.DataFrame | None, eps: str) -> list[str]:
+    out = []
+    mean = adv.groupby(["model", "ablation", "method", "train_eps"], sort=False)[["test_top1", "robust_top1"]]
+    mean = mean.mean().reset_index()
+    for model, g in mean.groupby("model", sort=False):
+        std = g[g.method == "standard"].iloc[0]
+        trained = g[g.method != "standard"]
+        if trained.empty:
+            continue
+        best = trained.loc[trained.robust_top1.idxmax()]
+        out.append(f"{model}: standard training {_f(std.test_top1)} clean, {_f(std.robust_top1)} under "
+                   f"PGD-10 at {eps}; {best.method.upper()} training at {best.train_eps * 255:g}/255 raises "
+                   f"PGD-10 to {_f(best.robust_top1)}, clean top-1 {best.test_top1 - std.test_top1:+.3f}.")
+    if aa is not None and len(aa):
+        last = aa[aa.stage == aa.groupby("run").stage.transform("max")]
+        gaps = ", ".join(f"{r.model} {r.method} {r.pgd_top1 - r.top1:+.3f}" for r in last.itertuples())
+        out.append(f"AutoAttack (n={int(aa.n.iloc[0])}) finds what PGD-10 misses by: {gaps} top-1 "
+                   "(PGD-10 minus AutoAttack on the same images).")
+    return out
+
+
+@finding("06_improving_mlp")
+def _improving(folder: Path) -> list[str]:
+    cfg, s = _config(folder), _csv(folder, "ablation_summary.csv")
+    eps = f"{cfg['eval_eps_255']:g}/255"
+    acc = s.groupby("model").top1_mean.max().to_dict()
+    out = chance_warning(acc, _classes(folder))
+    seeds = int(s[s.study.isin(ONE_AT_A_TIME)].seeds.max())
+    out.append(f"Every point trains on {int(s.train_images.max())} images or fewer for "
+               f"{int(s.epochs.min())}-{int(s.epochs.max())} epochs ({cfg['dataset']}, {cfg['profile']}); "
+               f"seeds per headline row: {seeds}.")
+    out += _deltas(s, eps) + _ladder(s)
+    rows = _csv(folder, "ablations.csv")
+    out += _optimisation(rows) + _grid(s)
+    if (Path(folder) / "gradients.csv").exists():
+        out += _depth(s, _csv(folder, "gradients.csv"))
+    if (Path(folder) / "adversarial.csv").exists():
+        aa = _csv(folder, "autoattack.csv") if (Path(folder) / "autoattack.csv").exists() else None
+        out += _adversarial(_csv(folder, "adversarial.csv"), aa, eps)
+    return out
