@@ -20,6 +20,26 @@ def _units(folder: Path) -> list[str]:
         out.append(f"Shuffling {grid}x{grid} tiles ({int(g.tile_px.iloc[0])} px) costs top-1 "
                    + family_list(g.set_index("model")["drop"].reindex(models).to_dict())
                    + " (the original study's MLP on CIFAR-10, 4x4 tiles: 0.941 -> 0.734).")
+    if (Path(folder) / "inversion.csv").exists():
+        out += inversion_sentences(_csv(folder, "inversion.csv"), models, _config(folder))
+    return out
+
+
+def inversion_sentences(inverted, models: list[str], cfg: dict) -> list[str]:
+    """What feature inversion at one relative depth reached per model, trained against random weights."""
+    per = inverted.groupby(["model", "kind"]).agg(
+        layer=("layer", "first"), depth=("relative_depth", "first"), distance=("feature_distance", "mean"),
+        error=("pixel_error", "mean"), start=("start_pixel_error", "mean"))
+    trained = per.xs("trained", level="kind").reindex([m for m in models if (m, "trained") in per.index])
+    n = inverted.image.nunique()
+    out = [f"Feature inversion of {n} test images at relative depth {cfg.get('invert_depth', '?')} ("
+           + ", ".join(f"{m} {r.layer} at {r.depth:.2f}" for m, r in trained.iterrows())
+           + f"): feature distance reached {family_list(trained.distance.to_dict())}, pixel RMSE "
+           + family_list(trained.error.to_dict()) + f" (the starting noise: {_f(trained.start.mean())})."]
+    if "random" in per.index.get_level_values("kind"):
+        rand = per.xs("random", level="kind").reindex(trained.index)
+        out.append("The same layers with random weights: pixel RMSE " + family_list(rand.error.to_dict())
+                   + f"; the closest reconstruction of the trained models is {trained.error.idxmin()}'s.")
     return out
 
 

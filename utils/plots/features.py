@@ -96,6 +96,22 @@ def _periodicity(t, cfg):
     return periodicity_bars(t["periodicity.csv"], cfg["models"], cfg["dataset"])
 
 
+@figure("08_activation_maximization", "inversion.png", "inversion.npz", "inversion.csv")
+def _inversion(t, cfg):
+    arrays, table = t["inversion.npz"], t["inversion.csv"]
+    rows = {"original": arrays["targets"]}
+    for kind in ("trained", "random"):
+        for m in model_order(cfg, table.model):
+            g = table[(table.model == m) & (table.kind == kind)]
+            if f"{kind}_{m}" in arrays and len(g):
+                who = f"{m}{' (random)' * (kind == 'random')}"
+                rows[f"{who}\n{g.layer.iloc[0]}, RMSE {g.pixel_error.mean():.3f}"] = arrays[f"{kind}_{m}"]
+    first = table[table.model == table.model.iloc[0]].drop_duplicates("image").sort_values("image")
+    return image_grid(rows, list(first["class"]), size=1.1,
+                      title=f"feature inversion at relative depth {cfg.get('invert_depth', '?')} "
+                            "(rows: the original, then each model; RMSE in [0, 1] pixels)")
+
+
 # ---------------------------------------------------------------- 09: dictionaries
 
 
