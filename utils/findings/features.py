@@ -59,5 +59,32 @@ def _dictionaries(folder: Path) -> list[str]:
         out.append(f"{v.pair}: cross-model matching {_f(v.cross)} against a floor of {_f(v.floor)} and a "
                    f"ceiling of {_f(v.ceiling)} closes {v.gap_closed:.2f} of the gap: Prediction 2 "
                    f"{'holds' if v.holds else 'does not hold'} for this pair.")
+    if (Path(folder) / "steering_majority.csv").exists():
+        out += steering_sentences(_csv(folder, "steering_majority.csv"), models)
     return out
+
+
+def steering_sentences(majority, models: list[str]) -> list[str]:
+    """Per model: how many shown features steer the network to their own class, and at which v."""
+    n, layers = majority.groupby("model").size().max(), ", ".join(dict.fromkeys(majority.layer))
+    out = [f"Steering the {n} most class-selective features per model at {layers} (v in multiples of the "
+           f"mean activation norm, {int(majority.n_images.iloc[0])} test images), one model at a time:"]
+    for name in [m for m in models if m in set(majority.model)]:
+        m = majority[majority.model == name]
+        won = m[m.majority != "never"]
+        at = (f" (median |v| {won.majority_value.abs().median():g}; {(won.majority_value > 0).sum()} at "
+              "positive v)") if len(won) else ""
+        out.append(f"{name}: {len(won)} of {len(m)} features make their class the majority{at}; removing "
+                   f"the direction (v = 0) leaves that class {_f(m.share_at_0.mean())} of the predictions on "
+                   "average." + _steering_control(m))
+    return out
+
+
+def _steering_control(m) -> str:
+    """The feature's class at its best along the feature against along random unit directions (same v)."""
+    if "control_max_share" not in m:
+        return ""
+    return (f" At its best the class takes {_f(m.max_share.mean())} of the predictions along the feature and "
+            f"{_f(m.control_max_share.mean())} along random unit directions at the same v (the control: they "
+            f"make it the majority in {int(m.control_majorities.sum())} of {int(m.n_control.sum())} tries).")
 
