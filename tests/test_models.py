@@ -230,6 +230,54 @@ def test_bottleneck_block_norm_off_drops_only_the_block_layernorms():
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The ViT-zoo study's Perceiver ladder and TnT pixel sizes
+
+STUDY_LADDER = {"perceiver_medium": 0.29e6, "perceiver_large": 1.15e6, "perceiver_xl": 4.43e6}
+
+
+def test_perceiver_ladder_has_the_studys_parameter_counts():
+    with torch.device("meta"):  # counting only
+        counts = {n: _count(models.create_model(n, num_classes=10, img_size=32)) for n in STUDY_LADDER}
+    assert counts == {"perceiver_medium": 296_606, "perceiver_large": 1_150_110, "perceiver_xl": 4_528_286}
+    for name, study in STUDY_LADDER.items():
+        assert abs(counts[name] / study - 1) < 0.025, name  # the study's counts, within 2.5%
+        assert models.family(name) == "perceiver"
+    net = models.create_model("perceiver_large")
+    assert net.latents.shape == (64, 128) and len(net.layers) == 2  # 2 cross-attentions into 64 x 128
+    assert all(m.p == 0.1 for m in net.modules() if isinstance(m, nn.Dropout))  # the study ablated dropout
+
+
+@pytest.mark.parametrize("patch,pixel", [(4, 2), (4, 4), (8, 2)])
+def test_tnt_pixels_are_linear_projections_of_pixel_squares(patch, pixel):
+    torch.manual_seed(0)
+    net = models.create_model("test_tnt", in_chans=1, img_size=8, patch_size=patch, pixel_size=pixel).eval()
+    x = torch.rand(2, 1, 8, 8)
+    got = []
+    net.pixel_embed.register_forward_hook(lambda m, i, o: got.append(o))
+    net(x)
+    words = (patch // pixel) ** 2
+    assert got[0].shape == (2 * (8 // patch) ** 2, words, 8)  # (images x patches, words per patch, inner_dim)
+    z = net.input(x)  # normalised pixels
+    # by hand: patches in raster order, each cut into pixel x pixel squares in raster order, W vec(square) + b
+    squares = z.unfold(2, patch, patch).unfold(3, patch, patch)  # (B, 1, P, P, patch, patch)
+    squares = squares.reshape(-1, patch // pixel, pixel, patch // pixel, pixel).permute(0, 1, 3, 2, 4)
+    squares = squares.reshape(len(got[0]), words, pixel * pixel)  # (B * patches, words, pixel^2)
+    conv = net.pixel_embed.proj
+    expected = squares @ conv.weight.reshape(8, -1).T + conv.bias  # (B * patches, words, inner_dim)
+    pos = net.pixel_pos.reshape(8, -1).T  # (words, inner_dim), added by timm
+    assert torch.allclose(got[0], expected + pos, atol=1e-5)
+
+
+def test_tnt_pixel_size_must_tile_the_patch_and_the_patch_the_image():
+    with pytest.raises(ValueError, match="patch 4, pixel 3"):
+        models.create_model("test_tnt", in_chans=1, img_size=28, patch_size=4, pixel_size=3)
+    with pytest.raises(ValueError, match="image 28, patch 16"):
+        models.create_model("test_tnt", in_chans=1, img_size=28, patch_size=16, pixel_size=4)
+    default = models.create_model("test_tnt")  # no pixel_size: timm's 7x7 stride-first_stride embedding
+    assert default.pixel_embed.proj.kernel_size == (7, 7)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The Scaling-MLPs authors' checkpoint layout
 
 

@@ -21,6 +21,10 @@ KEY_TABLES = {
         "histories.csv": ({"run", "epoch", "train_loss", "val_top1"}, ["run", "epoch"], "run"),
         "lr_sweep.csv": ({"run", "lr", "val_top1", "test_top1"}, ["run"], None),
         "batch_sweep.csv": ({"run", "batch_size", "lr", "val_top1"}, ["run"], None),
+        "tnt_sweep.csv": ({"run", "model", "patch", "pixel", "words_per_patch", "params", "val_top1",
+                           "test_top1", "images_per_s"}, ["run"], None),
+        "perceiver_ladder.csv": ({"run", "rung", "latent_dim", "setting", "params", "val_top1", "test_top1",
+                                  "change_vs_rung", "dataset", "source"}, ["run"], None),
     },
     "02_adversarial_robustness": {
         "curves.csv": ({"model", "attack", "eps", "top1", "top5", "n"}, ["model", "attack", "eps"], "model"),
@@ -62,12 +66,18 @@ KEY_TABLES = {
         "recurrence.csv": ({"family", "target", "trained", "random_weights", "noise", "recurs"},
                            ["family", "target"], "model"),
         "tile_shuffle.csv": ({"model", "grid", "top1", "drop"}, ["model", "grid"], "model"),
+        "inversion.csv": ({"model", "kind", "layer", "relative_depth", "image", "feature_distance",
+                           "pixel_error"}, ["model", "kind", "image"], "model"),
     },
     "09_dictionary_learning": {
         "sae_metrics.csv": ({"model", "network", "seed", "l0", "fve", "dead_fraction", "accuracy_kept"},
                             ["model", "network", "seed"], "model"),
         "matching.csv": ({"source", "target", "kind", "mean"}, ["source", "target", "kind"], None),
         "prediction2.csv": ({"pair", "cross", "ceiling", "floor", "gap_closed", "holds"}, ["pair"], None),
+        "steering.csv": ({"model", "feature", "feature_class", "value", "raw_value", "class_index", "share"},
+                         ["model", "feature", "value", "class_index"], "model"),
+        "steering_majority.csv": ({"model", "feature", "feature_class", "majority", "majority_positive",
+                                   "share_at_0"}, ["model", "feature"], "model"),
     },
 }
 

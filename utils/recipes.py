@@ -188,6 +188,64 @@ def sweep_recipe(profile: str, **changes) -> Recipe:
     return with_train(SWEEP_BASE[profile], **changes)
 
 
+def tnt_sweep_recipe(profile: str, patch: int, pixel: int) -> Recipe:
+    """The profile's sweep recipe (its fixed learning rate) with TnT's patch and pixel size set: the ViT-zoo
+    study's (patch, pixel) ablation. Run names: "<tnt model>@patch<p>-pix<q>"."""
+    base = SWEEP_BASE[profile]
+    return replace(base, overrides={**base.overrides, "patch_size": patch, "pixel_size": pixel},
+                   note=f"{base.note}; TnT patch {patch}, pixel {pixel}")
+
+
+# The ViT-zoo study's Perceiver ladder (notebook 01): medium / large / XL (models.vit.perceiver_rung), and its
+# ablations without augmentation and without dropout. Under full the rungs train as the rest of the zoo. Under
+# quick the ladder is CPU-sized: the same rule at latent widths 16 and 32 below the medium rung (64), on the
+# quick zoo recipe (3 epochs, 10k images); under smoke at widths 8 and 16. Variants: "@latent<d>" (width d),
+# "-no-aug" (no crops, flips or mixup), "-no-dropout" (attention and feed-forward dropout 0).
+
+
+def ladder_width(d: int) -> dict:
+    """create_model overrides for a Perceiver ladder model at latent width d (vit.perceiver_rung)."""
+    return {"latent_dim": d, "cross_dim_head": d, "latent_heads": max(1, d // 16)}
+
+
+NO_DROPOUT = {"attn_dropout": 0.0, "ff_dropout": 0.0}
+
+
+def no_augmentation(recipe: Recipe, note: str = "") -> Recipe:
+    """The recipe without crops, flips and mixup (label smoothing stays: it is not augmentation)."""
+    plain = with_train(recipe, crop_pad=0, flip=False, mixup_alpha=0.0)
+    return replace(plain, note=note or recipe.note + "; no augmentation")
+
+
+def _ladder(base: Recipe, width: int | None, what: str) -> dict[str, Recipe]:
+    """A rung (width None: the registered width) and its two ablations, keyed by run suffix."""
+    over = {} if width is None else ladder_width(width)
+    rung = replace(base, overrides=over, note=f"{base.note}; Perceiver ladder {what}")
+    return {"": rung, "no-aug": no_augmentation(rung, f"{rung.note}, no augmentation"),
+            "no-dropout": replace(rung, overrides={**over, **NO_DROPOUT}, note=f"{rung.note}, no dropout")}
+
+
+def _ladder_runs(profile: str, model: str, base: Recipe, width: int | None, ablate: bool) -> dict:
+    name = model if width is None else f"{model}@latent{width}"
+    what = "rung" if width is None else f"CPU-sized rung, latent width {width}"
+    sep = "@" if width is None else "-"
+    runs = _ladder(base, width, what)
+    return {(profile, name if not k else f"{name}{sep}{k}"): r for k, r in runs.items() if ablate or not k}
+
+
+LADDER_RECIPES: dict[tuple[str, str], Recipe] = {
+    **_ladder_runs("smoke", "perceiver_medium", Recipe(_SMOKE, train_subset=256, note="smoke"), 8, True),
+    **_ladder_runs("smoke", "perceiver_medium", Recipe(_SMOKE, train_subset=256, note="smoke"), 16, False),
+    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, 16, True),
+    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, 32, False),
+    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, None, False),
+    **_ladder_runs("full", "perceiver_medium", _FULL_ZOO, None, True),
+    **_ladder_runs("full", "perceiver_large", _FULL_ZOO, None, False),
+    **_ladder_runs("full", "perceiver_xl", _FULL_ZOO, None, False),
+}
+RECIPES.update(LADDER_RECIPES)
+
+
 # ---------------------------------------------------------------- the rehearsal: full's recipes at toy counts
 
 

@@ -34,6 +34,24 @@ def original_transfer() -> pd.DataFrame:
                           "epoch", "top1": ORIGINAL_TRANSFER_CIFAR100, "source": "the original study (not run here)"}])
 
 
+# The ViT-zoo study (week 8 of the original project): Perceiver medium / large / XL trained from scratch on
+# CIFAR-10, parameters and top-1 (as quoted in this project's issue 19; the study's configurations are not at
+# hand: utils.models.vit.perceiver_rung gives the same counts). model: (params, CIFAR-10 top-1).
+VIT_ZOO_PERCEIVER_LADDER_CIFAR10 = {
+    "perceiver_medium": (0.29e6, 0.662),
+    "perceiver_large": (1.15e6, 0.671),
+    "perceiver_xl": (4.43e6, 0.677),
+}
+VIT_ZOO_SOURCE = "the ViT-zoo study (CIFAR-10, not run here)"
+
+
+def perceiver_ladder_reference() -> pd.DataFrame:
+    """The study's ladder as rows: model, params, test_top1, dataset, source."""
+    rows = [{"model": m, "params": p, "test_top1": a, "dataset": "cifar10", "source": VIT_ZOO_SOURCE}
+            for m, (p, a) in VIT_ZOO_PERCEIVER_LADDER_CIFAR10.items()]
+    return pd.DataFrame(rows)
+
+
 def fashion_mnist_reference() -> pd.DataFrame:
     """The benchmark rows as a table (model, family, top1, source)."""
     rows = [{"model": m, "family": f, "top1": a, "source": "Fashion-MNIST benchmark"}

@@ -1,12 +1,17 @@
 """Feature inversion: the input stage inverts exactly, the distance falls at an early layer, penalties on
 known images, seeded determinism, pixels in [0, 1], the model left as it was; picking a layer by depth."""
 
+import json
+
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
 
-from utils import models
+from utils import findings, models, plots
 from utils.experiments import inversion as inv
+from utils.hooks import stage_layers
+from utils.results import save_arrays
 
 OFF = dict(alpha_weight=0.0, tv_weight=0.0)  # penalties off
 
@@ -130,3 +135,33 @@ def test_pick_at_depth():
         inv.pick_at_depth(layers, 1.5)
     with pytest.raises(ValueError, match="no layers"):
         inv.pick_at_depth([], 0.5)
+
+
+# ---------------------------------------------------------------- the 08 notebook's figure and findings
+
+
+def test_the_inversion_figure_and_findings_read_the_saved_tables(tmp_path):
+    folder = tmp_path / "08_activation_maximization"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"config": {"models": ["test_mlp", "test_cnn"],
+                                                               "invert_depth": 0.25}}))
+    x0, arrays, rows = targets(2), {}, []
+    for kind in ("trained", "random"):
+        for name in ("test_mlp", "test_cnn"):
+            net = tiny(name)
+            layer = inv.pick_at_depth(stage_layers(net), 0.25)
+            out = inv.invert(net, layer, x0, steps=3)
+            arrays[f"{kind}_{name}"] = out.images.numpy()
+            rows += [{"model": name, "kind": kind, "layer": layer, "relative_depth": 0.0, "image": k,
+                      "class": f"c{k}", "feature_distance": out.feature_distance[k].item(),
+                      "pixel_error": 0.1 if name == "test_mlp" else 0.2, "start_pixel_error": 0.3}
+                     for k in range(2)]
+    save_arrays({"targets": x0.numpy(), **arrays}, folder / "inversion.npz")
+    pd.DataFrame(rows).to_csv(folder / "inversion.csv", index=False)
+    assert plots.draw(folder, "inversion.png").stat().st_size > 1000
+    table = pd.read_csv(folder / "inversion.csv")
+    said = findings.features.inversion_sentences(table, ["test_mlp", "test_cnn"], {"invert_depth": 0.25})
+    assert said[0].startswith("Feature inversion of 2 test images at relative depth 0.25 (test_mlp blocks.0 "
+                              "at 0.00, test_cnn stem at 0.00)")
+    assert "pixel RMSE test_mlp 0.100 and test_cnn 0.200 (the starting noise: 0.300)" in said[0]
+    assert said[1].endswith("the closest reconstruction of the trained models is test_mlp's.")

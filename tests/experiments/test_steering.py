@@ -1,12 +1,14 @@
 """Steering a dictionary feature: known answers through a linear head, the majority search on a constructed
 case, relative values, and hooks and mode restored."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
 
-from utils import models
+from utils import findings, models, plots
 from utils.experiments import steering
 from utils.hooks import recording
 from utils.metrics import predict_logits
@@ -146,3 +148,40 @@ def test_hooks_and_mode_are_restored_also_after_an_error():
         steering.steer(net, "head:input", torch.zeros(32), [1.0], images)
     with pytest.raises(ValueError, match="predicts class 2; num_classes=2 is too few"):
         steering.steering_table(Toy(), "head:input", torch.tensor([1.0, 0.0]), [-6.0], toy_images(), 2)
+
+
+# ---------------------------------------------------------------- the 09 notebook's figure and findings
+
+
+def test_the_steering_figure_and_findings_read_the_saved_tables(tmp_path):
+    folder = tmp_path / "09_dictionary_learning"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"config": {"models": ["test_mlp"]}}))
+    # two "features" of the toy: e0 steers class 0 (majority at v = 3) or class 2 (at v = -4); e1 class 1
+    parts, rows, values = [], [], list(range(-6, 7))
+    # the control direction e1 pins x1 and keeps x0 = 7: logits (7, v, -7, -100) give class 0 at every v <= 6
+    control = steering.steering_table(Toy(), "head:input", torch.tensor([0.0, 1.0]), values, toy_images(), 4)
+    for f, (direction, own) in enumerate([([1.0, 0.0], 0), ([0.0, 1.0], 3)]):
+        t = steering.steering_table(Toy(), "head:input", torch.tensor(direction), values, toy_images(), 4)
+        parts.append(t.assign(model="test_mlp", feature=f, feature_class=own, **{"class": "c"}))
+        v, mine = steering.majority_value(t, own), t[t.class_index == own]
+        rows.append({"model": "test_mlp", "layer": "head:input", "feature": f, "feature_class": own,
+                     "majority_value": v, "majority": "never" if v is None else f"{v:g}",
+                     "share_at_0": mine[mine.value == 0].share.item(), "max_share": mine.share.max(),
+                     "n_images": 5, "control_max_share": control[control.class_index == own].share.max(),
+                     "control_majorities": int(steering.majority_value(control, own) is not None),
+                     "n_control": 1})
+    pd.concat(parts).to_csv(folder / "steering.csv", index=False)
+    pd.DataFrame(rows).to_csv(folder / "steering_majority.csv", index=False)
+    control.assign(model="test_mlp", control=0).to_csv(folder / "steering_control.csv", index=False)
+    assert plots.draw(folder, "steering.png").stat().st_size > 1000
+    said = findings.features.steering_sentences(pd.read_csv(folder / "steering_majority.csv"), ["test_mlp"])
+    assert said[0].startswith("Steering the 2 most class-selective features per model at head:input")
+    # feature 0 wins at v = 3 (positive); feature 1's class 3 (bias -100) never does; v = 0: class 0 holds
+    # 0 of 5 (x0 removed, logits (0, b, 0, -100) pick class 1), class 3 holds 0
+    # at its best (v = 6) e0 gives class 0 all 5 images, class 3 none: mean 0.5; the control e1 the same
+    assert said[1] == ("test_mlp: 1 of 2 features make their class the majority (median |v| 3; 1 at "
+                       "positive v); removing the direction (v = 0) leaves that class 0.000 of the "
+                       "predictions on average. At its best the class takes 0.500 of the predictions along "
+                       "the feature and 0.500 along random unit directions at the same v (the control: they "
+                       "make it the majority in 1 of 2 tries).")

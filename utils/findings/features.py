@@ -20,6 +20,26 @@ def _units(folder: Path) -> list[str]:
         out.append(f"Shuffling {grid}x{grid} tiles ({int(g.tile_px.iloc[0])} px) costs top-1 "
                    + family_list(g.set_index("model")["drop"].reindex(models).to_dict())
                    + " (the original study's MLP on CIFAR-10, 4x4 tiles: 0.941 -> 0.734).")
+    if (Path(folder) / "inversion.csv").exists():
+        out += inversion_sentences(_csv(folder, "inversion.csv"), models, _config(folder))
+    return out
+
+
+def inversion_sentences(inverted, models: list[str], cfg: dict) -> list[str]:
+    """What feature inversion at one relative depth reached per model, trained against random weights."""
+    per = inverted.groupby(["model", "kind"]).agg(
+        layer=("layer", "first"), depth=("relative_depth", "first"), distance=("feature_distance", "mean"),
+        error=("pixel_error", "mean"), start=("start_pixel_error", "mean"))
+    trained = per.xs("trained", level="kind").reindex([m for m in models if (m, "trained") in per.index])
+    n = inverted.image.nunique()
+    out = [f"Feature inversion of {n} test images at relative depth {cfg.get('invert_depth', '?')} ("
+           + ", ".join(f"{m} {r.layer} at {r.depth:.2f}" for m, r in trained.iterrows())
+           + f"): feature distance reached {family_list(trained.distance.to_dict())}, pixel RMSE "
+           + family_list(trained.error.to_dict()) + f" (the starting noise: {_f(trained.start.mean())})."]
+    if "random" in per.index.get_level_values("kind"):
+        rand = per.xs("random", level="kind").reindex(trained.index)
+        out.append("The same layers with random weights: pixel RMSE " + family_list(rand.error.to_dict())
+                   + f"; the closest reconstruction of the trained models is {trained.error.idxmin()}'s.")
     return out
 
 
@@ -39,5 +59,32 @@ def _dictionaries(folder: Path) -> list[str]:
         out.append(f"{v.pair}: cross-model matching {_f(v.cross)} against a floor of {_f(v.floor)} and a "
                    f"ceiling of {_f(v.ceiling)} closes {v.gap_closed:.2f} of the gap: Prediction 2 "
                    f"{'holds' if v.holds else 'does not hold'} for this pair.")
+    if (Path(folder) / "steering_majority.csv").exists():
+        out += steering_sentences(_csv(folder, "steering_majority.csv"), models)
     return out
+
+
+def steering_sentences(majority, models: list[str]) -> list[str]:
+    """Per model: how many shown features steer the network to their own class, and at which v."""
+    n, layers = majority.groupby("model").size().max(), ", ".join(dict.fromkeys(majority.layer))
+    out = [f"Steering the {n} most class-selective features per model at {layers} (v in multiples of the "
+           f"mean activation norm, {int(majority.n_images.iloc[0])} test images), one model at a time:"]
+    for name in [m for m in models if m in set(majority.model)]:
+        m = majority[majority.model == name]
+        won = m[m.majority != "never"]
+        at = (f" (median |v| {won.majority_value.abs().median():g}; {(won.majority_value > 0).sum()} at "
+              "positive v)") if len(won) else ""
+        out.append(f"{name}: {len(won)} of {len(m)} features make their class the majority{at}; removing "
+                   f"the direction (v = 0) leaves that class {_f(m.share_at_0.mean())} of the predictions on "
+                   "average." + _steering_control(m))
+    return out
+
+
+def _steering_control(m) -> str:
+    """The feature's class at its best along the feature against along random unit directions (same v)."""
+    if "control_max_share" not in m:
+        return ""
+    return (f" At its best the class takes {_f(m.max_share.mean())} of the predictions along the feature and "
+            f"{_f(m.control_max_share.mean())} along random unit directions at the same v (the control: they "
+            f"make it the majority in {int(m.control_majorities.sum())} of {int(m.n_control.sum())} tries).")
 

@@ -36,5 +36,40 @@ def _training(folder: Path) -> list[str]:
         z = zoo.loc[zoo.val_top1.idxmax()]
         out.append(f"Of the ViT zoo ({', '.join(zoo.model)}), {z.model} ({z.family}) validates best: "
                    f"{_f(z.val_top1)}, test {_f(z.test_top1)}.")
+    if (Path(folder) / "tnt_sweep.csv").exists():
+        out += _tnt_sweep(_csv(folder, "tnt_sweep.csv"))
+    if (Path(folder) / "perceiver_ladder.csv").exists():
+        out += _ladder(_csv(folder, "perceiver_ladder.csv"))
+    return out
+
+
+def _tnt_sweep(sweep) -> list[str]:
+    point = lambda r: f"({int(r.patch)}, {int(r.pixel)})"
+    best, fast = sweep.loc[sweep.val_top1.idxmax()], sweep.loc[sweep.images_per_s.idxmax()]
+    tried = ", ".join(f"{point(r)} {_f(r.val_top1)}" for r in sweep.itertuples())
+    return [f"TnT {sweep.model.iloc[0]}, (patch, pixel) at one learning rate: validation top-1 {tried}; "
+            f"{point(best)} validates best (test {_f(best.test_top1)}, {best.params / 1e6:.2f}M parameters); "
+            f"{point(fast)} trains fastest ({fast.images_per_s:,.0f} images/s against "
+            f"{best.images_per_s:,.0f} for the best)."]
+
+
+def _ladder(ladder) -> list[str]:
+    ours, study = ladder[ladder.source == "this run"], ladder[ladder.source != "this run"]
+    rungs = ours[ours.setting == "ladder"].sort_values("params")
+    where = ", ".join(dict.fromkeys(ours.dataset))
+    each = lambda t: ", ".join(f"{r.rung} {r.params / 1e6:.2f}M {_f(r.test_top1)}" for r in t.itertuples())
+    out = [f"Perceiver ladder on {where} (rung, parameters, test top-1): {each(rungs)}."]
+    if len(rungs) > 1:
+        gain = rungs.test_top1.iloc[-1] - rungs.test_top1.iloc[0]
+        ratio = rungs.params.iloc[-1] / rungs.params.iloc[0]
+        out[-1] += (f" From the smallest to the largest rung ({ratio:.1f}x the parameters) test top-1 "
+                    f"changes by {gain:+.3f}.")
+    if len(study):
+        s = study.sort_values("params")
+        span = s.test_top1.iloc[-1] - s.test_top1.iloc[0]
+        out.append(f"The ViT-zoo study on CIFAR-10: {each(s)} ({span:+.3f} over its ladder).")
+    for r in ours[ours.setting != "ladder"].itertuples():
+        out.append(f"{r.setting.capitalize()} ({r.run}): test top-1 {_f(r.test_top1)}, "
+                   f"{r.change_vs_rung:+.3f} against its rung.")
     return out
 

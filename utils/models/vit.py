@@ -10,7 +10,9 @@ timm models keep timm's layer names (`patch_embed`, `blocks.11`, `norm`, `head`;
 `blocks.7`) with our `input` stage attached in front (common.attach_input). Small-image configurations run
 at the dataset's native size with patch 4 (2 for Swin). The `PRETRAINED_224` architectures (ViT-S/16,
 Swin-T, TNT-S, Mixer-B/16) resize to 224 and repeat grey channels so that timm's ImageNet weights apply.
-Each builder's overrides are the keys of its config.
+Each builder's overrides are the keys of its config. TNT's `pixel_size` (None: timm's own embedding) makes its
+inner tokens the TNT paper's non-overlapping pixel squares (`tnt_pixels`); perceiver_medium / large / xl are
+the ViT-zoo study's Perceiver ladder (`perceiver_rung`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,33 @@ def _timm_make(cls: type[nn.Module]) -> Make:
     return lambda nc, c, s, cfg: cls(img_size=s, in_chans=c, num_classes=nc, **cfg)
 
 
+def _tnt_make(nc: int, c: int, s: int, cfg: dict) -> nn.Module:
+    """timm's TNT; with `pixel_size` set, its "pixels" (visual words) are the non-overlapping pixel_size x
+    pixel_size squares of each patch, each projected linearly to `inner_dim` (see tnt_pixels)."""
+    cfg = dict(cfg)
+    pixel = cfg.pop("pixel_size", None)
+    if pixel is None:
+        return TNT(img_size=s, in_chans=c, num_classes=nc, **cfg)
+    patch = cfg["patch_size"]
+    if s % patch or patch % pixel:
+        raise ValueError(f"TNT needs the patch to tile the image and the pixel to tile the patch; got image "
+                         f"{s}, patch {patch}, pixel {pixel} (both must divide exactly)")
+    net = TNT(img_size=s, in_chans=c, num_classes=nc, **{**cfg, "first_stride": pixel})
+    return tnt_pixels(net, pixel)
+
+
+def tnt_pixels(net: TNT, pixel: int) -> TNT:
+    """Make TNT's pixel embedding the TNT paper's visual words (Han et al. 2021, and lucidrains'
+    transformer-in-transformer `pixel_size`): each patch cut into (patch / pixel)^2 squares of pixel x pixel,
+    each square linearly projected (a convolution with kernel = stride = pixel, applied per patch). timm's
+    own embedding is a 7x7 convolution with stride `first_stride` (padding 3) over each patch: the same
+    (patch / first_stride)^2 inner tokens, but each sees a 7x7 window that overlaps its neighbours."""
+    old = net.pixel_embed.proj
+    net.pixel_embed.proj = nn.Conv2d(old.in_channels, old.out_channels, kernel_size=pixel, stride=pixel)
+    net.pixel_embed.proj.to(device=old.weight.device, dtype=old.weight.dtype)
+    return net
+
+
 def _perceiver_make(nc: int, c: int, s: int, cfg: dict) -> nn.Module:
     return ImagePerceiver(input_channels=c, input_axis=2, max_freq=float(s), num_classes=nc, **cfg)
 
@@ -96,6 +125,21 @@ PERCEIVER = dict(depth=4, num_latents=128, latent_dim=256, cross_heads=1, latent
 PERCEIVER_IO = dict(depth=6, num_latents=128, latent_dim=256, cross_heads=1, latent_heads=4,
                     cross_dim_head=64, latent_dim_head=64, queries_dim=128, num_freq_bands=8, decoder_ff=True,
                     weight_tie_layers=False)
+
+
+def perceiver_rung(latent_dim: int) -> dict:
+    """The ViT-zoo study's Perceiver ladder (medium / large / XL: 0.29M / 1.15M / 4.43M parameters on
+    3x32x32 with 10 classes; its configurations are not at hand, only those counts). One rule gives those
+    counts within 2.5%: 2 cross-attentions into 64 latents (one head as wide as the latents), each followed
+    by one latent self-attention (latent_dim / 16 heads of 32), Fourier features in 8 bands, dropout 0.1 in
+    attention and feed-forward (the study ablated dropout); only the latent width doubles from rung to rung
+    (64, 128, 256), which quadruples the parameters as the study's counts do (x3.97, x3.85)."""
+    return {**PERCEIVER, "depth": 2, "num_latents": 64, "latent_dim": latent_dim, "cross_heads": 1,
+            "cross_dim_head": latent_dim, "latent_heads": max(1, latent_dim // 16),
+            "latent_dim_head": 32,
+            "self_per_cross_attn": 1, "num_freq_bands": 8, "attn_dropout": 0.1, "ff_dropout": 0.1}
+
+
 _TINY_PERCEIVER = dict(num_latents=16, latent_dim=32, latent_heads=2, cross_dim_head=16, latent_dim_head=16,
                        num_freq_bands=4)
 
@@ -111,9 +155,9 @@ ZOO: dict[str, tuple[str, Make, dict, str]] = {
                          num_heads=(3, 6, 12, 24), mlp_ratio=4.0, drop_path_rate=0.1),
                     "Swin-T widths and depths for small images: patch 2, window 4 (stages of 16, 8, 4, 2 "
                     "tokens a side at 32x32; timm pads the odd 7x7 stage at 28x28). 27.5M params."),
-    "tnt_small_p4": ("vit", _timm_make(TNT),
+    "tnt_small_p4": ("vit", _tnt_make,
               dict(patch_size=4, first_stride=1, embed_dim=384, inner_dim=24, depth=12, num_heads_outer=6,
-                   num_heads_inner=4, drop_path_rate=0.1),
+                   num_heads_inner=4, drop_path_rate=0.1, pixel_size=None),
               "Transformer-in-Transformer, TNT-S widths; each 4x4 patch is 16 inner pixel tokens (23.3M)."),
     "mixer_small_p4": ("mixer", _timm_make(MlpMixer),
                 dict(patch_size=4, num_blocks=8, embed_dim=512, mlp_ratio=(0.5, 4.0), drop_path_rate=0.0),
@@ -124,6 +168,13 @@ ZOO: dict[str, tuple[str, Make, dict, str]] = {
     "perceiver_io_base": ("perceiver", _perceiver_io_make, PERCEIVER_IO,
                      "Perceiver IO: pixel tokens cross-attended once into 128 latents of 256, 6 "
                      "self-attentions, one learned query decoded to the logits (7.4M params)."),
+    # The ViT-zoo study's Perceiver ladder (perceiver_rung): its parameter counts at 3x32x32, 10 classes.
+    "perceiver_medium": ("perceiver", _perceiver_make, perceiver_rung(64),
+                         "Perceiver medium of the ViT-zoo study: 64 latents of 64 (0.30M; study 0.29M)."),
+    "perceiver_large": ("perceiver", _perceiver_make, perceiver_rung(128),
+                        "Perceiver large of the ViT-zoo study: 64 latents of 128 (1.15M; study 1.15M)."),
+    "perceiver_xl": ("perceiver", _perceiver_make, perceiver_rung(256),
+                     "Perceiver XL of the ViT-zoo study: 64 latents of 256 (4.53M; study 4.43M)."),
     # Mini variants: the same architectures sized for CPU training (the quick profile).
     "vit_mini_p4": ("vit", _timm_make(VisionTransformer),
                     dict(patch_size=4, embed_dim=96, depth=6, num_heads=3, mlp_ratio=2.0, drop_rate=0.0,
@@ -133,9 +184,9 @@ ZOO: dict[str, tuple[str, Make, dict, str]] = {
                   dict(patch_size=2, window_size=4, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8),
                        mlp_ratio=2.0, drop_path_rate=0.0),
                   "Swin with patch 2, window 4, embed 32, three stages of 2 blocks (0.39M): CPU-sized."),
-    "tnt_mini_p4": ("vit", _timm_make(TNT),
+    "tnt_mini_p4": ("vit", _tnt_make,
                  dict(patch_size=4, first_stride=1, embed_dim=64, inner_dim=8, depth=4, num_heads_outer=2,
-                      num_heads_inner=1, mlp_ratio=2.0, drop_path_rate=0.0),
+                      num_heads_inner=1, mlp_ratio=2.0, drop_path_rate=0.0, pixel_size=None),
                  "TNT with embed 64, inner 8, depth 4 on 4x4 patches (0.18M): CPU-sized."),
     "mixer_mini_p4": ("mixer", _timm_make(MlpMixer),
                    dict(patch_size=4, num_blocks=4, embed_dim=128, mlp_ratio=(0.5, 2.0), drop_path_rate=0.0),
@@ -156,9 +207,9 @@ ZOO: dict[str, tuple[str, Make, dict, str]] = {
                   dict(patch_size=2, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2),
                        mlp_ratio=2.0, drop_path_rate=0.0),
                   "Tiny Swin for tests."),
-    "test_tnt": ("vit", _timm_make(TNT),
+    "test_tnt": ("vit", _tnt_make,
                  dict(patch_size=4, first_stride=1, embed_dim=32, inner_dim=8, depth=2, num_heads_outer=2,
-                      num_heads_inner=1, mlp_ratio=2.0),
+                      num_heads_inner=1, mlp_ratio=2.0, pixel_size=None),
                  "Tiny TNT for tests."),
     "test_mixer": ("mixer", _timm_make(MlpMixer),
                    dict(patch_size=4, num_blocks=2, embed_dim=32, mlp_ratio=(0.5, 2.0)),

@@ -96,6 +96,22 @@ def _periodicity(t, cfg):
     return periodicity_bars(t["periodicity.csv"], cfg["models"], cfg["dataset"])
 
 
+@figure("08_activation_maximization", "inversion.png", "inversion.npz", "inversion.csv")
+def _inversion(t, cfg):
+    arrays, table = t["inversion.npz"], t["inversion.csv"]
+    rows = {"original": arrays["targets"]}
+    for kind in ("trained", "random"):
+        for m in model_order(cfg, table.model):
+            g = table[(table.model == m) & (table.kind == kind)]
+            if f"{kind}_{m}" in arrays and len(g):
+                who = f"{m}{' (random)' * (kind == 'random')}"
+                rows[f"{who}\n{g.layer.iloc[0]}, RMSE {g.pixel_error.mean():.3f}"] = arrays[f"{kind}_{m}"]
+    first = table[table.model == table.model.iloc[0]].drop_duplicates("image").sort_values("image")
+    return image_grid(rows, list(first["class"]), size=1.1,
+                      title=f"feature inversion at relative depth {cfg.get('invert_depth', '?')} "
+                            "(rows: the original, then each model; RMSE in [0, 1] pixels)")
+
+
 # ---------------------------------------------------------------- 09: dictionaries
 
 
@@ -218,3 +234,52 @@ def _logit_weights(t, cfg):
 @figure("09_dictionary_learning", "matching_histograms.png", "matching_per_feature.csv", "prediction2.csv")
 def _matching(t, cfg):
     return matching_histograms(t["matching_per_feature.csv"], list(t["prediction2.csv"].pair))
+
+
+def steering_curves(steered: pd.DataFrame, majority: pd.DataFrame, models: list[str],
+                    control: pd.DataFrame | None = None) -> plt.Figure:
+    """One panel per model (rows) and shown feature (columns): the share of the images predicted as each class
+    against the steering value v (the feature's class bold in the family colour, the others grey), the 0.5
+    majority line, the v where the feature's class first holds the majority (dotted), and (control: rows of
+    model, control, value, class_index, share) that class's mean share along random directions (dashed)."""
+    n_cols = int(steered.groupby("model").feature.nunique().max())
+    fig, axes = plt.subplots(len(models), n_cols, figsize=(2.3 * n_cols, 2.0 * len(models) + 0.4),
+                             squeeze=False, sharex=True, sharey=True)
+    for r, name in enumerate(models):
+        features = list(dict.fromkeys(steered[steered.model == name].feature))
+        for c, ax in enumerate(axes[r]):
+            if c >= len(features):
+                ax.axis("off")
+                continue
+            t = steered[(steered.model == name) & (steered.feature == features[c])]
+            own = int(t.feature_class.iloc[0])
+            for k, g in t.groupby("class_index"):
+                style = dict(color=color(name), lw=2, zorder=3) if k == own else dict(color="0.75", lw=0.8)
+                ax.plot(g.value, g.share, **style)
+            ax.axhline(0.5, color="k", ls=":", lw=0.8)
+            if control is not None:
+                ctrl = control[(control.model == name) & (control.class_index == own)]
+                mean = ctrl.groupby("value").share.mean()
+                ax.plot(mean.index, mean.values, color=color(name), ls="--", lw=1)
+            m = majority[(majority.model == name) & (majority.feature == features[c])]
+            if len(m) and pd.notna(m.majority_value.iloc[0]):
+                ax.axvline(m.majority_value.iloc[0], color=color(name), ls=":", lw=1)
+            verdict = m.majority.iloc[0] if len(m) else "?"
+            name_of_class = t.loc[t.class_index == own, "class"].iloc[0]
+            ax.set_title(f"#{features[c]} {name_of_class}\nmajority at v={verdict}", fontsize=7)
+            ax.tick_params(labelsize=7)
+        axes[r, 0].set_ylabel(f"{name}\nshare of images", fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("v (x mean activation norm)", fontsize=7)
+    fig.suptitle("steering each shown feature: predicted class shares against v"
+                 + " (dashed: the class along random directions)" * (control is not None), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@figure("09_dictionary_learning", "steering.png", "steering.csv", "steering_majority.csv",
+        "steering_control.csv")
+def _steering(t, cfg):
+    steered = t["steering.csv"]
+    return steering_curves(steered, t["steering_majority.csv"], model_order(cfg, steered.model),
+                           t["steering_control.csv"])

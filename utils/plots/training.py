@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
-from .base import color, compact_number, figure, integer_axis, label, log_ticks
+from .base import FAMILY_COLORS, color, compact_number, figure, integer_axis, label, log_ticks
 
 
 def learning_curves(hist: pd.DataFrame, title: str = "") -> plt.Figure:
@@ -96,3 +97,59 @@ def _pretrained_curves(t, cfg):
 def _sweeps(t, cfg):
     return sweep_plot(t["lr_sweep.csv"], t["batch_sweep.csv"], "val_top1", title=_where(cfg))
 
+
+
+# ---------------------------------------------------------------- 01: the ViT zoo's ablations
+
+
+def tnt_sweep_plot(sweep: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Validation and test top-1 per (patch, pixel) point, and the training images/s, in grid order."""
+    fig, (ax_acc, ax_speed) = plt.subplots(1, 2, figsize=(10, 3.6))
+    x = np.arange(len(sweep))
+    ticks = [f"patch {p}\npixel {q}\n{w} words" for p, q, w in zip(sweep.patch, sweep.pixel,
+                                                                   sweep.words_per_patch, strict=True)]
+    ax_acc.plot(x, sweep.val_top1, "o-", label="validation")
+    ax_acc.plot(x, sweep.test_top1, "s--", label="test")
+    ax_acc.set(ylabel="top-1", title=f"{sweep.model.iloc[0]}: patch and pixel size")
+    ax_acc.legend(fontsize=8)
+    ax_speed.bar(x, sweep.images_per_s, color=color(sweep.model.iloc[0]))
+    ax_speed.set(ylabel=label("images_per_s"), title="training speed")
+    for ax in (ax_acc, ax_speed):
+        ax.set_xticks(x, ticks, fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def ladder_plot(ladder: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Test top-1 against parameters: this run's rungs (solid), its ablations (crosses, labelled) and the
+    study's rungs (dashed), each labelled with its rung."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ours, study = ladder[ladder.source == "this run"], ladder[ladder.source != "this run"]
+    rungs = ours[ours.setting == "ladder"].sort_values("params")
+    where = ", ".join(dict.fromkeys(ours.dataset))
+    ax.plot(rungs.params, rungs.test_top1, "o-", color=FAMILY_COLORS["perceiver"],
+            label=f"this run ({where})")
+    for marker, (setting, g) in zip("xP^", ours[ours.setting != "ladder"].groupby("setting"), strict=False):
+        ax.scatter(g.params, g.test_top1, marker=marker, s=60, color="k", label=f"{setting} ({where})")
+    if len(study):
+        s = study.sort_values("params")
+        ax.plot(s.params, s.test_top1, "s--", color="tab:gray", label=s.source.iloc[0])
+    for r in ladder[ladder.setting == "ladder"].itertuples():
+        ax.annotate(r.rung, (r.params, r.test_top1), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set(xscale="log", xlabel=label("params"), ylabel=label("test_top1"), title=title)
+    log_ticks(ax, ladder.params, fmt=compact_number)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+@figure("01_vit_finetuning", "tnt_sweep.png", "tnt_sweep.csv")
+def _tnt_sweep(t, cfg):
+    return tnt_sweep_plot(t["tnt_sweep.csv"], f"{_where(cfg)}: TnT (patch, pixel) sweep at a fixed lr")
+
+
+@figure("01_vit_finetuning", "perceiver_ladder.png", "perceiver_ladder.csv")
+def _perceiver_ladder(t, cfg):
+    return ladder_plot(t["perceiver_ladder.csv"], f"Perceiver ladder ({_where(cfg)})")
