@@ -33,7 +33,8 @@ def test_prev_pt_is_used_when_last_pt_is_unreadable(tmp_path):
 
 
 def test_temp_files_of_killed_writers_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)
     stale = tmp_path / f".last.pt.tmp{int(dead.stdout)}"  # a full-size temp file whose writer was killed
     stale.write_bytes(b"x" * 1000)
     mine = tmp_path / f".last.pt.tmp{os.getpid()}"  # ours (a write in progress) is never touched
@@ -52,10 +53,11 @@ HOLD = "import sys, time\nfrom utils import checkpoints\nwith checkpoints.run_lo
 
 def test_the_run_lock_excludes_a_second_process(tmp_path):
     folder = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), "3"], cwd=ROOT, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), "3"], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "holding"
-    with pytest.raises(checkpoints.RunBusy, match="another process"), checkpoints.run_lock(folder, wait=False):
+    with (pytest.raises(checkpoints.RunBusy, match="another process"),
+          checkpoints.run_lock(folder, wait=False)):
         pass
     start = time.perf_counter()
     with checkpoints.run_lock(folder, wait=True, poll=0.1):  # waits for the holder, then gets it

@@ -151,7 +151,7 @@ def test_other_build_errors_are_not_taken_for_offline(monkeypatch, data_root):
         store.resolve("vit_small_patch16_224", "synthetic", "smoke")
 
 
-# ---------------------------------------------------------------- the data behind a name, fragile finished runs
+# ------------------------------------------------------------ the data behind a name, fragile finished runs
 
 
 def write_image_folder(root, classes: int, gray: bool, seed: int, n: int = 40):
@@ -164,7 +164,8 @@ def write_image_folder(root, classes: int, gray: bool, seed: int, n: int = 40):
             (root / split / f"class{c}").mkdir(parents=True, exist_ok=True)
             for k in range(n if split == "train" else 4):
                 shape = (8, 8) if gray else (8, 8, 3)
-                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(root / split / f"class{c}" / f"{k}.png")
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(
+                    root / split / f"class{c}" / f"{k}.png")
 
 
 def test_another_image_folder_behind_the_same_name_gets_its_own_model(ck, data_root):

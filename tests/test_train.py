@@ -200,7 +200,8 @@ def test_changed_config_refuses_to_resume(synth, tmp_path):
     cfg = resume_cfg(tmp_path)
     train.fit(plain(synth[0]), *train.make_loaders(*synth, cfg), cfg)
     other = resume_cfg(tmp_path, seed=7)
-    with pytest.raises(ValueError, match=r"another training config \(seed: 0 -> 7\); use another checkpoint folder"):
+    with pytest.raises(ValueError,
+                       match=r"another training config \(seed: 0 -> 7\); use another checkpoint folder"):
         train.fit(plain(synth[0]), *train.make_loaders(*synth, other), other)
 
 
@@ -255,8 +256,8 @@ def test_cli_trains_and_writes_checkpoint(data_root, tmp_path, capsys):
 
 
 def cli(out, *extra, model="test_mlp", subset="256", epochs="2"):
-    return ["--model", model, "--dataset", "synthetic", "--subset", subset, "--epochs", epochs, "--batch-size",
-            "64", "--out", str(out), "--progress", "false", *extra]
+    return ["--model", model, "--dataset", "synthetic", "--subset", subset, "--epochs", epochs,
+            "--batch-size", "64", "--out", str(out), "--progress", "false", *extra]
 
 
 def weights(folder):
@@ -278,7 +279,8 @@ def test_cli_killed_and_resumed_equals_the_uninterrupted_run(data_root, tmp_path
               "t.train_epoch = lambda *a: os.kill(os.getpid(), signal.SIGKILL) if a[-1] == 2 else real(*a)\n"
               "t.main(sys.argv[1:])\n")
     env = {**os.environ, "MLPZOOM_DATA": str(data_root)}
-    killed = subprocess.run([sys.executable, "-c", killer, *cli(tmp_path / "run", epochs="3")], cwd=ROOT, env=env)
+    killed = subprocess.run([sys.executable, "-c", killer, *cli(tmp_path / "run", epochs="3")],
+                            cwd=ROOT, env=env)
     assert killed.returncode == -signal.SIGKILL and not (tmp_path / "run" / "model.json").exists()
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 2
     train.main(cli(tmp_path / "run", epochs="3"))  # the same command again: resumes at epoch 3
@@ -326,7 +328,8 @@ def test_every_train_config_field_is_a_flag_and_booleans_are_strict():
 
 
 def test_cli_model_overrides_reach_the_model(data_root, tmp_path, capsys):
-    train.main(cli(tmp_path / "plain", "--set", "depth=2", "--set", "width=16", model="mlp_plain", epochs="1"))
+    train.main(cli(tmp_path / "plain", "--set", "depth=2", "--set", "width=16", model="mlp_plain",
+                   epochs="1"))
     card = json.loads((tmp_path / "plain" / "model.json").read_text())
     assert card["model_config"]["depth"] == 2 and card["model_config"]["width"] == 16
 

@@ -4,7 +4,8 @@
         state = load_state(folder)           # last.pt, else prev.pt; unreadable ones set aside, named
         save_state(folder, {...})            # last.pt written atomically, the previous one kept as prev.pt
         write_final(folder, weights, history, card)   # model.safetensors, history.csv, model.json
-        read_final(folder)                   # (weights, card, history); unreadable files named with what to do
+        read_final(folder)                   # (weights, card, history); unreadable files named
+                                             # with what to do
 
 Nothing here ever overwrites a file it cannot read: an unreadable file is renamed `<name>.corrupt`
 (`<name>.corrupt-2`, ... when that exists) and named in a warning.
@@ -60,7 +61,8 @@ def run_lock(folder: str | Path, wait: bool = True, poll: float = 5.0) -> Iterat
             if not wait:
                 raise RunBusy(f"{folder} is being trained by another process (lock {path}); "
                               "wait for it, or stop it first") from None
-            print(f"{Path(folder).name}: another process is training this run; waiting for it ...", flush=True)
+            print(f"{Path(folder).name}: another process is training this run; waiting for it ...",
+                  flush=True)
             while True:
                 time.sleep(poll)
                 try:

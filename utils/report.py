@@ -37,7 +37,8 @@ SECTIONS = [
      ("cka_summary.csv", ["pair", "cross", "floor", "ceiling", "gap_closed", "peak"]),
      ["cka_cross.png", "probes.png", "transfer.png"]),
     ("Cost", "05_inference_time",
-     ("cost.csv", ["model", "mode", "params", "flops_per_image", "latency_ms", "best_throughput", "top1", "ece"]),
+     ("cost.csv", ["model", "mode", "params", "flops_per_image", "latency_ms", "best_throughput", "top1",
+                   "ece"]),
      ["accuracy_vs_cost.png", "reliability.png"]),
     ("Improving the MLP", "06_improving_mlp",
      ("ablation_summary.csv", ["study", "change", "seeds", "top1_mean", "top1_std", "delta_top1",
@@ -52,15 +53,16 @@ SECTIONS = [
      ["matching_histograms.png"]),
 ]
 CAVEATS = {
-    "smoke": "smoke: a few hundred Fashion-MNIST images and tiny `test_*` models trained for seconds. Models are "
-             "near chance; the report shows that every step runs, not what MLPs do.",
-    "quick": "quick: CPU-sized members of each family (a 2.3M-parameter bottleneck MLP, a 0.15M-parameter CNN, "
-             "a 0.46M-parameter ViT) trained for minutes on Fashion-MNIST (1x28x28, 10 classes), attacks and "
-             "analyses on subsets of the test set. Real numbers, but not the paper's models or CIFAR-10: compare "
-             "families within this report, and with the original study only in kind.",
-    "full": "full: the paper's models on CIFAR-10 (B-12/Wi-1024, ResNet-18, ViT-S/16), sized for one GPU.",
-    "rehearsal": "rehearsal: the full code path on a CPU at toy counts, on synthetic pixels in CIFAR-10's files; "
-                 "no number here means anything.",
+    "smoke": "smoke: a few hundred Fashion-MNIST images and tiny `test_*` models trained for seconds. "
+             "Models are near chance; the report shows that every step runs, not what MLPs do.",
+    "quick": "quick: CPU-sized members of each family (a 2.3M-parameter bottleneck MLP, a 0.15M-parameter "
+             "CNN, a 0.46M-parameter ViT) trained for minutes on Fashion-MNIST (1x28x28, 10 classes), "
+             "attacks and analyses on subsets of the test set. Real numbers, but not the paper's models or "
+             "CIFAR-10: compare families within this report, and with the original study only in kind.",
+    "full": "full: the paper's models on CIFAR-10 (B-12/Wi-1024, ResNet-18, ViT-S/16), sized for one "
+            "GPU.",
+    "rehearsal": "rehearsal: the full code path on a CPU at toy counts, on synthetic pixels in CIFAR-10's "
+                 "files; no number here means anything.",
 }
 
 
@@ -126,8 +128,10 @@ def environment(root: Path) -> str:
 def build(profile: str, dataset: str) -> tuple[str, list[Path]]:
     """(the report as markdown, the figures it links to)."""
     root = results_root() / profile / dataset
-    lines = [f"# Zooming in on MLPs: do MLPs trained on images behave like CNNs and ViTs? ({profile}, {dataset})",
-             "", f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m utils.report` from `{root}`. "
+    lines = [f"# Zooming in on MLPs: do MLPs trained on images behave like CNNs and ViTs? "
+             f"({profile}, {dataset})",
+             "", f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m utils.report` "
+             f"from `{root}`. "
              "Every number is read from a table saved there; the figures are drawn from the same tables.", "",
              "## Caveats", "", CAVEATS.get(profile, profile), ""]
     figures = []
@@ -184,7 +188,8 @@ def write(profile: str, dataset: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default=None, help=f"{' | '.join(PROFILES)} (default: full with CUDA, "
                         "else quick)")
     parser.add_argument("--dataset", help="default: the profile's")

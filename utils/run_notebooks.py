@@ -21,6 +21,7 @@ from . import cli
 from .files import REPO, atomic_write, results_root
 from .profiles import PROFILES, get_profile
 
+
 @dataclass(frozen=True)
 class Executed:
     name: str
@@ -75,7 +76,8 @@ class _Prefixed:
 
 
 def _ipc_kernel_manager():
-    """A kernel manager on IPC sockets: no 'running over TCP without encryption' warning, nothing on a port."""
+    """A kernel manager on IPC sockets: no 'running over TCP without encryption' warning, nothing on a
+    port."""
     from jupyter_client.manager import KernelManager
 
     class IPCKernelManager(KernelManager):
@@ -94,7 +96,8 @@ def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = N
     working = out_dir / f".{path.stem}.running.ipynb"
     printed = _Prefixed(f"[{path.name[:2]}]") if stream else None
     try:
-        papermill.execute_notebook(str(path), str(working), parameters={"profile": profile, **(parameters or {})},
+        papermill.execute_notebook(str(path), str(working),
+                                   parameters={"profile": profile, **(parameters or {})},
                                    cwd=str(path.parent), kernel_name="python3", language="python",
                                    progress_bar=False, stdout_file=printed,
                                    kernel_manager_class=_ipc_kernel_manager())
@@ -131,11 +134,13 @@ def run(profile: str | None = None, only: list[str] | None = None, root: Path = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", help=f"{' | '.join(PROFILES)} (default: full with CUDA, else quick)")
     parser.add_argument("--only", help="comma-separated numbers or names, e.g. '01,03' or '01, 03'")
     parser.add_argument("--dataset", help="run every notebook on this dataset instead of the profile's")
-    parser.add_argument("-p", "--parameter", type=cli.key_value, action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("-p", "--parameter", type=cli.key_value, action="append", default=[],
+                        metavar="KEY=VALUE",
                         help="a value for every notebook's parameters cell (repeatable), e.g. -p seed=1")
     parser.add_argument("--root", type=Path, default=REPO, help="folder holding the notebooks")
     parser.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
@@ -147,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, RuntimeError) as err:
         parser.error(str(err).strip("'\""))
     failed = [r for r in runs if not r.ok]
-    print(f"{len(runs) - len(failed)} of {len(runs)} notebooks ran; executed copies in {runs[0].executed.parent}")
+    print(f"{len(runs) - len(failed)} of {len(runs)} notebooks ran; "
+          f"executed copies in {runs[0].executed.parent}")
     for r in failed:
         print(f"FAILED {r.name}: {r.error} (executed copy: {r.executed})")
     return 1 if failed else 0

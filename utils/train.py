@@ -13,8 +13,8 @@ run exactly on CPU (the loaders' batches depend only on (seed, epoch)). A finish
 `model.safetensors`, `model.json` (the model card, with the test score) and `history.csv`; the run folder's
 file handling (lock, corrupt files, rebuilding) is utils.checkpoints'.
 
-CLI: `python -m utils.train --model cnn_small --dataset fashion-mnist --epochs 5` (every TrainConfig field is a
-flag; `python -m utils.train --help`). Multi-GPU: `torchrun --standalone --nproc_per_node=N -m utils.train
+CLI: `python -m utils.train --model cnn_small --dataset fashion-mnist --epochs 5` (every TrainConfig field is
+a flag; `python -m utils.train --help`). Multi-GPU: `torchrun --standalone --nproc_per_node=N -m utils.train
 ...` trains with DistributedDataParallel: batch_size and lr are the global batch's, rank 0 writes every file
 (utils/distributed.py says what each part does under torchrun).
 """
@@ -68,7 +68,7 @@ class TrainConfig:
     crop_pad: int | None = None  # random crop after zero padding (pixels); None: the dataset's default (4)
     flip: bool | None = None  # random horizontal flips; None: the dataset's default (not for digits)
     grad_clip: float | None = None  # max global gradient norm
-    backbone_lr_scale: float = 1.0  # lr of every parameter outside the head (`head`) = lr x this (fine-tuning)
+    backbone_lr_scale: float = 1.0  # lr of every parameter outside the head (`head`) = lr x this (fine-tune)
     # Adversarial training: every batch is replaced by adversarial examples crafted on it, on the fly, against
     # the model being trained. "fgsm": FGSM from a random start (Wong et al. 2020); "pgd": PGD with a random
     # start (Madry et al. 2018). L-inf radius adv_eps (pixels in [0, 1]); step None: 1.25 eps (fgsm),
@@ -293,15 +293,18 @@ def check_same(saved: dict | None, now: dict, what: str, folder: Path, defaults:
     one side counts as its value in `defaults`, when given)."""
     fill = _json(defaults or {})
     saved, now = fill | _json(saved or {}), fill | _json(now)
-    diff = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)}
+    diff = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)}
     if diff:
         changes = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"{folder} holds a run with another {what} ({changes}); use another checkpoint "
                          "folder, or delete that one to start over")
 
 
-def model_card(model: nn.Module, history: list[dict], cfg: TrainConfig, data: dict, test: dict | None) -> dict:
-    """The model card: what was trained, on what, how, and what it scored (validation per epoch; test once)."""
+def model_card(model: nn.Module, history: list[dict], cfg: TrainConfig, data: dict,
+               test: dict | None) -> dict:
+    """The model card: what was trained, on what, how, and what it scored (validation per epoch; test
+    once)."""
     return {
         "model": getattr(model, "model_name", type(model).__name__),
         "model_config": getattr(model, "model_config", None),
@@ -341,7 +344,8 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, test_loade
     model.to(getattr(train_loader, "device", model_device(model)))
     if len(train_loader) == 0:
         n = getattr(train_loader, "num_samples", "the")
-        raise ValueError(f"no training batch: batch_size {cfg.batch_size} is larger than the {n} training images "
+        raise ValueError(f"no training batch: batch_size {cfg.batch_size} is larger than the {n} "
+                         "training images "
                          "(the last incomplete batch is dropped); use a smaller batch or more images")
     if not cfg.checkpoint_dir:
         return pd.DataFrame(_train(model, train_loader, val_loader, cfg, None, [], 0, None)[0])
@@ -369,7 +373,8 @@ def _saved(folder: Path, cfg: TrainConfig, data: dict) -> tuple[dict | None, tup
         check_same(card.get("data"), data, "data", folder)
         return None, (checkpoints.read_weights(folder), checkpoints.read_history(folder))
     if state is not None:
-        check_same(state["config"], resume_config(cfg), "training config", folder, resume_config(TrainConfig()))
+        check_same(state["config"], resume_config(cfg), "training config", folder,
+                   resume_config(TrainConfig()))
         check_same(state.get("data"), data, "data", folder)
     return state, None
 
@@ -454,13 +459,15 @@ def cli_parser() -> argparse.ArgumentParser:
     from . import cli, data, models
 
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description="Train one registered model on one registered dataset: 90% "
-                                     "of the training split trains, a stratified 10% validates every epoch, the "
-                                     "test split is scored once at the end.")
+    parser = argparse.ArgumentParser(description="Train one registered model on one registered dataset: "
+                                     "90% of the training split trains, a stratified 10% validates every "
+                                     "epoch, the test split is scored once at the end.")
     parser.add_argument("--model", required=True, type=cli.one_of(models.list_models, "model"))
     parser.add_argument("--dataset", required=True, type=cli.one_of(data.list_datasets, "dataset"))
-    parser.add_argument("--root", help="the data folder; for image-folder the folder holding train/ and test/")
-    parser.add_argument("--subset", type=cli.positive_int, help="n training images, stratified (default: all)")
+    parser.add_argument("--root",
+                        help="the data folder; for image-folder the folder holding train/ and test/")
+    parser.add_argument("--subset", type=cli.positive_int,
+                        help="n training images, stratified (default: all)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="held out for validation (0.1)")
     parser.add_argument("--set", type=cli.key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="a model override, e.g. --set depth=2 --set norm=batch (repeatable)")
@@ -488,11 +495,14 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, device: str
     from . import data, models
 
     try:
-        full = data.load_dataset(args.dataset, "train", root=args.root, subset=args.subset, subset_seed=args.seed)
+        full = data.load_dataset(args.dataset, "train", root=args.root, subset=args.subset,
+                                 subset_seed=args.seed)
         train_ds, val_ds = data.train_val_split(full, args.val_fraction, seed=args.seed)
         test_ds = data.load_dataset(args.dataset, "test", root=args.root)
-        cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)},
-                          checkpoint_dir=str(args.out or checkpoints_root() / "cli" / args.dataset / args.model))
+        cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                             if hasattr(args, f.name)},
+                          checkpoint_dir=str(args.out or checkpoints_root() / "cli" / args.dataset
+                                             / args.model))
     except (ValueError, FileNotFoundError, KeyError) as err:
         parser.error(str(err).strip("'\""))
     if cfg.batch_size > len(train_ds):

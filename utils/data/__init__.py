@@ -27,7 +27,7 @@ def write_beton(ds: ImageSet, path: str | Path) -> Path:
 
 
 __all__ = [
-    "Augment", "BACKENDS", "DatasetInfo", "ImageSet", "data_dir", "default_augment", "get_info", "get_reader",
-    "list_datasets", "load_dataset", "make_loader", "register_dataset", "stratified_index", "stratified_subset",
-    "train_val_split", "write_beton",
+    "Augment", "BACKENDS", "DatasetInfo", "ImageSet", "data_dir", "default_augment", "get_info",
+    "get_reader", "list_datasets", "load_dataset", "make_loader", "register_dataset", "stratified_index",
+    "stratified_subset", "train_val_split", "write_beton",
 ]

@@ -15,7 +15,8 @@ def describe() -> None:
     print(f"{'dataset':15s} {'classes':>7s}  image")
     for name in list_datasets():
         info = get_info(name)
-        shape = f"{info.channels}x{info.image_size}x{info.image_size}" if info.image_size else "from the files"
+        shape = (f"{info.channels}x{info.image_size}x{info.image_size}" if info.image_size
+                 else "from the files")
         print(f"{name:15s} {info.num_classes or 'any':>7}  {shape}")
     print(f"\nprofiles: {', '.join(PROFILES)}; decode one with --profile P or --dataset NAME")
 

@@ -88,8 +88,10 @@ def parse_name(name: str) -> tuple[str, list[int] | None]:
 
 def select_classes(ds: ImageSet, name: str, classes: list[int]) -> ImageSet:
     """The images of `classes`, relabelled 0..k-1 in that order, as a dataset called `name`."""
-    if not classes or max(classes) >= ds.info.num_classes or min(classes) < 0 or len(set(classes)) < len(classes):
-        raise ValueError(f"{name}: classes must be distinct labels of {ds.info.name} (0..{ds.info.num_classes - 1})")
+    if (not classes or max(classes) >= ds.info.num_classes or min(classes) < 0
+            or len(set(classes)) < len(classes)):
+        raise ValueError(f"{name}: classes must be distinct labels of {ds.info.name} "
+                         f"(0..{ds.info.num_classes - 1})")
     relabel = torch.full((ds.info.num_classes,), -1, dtype=torch.int64)
     relabel[torch.tensor(classes)] = torch.arange(len(classes))
     keep = (relabel[ds.labels] >= 0).nonzero().flatten()

@@ -59,7 +59,8 @@ class ImageSet:
 
     def fingerprint(self) -> str:
         """A content hash of the decoded split: shape, class names, every pixel and label (16 hex digits;
-        computed once, ~0.1 s per 150 MB, and kept in meta). Two sets with the same print hold the same data."""
+        computed once, ~0.1 s per 150 MB, and kept in meta). Two sets with the same print hold the same
+        data."""
         if "fingerprint" not in self.meta:
             digest = hashlib.blake2b(digest_size=8)
             digest.update(repr((tuple(self.images.shape), self.info.classes)).encode())
@@ -70,7 +71,8 @@ class ImageSet:
 
     def data_key(self) -> dict:
         """What identifies this data for a stored run: dataset name, split, size and fingerprint."""
-        return {"dataset": self.info.name, "split": self.split, "n": len(self), "fingerprint": self.fingerprint()}
+        return {"dataset": self.info.name, "split": self.split, "n": len(self),
+                "fingerprint": self.fingerprint()}
 
 
 Reader = Callable[..., ImageSet]  # reader(split, root, **kwargs) -> ImageSet

@@ -291,7 +291,8 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
 
 # ---------------------------------------------------------------- scikit-learn's bundled digits
 
-SKLEARN_DIGITS = DatasetInfo("sklearn-digits", 10, tuple("0123456789"), 1, 28, (0.3062,), (0.3251,))  # train split
+# normalisation: the train split's
+SKLEARN_DIGITS = DatasetInfo("sklearn-digits", 10, tuple("0123456789"), 1, 28, (0.3062,), (0.3251,))
 DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED = 0.3, 0
 
 

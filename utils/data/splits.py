@@ -35,7 +35,8 @@ def stratified_index(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tenso
     take, present = class_counts(labels, n), torch.bincount(labels) > 0
     empty = (present & (take == 0)).nonzero().flatten().tolist()
     if empty:
-        raise ValueError(f"a subset of {n} of {len(labels)} images leaves class(es) {empty} without an image; "
+        raise ValueError(f"a subset of {n} of {len(labels)} images leaves class(es) {empty} "
+                         "without an image; "
                          f"use n >= {int(present.sum())} (one per class) or more")
     gen = torch.Generator().manual_seed(seed)
     picks = []
@@ -63,7 +64,8 @@ def train_val_split(ds: ImageSet, fraction: float = 0.1, seed: int = 0) -> tuple
     keep[val_idx] = False
     train, val = ds.subset(keep.nonzero().flatten()), ds.subset(val_idx)
     if torch.bincount(train.labels, minlength=ds.info.num_classes).eq(0).any() and len(train):
-        missing = torch.bincount(train.labels, minlength=ds.info.num_classes).eq(0).nonzero().flatten().tolist()
+        missing = (torch.bincount(train.labels, minlength=ds.info.num_classes)
+                   .eq(0).nonzero().flatten().tolist())
         raise ValueError(f"class(es) {missing} have no training image left after the validation split")
     val.split = "val"
     return train, val

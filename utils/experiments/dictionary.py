@@ -197,7 +197,8 @@ def fit_sae(acts: torch.Tensor, cfg: SAEConfig = ORIGINAL, sae: SparseAutoencode
     sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_step, cfg.lr_gamma)
     gen = torch.Generator().manual_seed(cfg.seed)
     rows = []
-    for epoch in progress_bar(range(1, cfg.epochs + 1), desc="SAE epochs", disable=not cfg.progress, leave=False):
+    for epoch in progress_bar(range(1, cfg.epochs + 1), desc="SAE epochs", disable=not cfg.progress,
+                              leave=False):
         sae.train()
         fired, sums, steps = torch.zeros(sae.b_enc.shape, dtype=torch.bool, device=x.device), {}, 0
         for index in torch.randperm(len(x), generator=gen).split(cfg.batch_size):

@@ -123,7 +123,8 @@ def prediction2(table: pd.DataFrame, threshold: float = 0.5, stat: str = "mean")
     wide = t.pivot_table(index="pair", columns="kind", values=stat, aggfunc="mean")
     out = wide[["cross", "ceiling", "floor"]].reset_index().rename_axis(columns=None)
     if "l0_source" in t:  # the sparsity the pair was compared at: mean L0 of its two dictionaries
-        out = out.merge(t[t.kind == "cross"].groupby("pair").l0_source.mean().rename("l0").reset_index(), on="pair")
+        out = out.merge(t[t.kind == "cross"].groupby("pair").l0_source.mean().rename("l0").reset_index(),
+                        on="pair")
     gap = out.ceiling - out.floor
     out["gap_closed"] = np.where(gap > 0, (out.cross - out.floor) / gap.where(gap > 0, 1), np.nan)
     out["holds"] = out.gap_closed >= threshold

@@ -300,7 +300,8 @@ def evaluate_modifications(
 ) -> pd.DataFrame:
     """Per-class top-1 of every model on every modification of the same images x (N, C, H, W) in [0, 1]
     with labels y: one row per modification x model x class, with the modification's note."""
-    rows, bar = [], progress_bar(total=len(names) * len(nets), desc="modification x model", disable=not progress)
+    rows, bar = [], progress_bar(total=len(names) * len(nets), desc="modification x model",
+                                 disable=not progress)
     for name in names:
         modified = modify(name, x, seed=seed, index=index, dataset=dataset)  # once, the same for every model
         for model, net in nets.items():

@@ -16,7 +16,8 @@ def _cost(folder: Path) -> list[str]:
     models = _order(folder, per.index)
     out = chance_warning(per.top1.to_dict(), _classes(folder))
     out.append("Per image: " + ", ".join(f"{m} {per.loc[m, 'params'] / 1e6:.2f}M parameters and "
-                                         f"{per.loc[m, 'flops_per_image'] / 1e6:.1f} MFLOPs" for m in models) + ".")
+                                         f"{per.loc[m, 'flops_per_image'] / 1e6:.1f} MFLOPs"
+                                         for m in models) + ".")
     fp32 = cost[cost["mode"] == "fp32"].set_index("model")
     out.append("fp32 latency at batch 1: " + family_list(fp32.latency_ms.reindex(models).to_dict(), 2)
                + " ms; best throughput " + family_list(fp32.best_throughput.reindex(models).to_dict(), 0)

@@ -17,7 +17,8 @@ def _robustness(folder: Path) -> list[str]:
     out = chance_warning(clean.attacked_top1.to_dict(), _classes(folder))
     n = int(std.n.iloc[0])
     pick = lambda setting: std[std.setting == setting].set_index("model").top1.reindex(models).to_dict()
-    out.append(f"Under PGD-10 at L-inf 8/255 (first {n} test images) top-1 falls to " + family_list(pick("PGD-10"))
+    out.append(f"Under PGD-10 at L-inf 8/255 (first {n} test images) top-1 falls to "
+               + family_list(pick("PGD-10"))
                + " from clean " + family_list(clean.attacked_top1.reindex(models).to_dict()) + ".")
     out.append("Under FGSM at 8/255: " + family_list(pick("FGSM")) + "; under PGD-10 at L2 0.5: "
                + family_list(pick("PGD-10 L2")) + ".")
@@ -29,13 +30,16 @@ def _robustness(folder: Path) -> list[str]:
     orig = _csv(folder, "original_vs_ours.csv")
     ours = [c for c in orig.columns if c.startswith("top1_")][0]
     for attack, g in orig.groupby("attack", sort=False):
-        out.append(f"{attack.upper()} at eps {g.eps.iloc[0]:.4f}: this run " + family_list(dict(zip(g.model, g[ours])))
-                   + "; the original study on CIFAR-10 " + family_list(dict(zip(g.family, g.original_top1_cifar10)), 4)
+        out.append(f"{attack.upper()} at eps {g.eps.iloc[0]:.4f}: this run "
+                   + family_list(dict(zip(g.model, g[ours], strict=False)))
+                   + "; the original study on CIFAR-10 "
+                   + family_list(dict(zip(g.family, g.original_top1_cifar10, strict=False)), 4)
                    + ".")
     tr = _csv(folder, "transfer.csv")
     off = tr[(tr.setting == "PGD-10") & (tr.source != tr.target)]
     rates = off.groupby("source").transfer_rate.mean().reindex(models).to_dict()
-    out.append("PGD-10 images crafted on each model fool the other two at mean transfer rates " + family_list(rates)
+    out.append("PGD-10 images crafted on each model fool the other two at mean transfer rates "
+               + family_list(rates)
                + " (of the images the target gets right and the attack breaks on the source).")
     return out
 

@@ -31,8 +31,9 @@ def _transfer(folder: Path) -> list[str]:
     for target, t in tr.groupby("target", sort=False):
         smallest = t[t.per_class == t.per_class.min()]
         best = smallest.loc[smallest.top1.idxmax()]
-        out.append(f"{target}, {int(best.per_class)} images per class: the best is {best.model} by {best.method} "
-                   f"({_f(best.top1)}); XGBoost on pixels {_f(smallest[smallest.family == '-'].top1.iloc[0])}.")
+        out.append(f"{target}, {int(best.per_class)} images per class: the best is {best.model} "
+                   f"by {best.method} ({_f(best.top1)}); "
+                   f"XGBoost on pixels {_f(smallest[smallest.family == '-'].top1.iloc[0])}.")
         probe = smallest[smallest.method == "linear probe"].set_index("model").top1
         if len(probe):
             out.append(f"{target}, {int(best.per_class)} per class, linear probe on frozen features: "

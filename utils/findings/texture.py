@@ -17,7 +17,8 @@ def _texture(folder: Path) -> list[str]:
     table = overall.pivot(index="modification", columns="model", values="top1")
     out = chance_warning(table.loc["original"].to_dict(), _classes(folder))
     out.append("Shape bias (Fourier cue conflict): " + family_list(bias.shape_bias.reindex(models).to_dict())
-               + " (Geirhos et al. 2019 on stylised ImageNet: humans 0.96, ResNet-50 0.21; another stimulus).")
+               + " (Geirhos et al. 2019 on stylised ImageNet: humans 0.96, ResNet-50 0.21; "
+               "another stimulus).")
     drops = table.loc["original"] - table
     for name in ("patch_shuffle_4", "edges", "low_pass", "high_pass"):
         if name in drops.index:

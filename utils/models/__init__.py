@@ -21,13 +21,13 @@ from .common import (
     WeightsUnreachable,
     attach_input,
     autocast,
-    set_cpu_autocast,
     eval_mode,
     frozen,
     head_name,
     load_weights,
     model_device,
     read_state_dict,
+    set_cpu_autocast,
 )
 from .mlp import is_paper_state_dict, load_paper_state_dict
 from .registry import FAMILIES, family, get_builder, list_models, register_model

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.num_classes} classes)")
     for name in names:
         with torch.device("meta"):
-            net = create_model(name, num_classes=args.num_classes, in_chans=args.in_chans, img_size=args.img_size)
+            net = create_model(name, num_classes=args.num_classes, in_chans=args.in_chans,
+                               img_size=args.img_size)
         print(f"{name:32s} {family(name):10s} {sum(p.numel() for p in net.parameters()) / 1e6:8.2f}M")
 
 

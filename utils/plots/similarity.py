@@ -15,13 +15,15 @@ def cka_heatmaps(cka: pd.DataFrame, title: str = "") -> plt.Figure:
     """One heatmap per (model_a, model_b) pair of a tidy CKA table (kind, model_a, model_b, layer_a,
     layer_b, cka): layers of a down, of b across, in their forward order."""
     pairs = list(dict.fromkeys(zip(cka.model_a, cka.model_b, strict=True)))
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False,
+                             constrained_layout=True)
     im = None
     for ax, (a, b) in zip(axes[0], pairs, strict=True):
         t = cka[(cka.model_a == a) & (cka.model_b == b)]
         grid = t.pivot(index="layer_a", columns="layer_b", values="cka")
         grid = grid.loc[list(dict.fromkeys(t.layer_a)), list(dict.fromkeys(t.layer_b))]
-        im = annotated_heatmap(ax, grid, vmin=0, vmax=1, cmap="magma", fmt="{:.2f}", xlabel=b, ylabel=a, rotate=60)
+        im = annotated_heatmap(ax, grid, vmin=0, vmax=1, cmap="magma", fmt="{:.2f}", xlabel=b, ylabel=a,
+                               rotate=60)
     fig.colorbar(im, ax=axes, shrink=0.7, label="CKA")
     fig.suptitle(title, fontsize=9)
     return fig
@@ -33,7 +35,8 @@ def probe_curves(probes: pd.DataFrame, num_classes: int, title: str = "") -> plt
     for model, g in probes.groupby("model", sort=False):
         ax.plot(g.relative_depth, g.top1, "o-", color=color(model), label=model)
     ax.axhline(1 / num_classes, color="k", ls=":", lw=1, label="chance")
-    ax.set(xlabel="relative depth (0: pixels, 1: logits)", ylabel="probe test top-1", ylim=(0, 1.02), title=title)
+    ax.set(xlabel="relative depth (0: pixels, 1: logits)", ylabel="probe test top-1", ylim=(0, 1.02),
+           title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -68,13 +71,15 @@ def transfer_curves(transfer: pd.DataFrame, title: str = "") -> plt.Figure:
 @figure("04_feature_generalizability", "cka_cross.png", "cka.csv")
 def _cross(t, cfg):
     cka = t["cka.csv"]
-    return cka_heatmaps(cka[cka.kind == "cross"], f"CKA across families ({cfg['dataset']}, debiased, test images)")
+    return cka_heatmaps(cka[cka.kind == "cross"],
+                        f"CKA across families ({cfg['dataset']}, debiased, test images)")
 
 
 @figure("04_feature_generalizability", "cka_ceiling.png", "cka.csv")
 def _ceiling(t, cfg):
     cka = t["cka.csv"]
-    return cka_heatmaps(cka[cka.kind == "ceiling"], "the ceiling: the same architecture trained from another seed")
+    return cka_heatmaps(cka[cka.kind == "ceiling"],
+                        "the ceiling: the same architecture trained from another seed")
 
 
 @figure("04_feature_generalizability", "cka_within.png", "cka.csv")

@@ -142,7 +142,8 @@ def per_class_mean(per_class: pd.DataFrame, models: list[str], classes: list[str
     table = modified.groupby(["class_index", "model"]).top1.mean().unstack()[models]
     fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(table), 3.6))
     grouped_bars(ax, table, list(names["class"]), chance=1 / len(classes))
-    ax.set(ylabel="top-1, mean over modifications", title="per-class accuracy averaged over the modifications")
+    ax.set(ylabel="top-1, mean over modifications",
+           title="per-class accuracy averaged over the modifications")
     ax.legend(fontsize=8)
     return fig
 
@@ -158,7 +159,8 @@ def modification_means(overall: pd.DataFrame, models: list[str], num_classes: in
     return fig
 
 
-@figure("03_texture_vs_shape_bias", "per_class_mean.png", "modification_accuracy_per_class.csv", "dataset.json")
+@figure("03_texture_vs_shape_bias", "per_class_mean.png", "modification_accuracy_per_class.csv",
+        "dataset.json")
 def _per_class_mean(t, cfg):
     pc = t["modification_accuracy_per_class.csv"]
     return per_class_mean(pc, model_order(cfg, pc.model), t["dataset.json"]["classes"])
