@@ -5,6 +5,7 @@ values: no hub is reachable). The last tests show what it catches that smoke doe
 
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def pretrained_runs() -> set[str]:
 
 @pytest.fixture(scope="session")
 def rehearsal_dirs(tmp_path_factory):
+    """The rehearsal's folders for the session, removed after it: full-size checkpoints are large (a
+    B-12/Wi-1024 run keeps last.pt and prev.pt with the optimizer state, 2.2 GB)."""
     base = tmp_path_factory.mktemp("rehearsal")
     dirs = {"MLPZOOM_DATA": base / "data", "MLPZOOM_RESULTS": base / "results",
             "MLPZOOM_CHECKPOINTS": base / "checkpoints", "MLPZOOM_WEIGHTS": base / "weights"}
@@ -116,7 +119,15 @@ def rehearsal_dirs(tmp_path_factory):
             write_paper_checkpoint(model, "in21k", dirs["MLPZOOM_CHECKPOINTS"])
         else:
             write_timm_weights(model, dirs["MLPZOOM_WEIGHTS"])
-    return dirs
+    yield dirs
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def keep_only_the_trio(checkpoints: Path) -> None:
+    """Remove every stored run but the trio's (later notebooks load only those), and activation caches."""
+    for folder in checkpoints.glob("rehearsal/*/*"):
+        if folder.name not in TRIO or folder.parent.name != REHEARSAL.dataset:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -197,6 +208,7 @@ def test_every_field_of_a_full_recipe_is_read_by_the_training_path(run, rehearsa
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_under_the_rehearsal(name, rehearsal_env):
     (result,) = run_notebooks.run("rehearsal", only=[name[:2]], root=ROOT, stream=False)
+    keep_only_the_trio(rehearsal_env["MLPZOOM_CHECKPOINTS"])
     assert result.ok, result
     out = rehearsal_env["MLPZOOM_RESULTS"] / "rehearsal" / "cifar10" / Path(name).stem
     if out.name == "07_plots":
