@@ -408,8 +408,8 @@ def test_pretrained_offline_message(monkeypatch, arch):
 
 def test_pretrained_archs_take_small_grey_images_and_use_the_weights_statistics():
     assert sorted(models.vit.PRETRAINED_224) == sorted(PRETRAINED_HUB_IDS)
-    make = lambda c: models.create_model("swin_tiny_patch4_window7_224", num_classes=10, in_chans=c, img_size=28,
-                                         mean=(0.286,) * c, std=(0.353,) * c).eval()
+    make = lambda c: models.create_model("swin_tiny_patch4_window7_224", num_classes=10, in_chans=c,
+                                         img_size=28, mean=(0.286,) * c, std=(0.353,) * c).eval()
     model, for_rgb = make(1), make(3)
     for_rgb.load_state_dict(model.state_dict())
     assert model.input.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])  # ImageNet's, not ours
@@ -476,6 +476,7 @@ def test_frozen_restores_mode_and_flags_even_after_an_error():
 def test_a_model_fed_the_wrong_shape_says_what_it_takes(name):
     model = models.create_model(name, in_chans=1, img_size=28).eval()
     for wrong in ((2, 3, 28, 28), (2, 1, 32, 32), (1, 28, 28)):
-        with pytest.raises(ValueError, match=rf"{name} takes images of 1x28x28 .*got \({', '.join(map(str, wrong))}"):
+        got = ", ".join(map(str, wrong))
+        with pytest.raises(ValueError, match=rf"{name} takes images of 1x28x28 .*got \({got}"):
             model(torch.rand(wrong))
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)

@@ -16,7 +16,8 @@ TRIO = profiles.PROFILES["smoke"].trio
 # notebook -> {table: (columns it must have, the columns that identify a row, the column naming the model)}
 KEY_TABLES = {
     "01_vit_finetuning": {
-        "summary.csv": ({"run", "model", "family", "params", "val_top1", "test_top1", "test_top5", "train_min"},
+        "summary.csv": ({"run", "model", "family", "params", "val_top1", "test_top1", "test_top5",
+                         "train_min"},
                         ["run"], "model"),
         "histories.csv": ({"run", "epoch", "train_loss", "val_top1"}, ["run", "epoch"], "run"),
         "lr_sweep.csv": ({"run", "lr", "val_top1", "test_top1"}, ["run"], None),
@@ -156,7 +157,8 @@ if NOTEBOOKS:
         assert linked >= 10 and len(parser.sources) == linked
         assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in parser.sources)
         for notebook in [p.stem for p in map(Path, NOTEBOOKS) if p.stem != "07_plots"]:
-            assert (root / notebook / "config.json").exists() and f"`{notebook}.ipynb` has no results" not in markdown
+            assert (root / notebook / "config.json").exists()
+            assert f"`{notebook}.ipynb` has no results" not in markdown
         table = root / "02_adversarial_robustness" / "standard_settings.csv"
         df = pd.read_csv(table)
         row = (df.setting == "PGD-10") & (df.model == TRIO[0])

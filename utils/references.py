@@ -30,8 +30,9 @@ ORIGINAL_TRANSFER_CIFAR100 = 0.278
 
 
 def original_transfer() -> pd.DataFrame:
-    return pd.DataFrame([{"setting": "the original study: CIFAR-10 MLP fine-tuned on CIFAR-100 classes 0-9, one "
-                          "epoch", "top1": ORIGINAL_TRANSFER_CIFAR100, "source": "the original study (not run here)"}])
+    setting = "the original study: CIFAR-10 MLP fine-tuned on CIFAR-100 classes 0-9, one epoch"
+    return pd.DataFrame([{"setting": setting, "top1": ORIGINAL_TRANSFER_CIFAR100,
+                          "source": "the original study (not run here)"}])
 
 
 # The ViT-zoo study (week 8 of the original project): Perceiver medium / large / XL trained from scratch on

@@ -15,7 +15,8 @@ def _units(folder: Path) -> list[str]:
     models = _order(folder, tiles.model)
     out = chance_warning(tiles[tiles.grid == 1].set_index("model").top1.to_dict(), _classes(folder))
     verdicts = _json(folder, "prediction_1.json")
-    out += [f"Class images: {verdicts['class_images']['verdict']}", f"Unit images: {verdicts['unit_images']['verdict']}"]
+    out += [f"Class images: {verdicts['class_images']['verdict']}",
+            f"Unit images: {verdicts['unit_images']['verdict']}"]
     for grid, g in tiles[tiles.grid > 1].groupby("grid"):
         out.append(f"Shuffling {grid}x{grid} tiles ({int(g.tile_px.iloc[0])} px) costs top-1 "
                    + family_list(g.set_index("model")["drop"].reindex(models).to_dict())
@@ -49,12 +50,15 @@ def inversion_sentences(inverted, models: list[str], cfg: dict) -> list[str]:
 @finding("09_dictionary_learning")
 def _dictionaries(folder: Path) -> list[str]:
     metrics = _csv(folder, "sae_metrics.csv")
-    trained = metrics[(metrics.network == "trained") & (metrics.seed == metrics.seed.min())].set_index("model")
+    first_seed = metrics.seed == metrics.seed.min()
+    trained = metrics[(metrics.network == "trained") & first_seed].set_index("model")
     models = _order(folder, trained.index)
     out = chance_warning(trained.top1.to_dict(), _classes(folder))
-    out.append("At matched sparsity (L0 " + family_list(trained.l0.reindex(models).to_dict(), 1) + " active features) "
-               "the SAEs explain " + family_list(trained.fve.reindex(models).to_dict()) + " of the variance and keep "
-               + family_list(trained.accuracy_kept.reindex(models).to_dict()) + " of the accuracy when spliced in.")
+    def per(column: str, digits: int = 3) -> str:
+        return family_list(trained[column].reindex(models).to_dict(), digits)
+
+    out.append(f"At matched sparsity (L0 {per('l0', 1)} active features) the SAEs explain {per('fve')} of "
+               f"the variance and keep {per('accuracy_kept')} of the accuracy when spliced in.")
     for v in _csv(folder, "prediction2.csv").itertuples():
         out.append(f"{v.pair}: cross-model matching {_f(v.cross)} against a floor of {_f(v.floor)} and a "
                    f"ceiling of {_f(v.ceiling)} closes {v.gap_closed:.2f} of the gap: Prediction 2 "

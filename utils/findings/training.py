@@ -15,9 +15,10 @@ def _training(folder: Path) -> list[str]:
     where = f"{cfg['dataset']} ({cfg['profile']})"
     acc = summary.test_top1.to_dict()
     out = chance_warning(acc, _classes(folder))
-    out.append(f"On {where} the trio reaches test top-1 " + family_list(acc) + " (scored once, after training).")
-    cost = ", ".join(f"{m} {summary.loc[m, 'params'] / 1e6:.2f}M parameters in {summary.loc[m, 'train_min']:.1f} min"
-                     for m in summary.index)
+    out.append(f"On {where} the trio reaches test top-1 " + family_list(acc)
+               + " (scored once, after training).")
+    cost = ", ".join(f"{m} {summary.loc[m, 'params'] / 1e6:.2f}M parameters in "
+                     f"{summary.loc[m, 'train_min']:.1f} min" for m in summary.index)
     out.append(f"Cost: {cost} on {summary.device.iloc[0]}.")
     best = summary.test_top1.idxmax()
     mlp = summary.index[summary.family == "mlp"]
