@@ -99,7 +99,7 @@ def ln_args(out):  # LayerNorm bottleneck MLP, no dropout: the 1- and 2-process 
 
 
 def bn_args(out):  # every source of randomness and state: per-rank BN, dropout, mixup, label smoothing
-    return cli_args(out, "mlp_plain", "--set", "depth=2", "--set", "width=32", "--set", "batch_norm=True",
+    return cli_args(out, "mlp_plain", "--set", "depth=2", "--set", "width=32", "--set", "norm=batch",
                     "--set", "dropout=0.2", "--mixup-alpha", "0.5", "--label-smoothing", "0.1")
 
 
