@@ -45,3 +45,13 @@ def build():
     def make(name, ds, seed=0, **overrides):
         return models.create_for(name, getattr(ds, "info", ds), seed=seed, **overrides)
     return make
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(test_mlp in eval mode, seeded; 64 synthetic 3x8x8 test images)."""
+    ds = data.load_dataset("synthetic", "test", n=64, size=8, cache=False)
+    torch.manual_seed(0)
+    net = models.create_model("test_mlp", num_classes=ds.info.num_classes, in_chans=ds.info.channels,
+                              img_size=ds.info.image_size, mean=ds.info.mean, std=ds.info.std)
+    return net.eval(), ds

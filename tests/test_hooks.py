@@ -6,15 +6,6 @@ import torch
 from utils import data, hooks, models
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    ds = data.load_dataset("synthetic", "test", n=64, size=8, cache=False)
-    torch.manual_seed(0)
-    net = models.create_model("test_mlp", num_classes=ds.info.num_classes, in_chans=ds.info.channels,
-                              img_size=ds.info.image_size, mean=ds.info.mean, std=ds.info.std)
-    return net.eval(), ds
-
-
 def test_collect_activations_hooks_inputs_and_outputs_and_caches(tiny, tmp_path):
     net, ds = tiny
     x = ds.images[:10].float() / 255

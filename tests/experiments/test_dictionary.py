@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils import data, models
 from utils.experiments import dictionary
 
 
@@ -114,14 +113,6 @@ def identity_sae(d: int) -> dictionary.SparseAutoencoder:
         sae.W_dec.copy_(torch.cat([eye, -eye], 1))
     return sae.eval()
 
-
-@pytest.fixture(scope="module")
-def tiny():
-    ds = data.load_dataset("synthetic", "test", n=64, size=8, cache=False)
-    torch.manual_seed(0)
-    net = models.create_model("test_mlp", num_classes=ds.info.num_classes, in_chans=ds.info.channels,
-                              img_size=ds.info.image_size, mean=ds.info.mean, std=ds.info.std)
-    return net.eval(), ds
 
 
 def test_splice_keeps_accuracy_with_an_exact_sae_and_loses_it_with_a_dead_one(tiny):
