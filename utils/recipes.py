@@ -250,11 +250,12 @@ RECIPES.update(LADDER_RECIPES)
 
 
 def rehearsed(recipe: Recipe) -> Recipe:
-    """A full recipe with only its counts cut: 2 epochs (1 of warmup where the recipe warms up), batch 8,
-    every other field (optimizer, lr, mixup, label smoothing, grad clipping, autocast, frozen backbone,
-    pretrained weights and fallbacks) as in full."""
-    cfg = replace(recipe.train, epochs=2, warmup_epochs=min(recipe.train.warmup_epochs, 1), batch_size=8,
-                  eval_batch_size=20)
+    """A full recipe with only its counts cut to the rehearsal profile's epochs (1 of warmup where the recipe
+    warms up) and batch sizes; every other field (optimizer, lr, mixup, label smoothing, grad clipping,
+    autocast, frozen backbone, pretrained weights and fallbacks) as in full."""
+    p = PROFILES["rehearsal"]
+    cfg = replace(recipe.train, epochs=p.epochs, warmup_epochs=min(recipe.train.warmup_epochs, p.epochs - 1),
+                  batch_size=p.batch_size, eval_batch_size=p.eval_batch_size)
     return replace(recipe, train=cfg, train_subset=None, note=f"rehearsal of: {recipe.note}")
 
 
