@@ -182,6 +182,14 @@ def test_studies_say_what_they_change():
     deep = ablations.depth_study(base, "mlp_plain", [0], {"depth": 100, "width": 16})
     assert ablations.recipe_for(deep, deep.get("skip-layernorm"), 0).overrides == {
         "depth": 100, "width": 16, "norm": "layer", "skip": True}
+    inputs = ablations.inputs_study(base, "mlp_plain", [0, 1], "plain", {"fourier_features": 64,
+                                    "fourier_scale": [0.1, 1.0]}, {"sine_freqs": [1.0]})
+    assert [a.name for a in inputs.ablations] == ["baseline", "fourier-s0.1", "fourier-s1", "sine"]
+    assert ablations.recipe_for(inputs, inputs.get("fourier-s0.1"), 0).overrides == {
+        "depth": 4, "width": 64, "features": "fourier", "fourier_features": 64, "fourier_scale": 0.1}
+    one = ablations.inputs_study(base, "mlp_plain", [0], "plain",
+                                 {"fourier_features": 64, "fourier_scale": 0.5}, {"sine_freqs": [1.0]})
+    assert [a.name for a in one.ablations] == ["baseline", "fourier", "sine"]  # one scale: the old run names
     bottleneck = replace(base, overrides={})
     tricks = ablations.tricks_study(bottleneck, "mlp_b4_wi256", FASHION, [0, 1], batches=[64, 1024])
     names = [a.name for a in tricks.ablations]

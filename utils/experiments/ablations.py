@@ -342,11 +342,17 @@ def grid_study(base: Recipe, model: str, depths: Sequence[int], widths: Sequence
 
 def inputs_study(base: Recipe, model: str, seeds: Sequence[int], prefix: str, fourier: dict, sine: dict
                  ) -> Study:
-    """Raw pixels (the baseline) against random Fourier features and the per-pixel sin(a x) expansion."""
-    changes = [Ablation("fourier", f"random Fourier features ({fourier})", overrides={"features": "fourier",
-                        **fourier}, tags={"features": "fourier"}),
-               Ablation("sine", f"[x, sin(a x)] per pixel ({sine})", overrides={"features": "sine", **sine},
-                        tags={"features": "sine"})]
+    """Raw pixels (the baseline) against random Fourier features and the per-pixel sin(a x) expansion.
+    fourier["fourier_scale"] may be a list: one point per scale (`fourier-s<scale>`), the bandwidth that
+    Tancik et al. tune per task, so that the validation split picks it like any other choice."""
+    scales = fourier.get("fourier_scale", 1.0)
+    scales = list(scales) if isinstance(scales, list | tuple) else [scales]
+    changes = [Ablation(f"fourier-s{scale:g}" if len(scales) > 1 else "fourier",
+                        f"random Fourier features ({fourier['fourier_features']} at scale {scale:g})",
+                        overrides={"features": "fourier", **fourier, "fourier_scale": scale},
+                        tags={"features": "fourier", "fourier_scale": scale}) for scale in scales]
+    changes.append(Ablation("sine", f"[x, sin(a x)] per pixel ({sine})",
+                            overrides={"features": "sine", **sine}, tags={"features": "sine"}))
     study = _study("input representation", model, base, changes, seeds, prefix)
     return replace(study, ablations=(replace(study.ablations[0], tags={"features": "pixels"}),
                                      *study.ablations[1:]))
