@@ -96,3 +96,16 @@ def test_the_figures_draw_from_saved_tables(tmp_path):
     zoo.tnt_sweep_table(sweep, [(4, 2), (4, 4)], 28).to_csv(folder / "tnt_sweep.csv", index=False)
     for file in ("perceiver_ladder.png", "tnt_sweep.png"):
         assert plots.draw(folder, file).stat().st_size > 1000
+
+
+def test_the_tnt_reading_names_the_fastest_point_only_when_it_is_another():
+    from utils.findings import training
+
+    sweep = pd.DataFrame({"run": ["a", "b"], "model": "tnt_mini_p4", "val_top1": [0.5, 0.6],
+                          "test_top1": [0.52, 0.58], "images_per_s": [300.0, 500.0], "params": [1e5, 2e5]})
+    table = zoo.tnt_sweep_table(sweep, [(4, 2), (4, 4)], 28)
+    (said,) = training._tnt_sweep(table)
+    assert said.endswith("(4, 4) validates best (test 0.580, 0.20M parameters) and trains fastest too (500 "
+                         "images/s).")
+    (said,) = training._tnt_sweep(table.assign(images_per_s=[700.0, 500.0]))
+    assert "(4, 2) trains fastest (700 images/s against 500 for the best)" in said

@@ -48,10 +48,12 @@ def _tnt_sweep(sweep) -> list[str]:
     point = lambda r: f"({int(r.patch)}, {int(r.pixel)})"
     best, fast = sweep.loc[sweep.val_top1.idxmax()], sweep.loc[sweep.images_per_s.idxmax()]
     tried = ", ".join(f"{point(r)} {_f(r.val_top1)}" for r in sweep.itertuples())
+    speed = (f" and trains fastest too ({fast.images_per_s:,.0f} images/s)" if fast.run == best.run else
+             f"; {point(fast)} trains fastest ({fast.images_per_s:,.0f} images/s against "
+             f"{best.images_per_s:,.0f} for the best)")
     return [f"TnT {sweep.model.iloc[0]}, (patch, pixel) at one learning rate: validation top-1 {tried}; "
-            f"{point(best)} validates best (test {_f(best.test_top1)}, {best.params / 1e6:.2f}M parameters); "
-            f"{point(fast)} trains fastest ({fast.images_per_s:,.0f} images/s against "
-            f"{best.images_per_s:,.0f} for the best)."]
+            f"{point(best)} validates best (test {_f(best.test_top1)}, {best.params / 1e6:.2f}M parameters)"
+            f"{speed}."]
 
 
 def _ladder(ladder) -> list[str]:
