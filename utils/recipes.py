@@ -198,14 +198,9 @@ def tnt_sweep_recipe(profile: str, patch: int, pixel: int) -> Recipe:
 
 # The ViT-zoo study's Perceiver ladder (notebook 01): medium / large / XL (models.vit.perceiver_rung), and its
 # ablations without augmentation and without dropout. Under full the rungs train as the rest of the zoo. Under
-# quick the ladder is CPU-sized: the same rule at latent widths 16 and 32 below the medium rung (64), 3 epochs
-# on 2.5k images (on the quick zoo's 10k images its five runs took 592 s on 2 idle cores, over the 5 minutes
-# that 01's TnT sweep and ladder may add together); under smoke at widths 8 and 16. Variants: "@latent<d>"
-# (width d), "-no-aug" (no crops, flips or mixup), "-no-dropout" (attention and feed-forward dropout 0).
-
-
-_QUICK_LADDER = Recipe(replace(_QUICK, epochs=3), train_subset=2_500,
-                       note="quick ladder: 3 epochs on 2.5k images")
+# quick the ladder is CPU-sized: the same rule at latent widths 16 and 32 below the medium rung (64), on the
+# quick zoo recipe (3 epochs, 10k images); under smoke at widths 8 and 16. Variants: "@latent<d>" (width d),
+# "-no-aug" (no crops, flips or mixup), "-no-dropout" (attention and feed-forward dropout 0).
 
 
 def ladder_width(d: int) -> dict:
@@ -241,9 +236,9 @@ def _ladder_runs(profile: str, model: str, base: Recipe, width: int | None, abla
 LADDER_RECIPES: dict[tuple[str, str], Recipe] = {
     **_ladder_runs("smoke", "perceiver_medium", Recipe(_SMOKE, train_subset=256, note="smoke"), 8, True),
     **_ladder_runs("smoke", "perceiver_medium", Recipe(_SMOKE, train_subset=256, note="smoke"), 16, False),
-    **_ladder_runs("quick", "perceiver_medium", _QUICK_LADDER, 16, True),
-    **_ladder_runs("quick", "perceiver_medium", _QUICK_LADDER, 32, False),
-    **_ladder_runs("quick", "perceiver_medium", _QUICK_LADDER, None, False),
+    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, 16, True),
+    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, 32, False),
+    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, None, False),
     **_ladder_runs("full", "perceiver_medium", _FULL_ZOO, None, True),
     **_ladder_runs("full", "perceiver_large", _FULL_ZOO, None, False),
     **_ladder_runs("full", "perceiver_xl", _FULL_ZOO, None, False),
