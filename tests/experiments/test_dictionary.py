@@ -114,7 +114,6 @@ def identity_sae(d: int) -> dictionary.SparseAutoencoder:
     return sae.eval()
 
 
-
 def test_splice_keeps_accuracy_with_an_exact_sae_and_loses_it_with_a_dead_one(tiny):
     net, ds = tiny
     d = net.head.in_features

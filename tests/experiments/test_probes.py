@@ -122,7 +122,6 @@ def test_probe_layers_rows_columns_and_depth():
         probes.probe_layers({"new": x}, y, test, yt, 4, progress=False)
 
 
-
 def test_a_fit_stopped_by_its_budget_says_so():
     """L-BFGS stopped by its iteration budget before converging is a warning, never a silent score (at the
     old 100-iteration default, 04's ViT features stopped 1.1 points of top-1 short of sklearn's optimum)."""
