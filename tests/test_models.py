@@ -247,6 +247,19 @@ def test_perceiver_ladder_has_the_studys_parameter_counts():
     assert all(m.p == 0.1 for m in net.modules() if isinstance(m, nn.Dropout))  # the study ablated dropout
 
 
+def test_a_rung_at_another_resolution_is_the_native_network_fed_the_resized_images():
+    torch.manual_seed(0)
+    small = models.create_model("perceiver_medium", in_chans=1, img_size=28, resolution=14).eval()
+    native = models.create_model("perceiver_medium", in_chans=1, img_size=14).eval()
+    native.load_state_dict(small.state_dict())  # same parameters: the Fourier features are not learned
+    x = torch.rand(3, 1, 28, 28)
+    x14 = F.interpolate(x, size=(14, 14), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(small(x), native(x14), rtol=0, atol=1e-6)
+    assert _count(small) == _count(native) == 296_086  # at 1 channel
+    with pytest.raises(ValueError, match="takes images of 1x28x28"):
+        small(x14)  # it is fed the data's images and resizes them itself
+
+
 @pytest.mark.parametrize("patch,pixel", [(4, 2), (4, 4), (8, 2)])
 def test_tnt_pixels_are_linear_projections_of_pixel_squares(patch, pixel):
     torch.manual_seed(0)

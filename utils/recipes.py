@@ -197,10 +197,13 @@ def tnt_sweep_recipe(profile: str, patch: int, pixel: int) -> Recipe:
 
 
 # The ViT-zoo study's Perceiver ladder (notebook 01): medium / large / XL (models.vit.perceiver_rung), and its
-# ablations without augmentation and without dropout. Under full the rungs train as the rest of the zoo. Under
-# quick the ladder is CPU-sized: the same rule at latent widths 16 and 32 below the medium rung (64), on the
-# quick zoo recipe (3 epochs, 10k images); under smoke at widths 8 and 16. Variants: "@latent<d>" (width d),
-# "-no-aug" (no crops, flips or mixup), "-no-dropout" (attention and feed-forward dropout 0).
+# ablations without augmentation and without dropout. Under full the rungs and ablations train as the rest of
+# the zoo. Under quick the ladder is CPU-sized, rungs only: the same rule at latent widths 16, 32 and the
+# medium rung's 64, on images resized to 14x14 (a quarter of the cross-attention's work; at 28x28 the three
+# rungs took 7 min, over the notebook's budget), with the quick zoo recipe (3 epochs, 10k images); under
+# smoke at widths 8 and 16 with the ablations at 8. Variants: "@latent<d>" (width d), "<side>px" (the side the
+# images are resized to), "-no-aug" (no crops, flips or mixup), "-no-dropout" (attention and feed-forward
+# dropout 0).
 
 
 def ladder_width(d: int) -> dict:
@@ -217,31 +220,34 @@ def no_augmentation(recipe: Recipe, note: str = "") -> Recipe:
     return replace(plain, note=note or recipe.note + "; no augmentation")
 
 
-def _ladder(base: Recipe, width: int | None, what: str) -> dict[str, Recipe]:
-    """A rung (width None: the registered width) and its two ablations, keyed by run suffix."""
-    over = {} if width is None else ladder_width(width)
-    rung = replace(base, overrides=over, note=f"{base.note}; Perceiver ladder {what}")
-    return {"": rung, "no-aug": no_augmentation(rung, f"{rung.note}, no augmentation"),
-            "no-dropout": replace(rung, overrides={**over, **NO_DROPOUT}, note=f"{rung.note}, no dropout")}
+def _ladder_runs(profile: str, model: str, base: Recipe, width: int | None = None, side: int | None = None,
+                 ablate: bool = False) -> dict:
+    """A rung (width None: the registered width; side None: the images' own) and, with `ablate`, its two
+    ablations, keyed by (profile, run name)."""
+    over = {**(ladder_width(width) if width else {}), **({"resolution": side} if side else {})}
+    tags = [f"latent{width}"] * bool(width) + [f"{side}px"] * bool(side)
+    name, sep = (f"{model}@{'-'.join(tags)}", "-") if tags else (model, "@")
+    what = ", ".join([f"latent width {width}"] * bool(width) + [f"{side}x{side} images"] * bool(side))
+    rung = replace(base, overrides=over,
+                   note=f"{base.note}; Perceiver ladder " + (f"CPU-sized rung, {what}" if tags else "rung"))
+    runs = {name: rung}
+    if ablate:
+        runs[f"{name}{sep}no-aug"] = no_augmentation(rung, f"{rung.note}, no augmentation")
+        runs[f"{name}{sep}no-dropout"] = replace(rung, overrides={**over, **NO_DROPOUT},
+                                                 note=f"{rung.note}, no dropout")
+    return {(profile, r): recipe for r, recipe in runs.items()}
 
 
-def _ladder_runs(profile: str, model: str, base: Recipe, width: int | None, ablate: bool) -> dict:
-    name = model if width is None else f"{model}@latent{width}"
-    what = "rung" if width is None else f"CPU-sized rung, latent width {width}"
-    sep = "@" if width is None else "-"
-    runs = _ladder(base, width, what)
-    return {(profile, name if not k else f"{name}{sep}{k}"): r for k, r in runs.items() if ablate or not k}
-
-
+_SMOKE_LADDER = Recipe(_SMOKE, train_subset=256, note="smoke")
 LADDER_RECIPES: dict[tuple[str, str], Recipe] = {
-    **_ladder_runs("smoke", "perceiver_medium", Recipe(_SMOKE, train_subset=256, note="smoke"), 8, True),
-    **_ladder_runs("smoke", "perceiver_medium", Recipe(_SMOKE, train_subset=256, note="smoke"), 16, False),
-    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, 16, True),
-    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, 32, False),
-    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, None, False),
-    **_ladder_runs("full", "perceiver_medium", _FULL_ZOO, None, True),
-    **_ladder_runs("full", "perceiver_large", _FULL_ZOO, None, False),
-    **_ladder_runs("full", "perceiver_xl", _FULL_ZOO, None, False),
+    **_ladder_runs("smoke", "perceiver_medium", _SMOKE_LADDER, 8, ablate=True),
+    **_ladder_runs("smoke", "perceiver_medium", _SMOKE_LADDER, 16),
+    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, 16, side=14),
+    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, 32, side=14),
+    **_ladder_runs("quick", "perceiver_medium", _QUICK_ZOO, side=14),
+    **_ladder_runs("full", "perceiver_medium", _FULL_ZOO, ablate=True),
+    **_ladder_runs("full", "perceiver_large", _FULL_ZOO),
+    **_ladder_runs("full", "perceiver_xl", _FULL_ZOO),
 }
 RECIPES.update(LADDER_RECIPES)
 

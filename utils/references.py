@@ -47,8 +47,9 @@ VIT_ZOO_SOURCE = "the ViT-zoo study (CIFAR-10, not run here)"
 
 
 def perceiver_ladder_reference() -> pd.DataFrame:
-    """The study's ladder as rows: model, params, test_top1, dataset, source."""
-    rows = [{"model": m, "params": p, "test_top1": a, "dataset": "cifar10", "source": VIT_ZOO_SOURCE}
+    """The study's ladder as rows: model, params, test_top1, dataset, input_side (CIFAR-10's 32), source."""
+    rows = [{"model": m, "params": p, "test_top1": a, "dataset": "cifar10", "input_side": 32,
+             "source": VIT_ZOO_SOURCE}
             for m, (p, a) in VIT_ZOO_PERCEIVER_LADDER_CIFAR10.items()]
     return pd.DataFrame(rows)
 

@@ -36,16 +36,22 @@ def test_the_ladder_recipes_apply_the_rung_rule_at_other_widths():
         rule = perceiver_rung(d)
         assert all(rule[k] == v for k, v in recipes.ladder_width(d).items()), d
     assert recipes.ladder_width(64) == {k: perceiver_rung(64)[k] for k in recipes.ladder_width(64)}
-    base = recipes.get_recipe("perceiver_medium@latent16", "quick")
-    no_aug = recipes.get_recipe("perceiver_medium@latent16-no-aug", "quick")
-    no_drop = recipes.get_recipe("perceiver_medium@latent16-no-dropout", "quick")
+    base = recipes.get_recipe("perceiver_medium@latent8", "smoke")
+    no_aug = recipes.get_recipe("perceiver_medium@latent8-no-aug", "smoke")
+    no_drop = recipes.get_recipe("perceiver_medium@latent8-no-dropout", "smoke")
     assert no_aug.overrides == base.overrides and no_aug.train.flip is False and no_aug.train.crop_pad == 0
     assert no_drop.overrides == {**base.overrides, "attn_dropout": 0.0, "ff_dropout": 0.0}
     assert no_drop.train == base.train
     full = recipes.get_recipe("perceiver_medium@no-aug", "full")
     assert full.train.mixup_alpha == 0.0 < recipes.get_recipe("perceiver_medium", "full").train.mixup_alpha
-    for p, run in [("full", "perceiver_large"), ("full", "perceiver_xl"), ("quick", "perceiver_medium")]:
+    for p, run in [("full", "perceiver_large"), ("full", "perceiver_xl"), ("full", "perceiver_medium")]:
         assert recipes.get_recipe(run, p).overrides == {}  # the registered rung itself
+    # quick: the rungs at 14x14, the same recipe for every rung
+    quick = {r: recipes.get_recipe(r, "quick") for r in
+             ("perceiver_medium@latent16-14px", "perceiver_medium@latent32-14px", "perceiver_medium@14px")}
+    assert [q.overrides.get("latent_dim", 64) for q in quick.values()] == [16, 32, 64]
+    assert {q.overrides["resolution"] for q in quick.values()} == {14}
+    assert len({q.train for q in quick.values()}) == 1
 
 
 def test_ablation_and_rung_names():
@@ -58,6 +64,8 @@ def test_ablation_and_rung_names():
     assert zoo.latent_width("perceiver_xl", {"latent_dim": 8}) == 8
     assert zoo.rung_label("perceiver_xl", 256) == "xl"
     assert zoo.rung_label("perceiver_medium", 16) == "latent 16"
+    assert zoo.input_side({"img_size": 28}) == 28 and zoo.input_side({"img_size": 28, "resolution": 14}) == 14
+    assert zoo.input_side({"img_size": 28, "resolution": None}) == 28
 
 
 def ladder_summary() -> pd.DataFrame:
@@ -70,8 +78,8 @@ def ladder_summary() -> pd.DataFrame:
 
 def test_ladder_table_labels_rungs_and_ablations_and_appends_the_study():
     s = ladder_summary()
-    widths = dict(zip(s.run, [16, 64, 16, 16], strict=True))
-    t = zoo.ladder_table(s, widths, references.perceiver_ladder_reference(), "fashion-mnist")
+    shapes = dict(zip(s.run, [(16, 14), (64, 28), (16, 14), (16, 14)], strict=True))
+    t = zoo.ladder_table(s, shapes, references.perceiver_ladder_reference(), "fashion-mnist")
     ours, study = t[t.source == "this run"], t[t.source != "this run"]
     assert ours.rung.tolist() == ["latent 16", "medium", "latent 16", "latent 16"]
     assert ours.setting.tolist() == ["ladder", "ladder", "no augmentation", "no dropout"]
@@ -80,6 +88,9 @@ def test_ladder_table_labels_rungs_and_ablations_and_appends_the_study():
     assert study.run.tolist() == ["study: perceiver_medium", "study: perceiver_large", "study: perceiver_xl"]
     assert study.test_top1.tolist() == [0.662, 0.671, 0.677] and set(study.dataset) == {"cifar10"}
     assert study.rung.tolist() == ["medium", "large", "xl"] and not t.duplicated("run").any()
+    assert ours.latent_dim.tolist() == [16, 64, 16, 16] and ours.input_side.tolist() == [14, 28, 14, 14]
+    assert ours.data.tolist() == ["fashion-mnist, 14x14", "fashion-mnist, 28x28"] + ["fashion-mnist, 14x14"] * 2
+    assert set(study.data) == {"cifar10, 32x32"}
 
 
 def test_the_figures_draw_from_saved_tables(tmp_path):
@@ -88,8 +99,8 @@ def test_the_figures_draw_from_saved_tables(tmp_path):
     config = {"config": {"dataset": "fashion-mnist", "profile": "smoke"}}
     (folder / "config.json").write_text(json.dumps(config))
     s = ladder_summary()
-    widths = dict(zip(s.run, [16, 64, 16, 16], strict=True))
-    ladder = zoo.ladder_table(s, widths, references.perceiver_ladder_reference(), "fashion-mnist")
+    shapes = dict(zip(s.run, [(16, 28)] + [(64, 28)] + [(16, 28)] * 2, strict=True))
+    ladder = zoo.ladder_table(s, shapes, references.perceiver_ladder_reference(), "fashion-mnist")
     ladder.to_csv(folder / "perceiver_ladder.csv", index=False)
     sweep = pd.DataFrame({"run": ["a", "b"], "model": "tnt_mini_p4", "val_top1": [0.5, 0.6],
                           "test_top1": [0.52, 0.58], "images_per_s": [300.0, 500.0]})

@@ -3,7 +3,8 @@ Perceiver size ladder with its no-augmentation and no-dropout runs.
 
     points = tnt_points("tnt_mini_p4", [(4, 2), (4, 4)], "quick")   # run name -> recipe
     sweep = tnt_sweep_table(store.sweep(points, ...), img_size=28)  # + patch, pixel, patches, words
-    ladder = ladder_table(store.summarize(runs, ...), widths, references.perceiver_ladder_reference())
+    ladder = ladder_table(store.summarize(runs, ...), shapes(runs, ...),
+                          references.perceiver_ladder_reference(), dataset)
 
 TnT (Han et al. 2021) cuts the image into patches ("visual sentences") and every patch into pixels ("visual
 words"): patch p and pixel q give (img / p)^2 outer tokens of (p / q)^2 inner tokens each. The pixel size is
@@ -12,8 +13,9 @@ own embedding would be a 7x7 convolution with stride q). Every point trains with
 so the learning rate is the same for all of them (the study swept at a fixed rate too).
 
 The Perceiver ladder: the registered perceiver_medium / large / xl (models.vit.perceiver_rung), or under the
-CPU profiles the same rule at smaller latent widths (run "perceiver_medium@latent16"); ablations are runs
-ending in "no-aug" (no crops, flips, mixup) or "no-dropout" (recipes.LADDER_RECIPES).
+CPU profiles the same rule at smaller latent widths (run "perceiver_medium@latent16"), under quick on images
+resized to 14x14 ("...-14px", the `resolution` override); ablations are runs ending in "no-aug" (no crops,
+flips, mixup) or "no-dropout" (recipes.LADDER_RECIPES).
 """
 
 from __future__ import annotations
@@ -79,9 +81,15 @@ def latent_width(model: str, model_config: dict) -> int:
     return int(model_config.get("latent_dim", vit.ZOO[model][2]["latent_dim"]))
 
 
-def widths(runs: Sequence[str], dataset: str, profile: str | Profile) -> dict[str, int]:
-    """Run -> the latent width it was built with, from the stored runs' model cards."""
-    return {r: latent_width(model_of(r), model_card(r, dataset, profile)["model_config"]) for r in runs}
+def input_side(model_config: dict) -> int:
+    """The side of the images a run's network reads: its `resolution` override, else the data's."""
+    return int(model_config.get("resolution") or model_config["img_size"])
+
+
+def shapes(runs: Sequence[str], dataset: str, profile: str | Profile) -> dict[str, tuple[int, int]]:
+    """Run -> (latent width, input side) it was built with, from the stored runs' model cards."""
+    cards = {r: model_card(r, dataset, profile)["model_config"] for r in runs}
+    return {r: (latent_width(model_of(r), c), input_side(c)) for r, c in cards.items()}
 
 
 def rung_label(model: str, width: int) -> str:
@@ -90,13 +98,16 @@ def rung_label(model: str, width: int) -> str:
     return model.removeprefix("perceiver_") if width == registered else f"latent {width}"
 
 
-def ladder_table(summary: pd.DataFrame, widths: dict[str, int], reference: pd.DataFrame,
+def ladder_table(summary: pd.DataFrame, shapes: dict[str, tuple[int, int]], reference: pd.DataFrame,
                  dataset: str) -> pd.DataFrame:
-    """One row per ladder run of this project (store.summarize rows; widths: run -> latent width) with its
-    rung, setting, and for ablations the test top-1 change against their rung (change_vs_rung); then the
-    study's rows (reference: model, params, test_top1, dataset, source), run named "study: <model>"."""
+    """One row per ladder run of this project (store.summarize rows; shapes: run -> (latent width, input
+    side)) with its rung, setting, the data it read (data: "fashion-mnist, 14x14"), and for ablations the
+    test top-1 change against their rung (change_vs_rung); then the study's rows (reference: model, params,
+    test_top1, dataset, input_side, source), run named "study: <model>"."""
+    widths = {r: w for r, (w, _) in shapes.items()}
     ours = summary.assign(
         latent_dim=[widths[r] for r in summary.run],
+        input_side=[shapes[r][1] for r in summary.run],
         rung=[rung_label(m, widths[r]) for r, m in zip(summary.run, summary.model, strict=True)],
         setting=[ablation_of(r) for r in summary.run],
         dataset=dataset, source="this run")
@@ -106,4 +117,6 @@ def ladder_table(summary: pd.DataFrame, widths: dict[str, int], reference: pd.Da
     ours["change_vs_rung"] = [change(r, s) for r, s in zip(ours.run, ours.setting, strict=True)]
     study = reference.assign(run=["study: " + m for m in reference.model], family="perceiver", setting=LADDER,
                              rung=[m.removeprefix("perceiver_") for m in reference.model])
-    return pd.concat([ours, study], ignore_index=True)
+    table = pd.concat([ours, study], ignore_index=True)
+    data = [f"{d}, {int(s)}x{int(s)}" for d, s in zip(table.dataset, table.input_side, strict=True)]
+    return table.assign(data=data)

@@ -59,7 +59,7 @@ def _tnt_sweep(sweep) -> list[str]:
 def _ladder(ladder) -> list[str]:
     ours, study = ladder[ladder.source == "this run"], ladder[ladder.source != "this run"]
     rungs = ours[ours.setting == "ladder"].sort_values("params")
-    where = ", ".join(dict.fromkeys(ours.dataset))
+    where = "; ".join(dict.fromkeys(ours.data))
     each = lambda t: ", ".join(f"{r.rung} {r.params / 1e6:.2f}M {_f(r.test_top1)}" for r in t.itertuples())
     out = [f"Perceiver ladder on {where} (rung, parameters, test top-1): {each(rungs)}."]
     if len(rungs) > 1:

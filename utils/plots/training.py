@@ -128,7 +128,7 @@ def ladder_plot(ladder: pd.DataFrame, title: str = "") -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ours, study = ladder[ladder.source == "this run"], ladder[ladder.source != "this run"]
     rungs = ours[ours.setting == "ladder"].sort_values("params")
-    where = ", ".join(dict.fromkeys(ours.dataset))
+    where = "; ".join(dict.fromkeys(ours.data))
     ax.plot(rungs.params, rungs.test_top1, "o-", color=FAMILY_COLORS["perceiver"],
             label=f"this run ({where})")
     for marker, (setting, g) in zip("xP^", ours[ours.setting != "ladder"].groupby("setting"), strict=False):
