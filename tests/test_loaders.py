@@ -186,3 +186,31 @@ def test_the_ffcv_backend_leaves_torchs_thread_count_alone(data_root, make_id_se
         assert sum(len(y) for _, y in loader) == 32 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_ffcv_loaders_of_one_file_and_settings_share_a_compiled_loader(tmp_path, make_id_set):
+    """ffcv compiles each Loader's pipeline on its first epoch; loaders of the same file and settings reuse
+    one (a notebook trains many runs on one file and evaluates each on the same files) and serve what a
+    fresh one would."""
+    ds = make_id_set(40, name="shared")
+    first, second = (make(ds, "ffcv", tmp_path, train=False) for _ in range(2))
+    assert first.loader is second.loader
+    x1, y1 = run_epoch(first)
+    x2, y2 = run_epoch(second)
+    assert torch.equal(x1, ds.images) and torch.equal(x2, ds.images) and torch.equal(y1, y2)
+    assert make(ds, "ffcv", tmp_path, train=False, batch_size=8).loader is not first.loader
+    train = [make(ds, "ffcv", tmp_path, train=True, seed=s) for s in (3, 3, 4)]
+    assert train[0].loader is train[1].loader is not train[2].loader
+    train[0].set_epoch(1)
+    reused = run_epoch(train[0])
+    utils_ffcv = sys.modules["utils.data.ffcv"]
+    utils_ffcv._LOADERS.clear()
+    fresh = make(ds, "ffcv", tmp_path, train=True, seed=3)
+    fresh.set_epoch(1)
+    assert fresh.loader is not train[0].loader
+    assert all(torch.equal(a, b) for a, b in zip(run_epoch(fresh), reused, strict=True))  # order and crops
+    other = make_id_set(40, name="shared")
+    other.images[:] = 255 - other.images  # another set written to the same path: a new file, a new Loader
+    (tmp_path / "shared.beton").unlink()
+    changed = make(other, "ffcv", tmp_path, train=False)
+    assert changed.loader is not first.loader and torch.equal(run_epoch(changed)[0], other.images)

@@ -89,7 +89,8 @@ def test_ladder_table_labels_rungs_and_ablations_and_appends_the_study():
     assert study.test_top1.tolist() == [0.662, 0.671, 0.677] and set(study.dataset) == {"cifar10"}
     assert study.rung.tolist() == ["medium", "large", "xl"] and not t.duplicated("run").any()
     assert ours.latent_dim.tolist() == [16, 64, 16, 16] and ours.input_side.tolist() == [14, 28, 14, 14]
-    assert ours.data.tolist() == ["fashion-mnist, 14x14", "fashion-mnist, 28x28"] + ["fashion-mnist, 14x14"] * 2
+    small, native = "fashion-mnist, 14x14", "fashion-mnist, 28x28"
+    assert ours.data.tolist() == [small, native, small, small]
     assert set(study.data) == {"cifar10, 32x32"}
 
 

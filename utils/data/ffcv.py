@@ -133,13 +133,22 @@ class CropFlip(Operation):
         return replace(previous_state, jit_mode=True), alloc
 
 
+# ffcv Loaders kept for reuse, by everything their pipeline and order depend on (file and its mtime, batch,
+# workers, device, train, drop_last, augmentation, seed, rank): ffcv compiles each new Loader's pipeline with
+# numba on its first epoch (about 2 s on a CPU), and a notebook trains many runs on one file and evaluates
+# each on the same validation and test files.
+_LOADERS: dict[tuple, Loader] = {}
+_KEEP = 8
+
+
 class FFCVLoader(EpochLoader):
     """ffcv Loader over a .beton: RANDOM order (seeded) for training, SEQUENTIAL for evaluation.
 
     Under torchrun a training loader uses ffcv's own distributed order (DistributedSampler's: a rank's images
     are a function of (seed, epoch, rank, world size), B / world size per rank, but not slices of the
     one-process batches); an evaluation loader is not sharded (every rank reads every image: ffcv pads its
-    distributed order with repeats, which would count some images twice)."""
+    distributed order with repeats, which would count some images twice). Loaders of the same file and
+    settings share one compiled ffcv Loader (_LOADERS)."""
 
     def __init__(self, ds: ImageSet, batch_size: int, *, num_workers: int = 2, path: str | Path | None = None,
                  shard: tuple[int, int] | None = None, **kw):
@@ -151,14 +160,25 @@ class FFCVLoader(EpochLoader):
         super().__init__(ds, batch_size, shard=shard, **kw)
         self.path = Path(path) if path is not None else default_beton_path(ds)
         distributed.on_main(_write_if_missing, ds, self.path)  # torchrun: rank 0 writes, the others wait
+        # ffcv's order is a function of (seed, epoch), set per pass: a Loader holds no state of one run
+        key = (str(self.path), self.path.stat().st_mtime_ns, self.local_batch, num_workers, str(self.device),
+               self.train, self.drop_last, self.augment, self.seed, self.rank, self.world_size)
+        self.loader = _LOADERS.pop(key, None) or self._loader(num_workers)
+        _LOADERS[key] = self.loader  # most recently used last
+        while len(_LOADERS) > _KEEP:
+            _LOADERS.pop(next(iter(_LOADERS)))
+
+    def _loader(self, num_workers: int) -> Loader:
         threads = torch.get_num_threads()
-        self.loader = Loader(
-            str(self.path), batch_size=self.local_batch, num_workers=num_workers, seed=self.seed,
-            order=OrderOption.RANDOM if self.train else OrderOption.SEQUENTIAL, drop_last=self.drop_last,
-            distributed=self.world_size > 1,
-            pipelines={"image": self._image_pipeline(), "label": [IntDecoder(), ToTensor()]},  # (B, 1)
-        )
-        torch.set_num_threads(threads)
+        try:
+            return Loader(
+                str(self.path), batch_size=self.local_batch, num_workers=num_workers, seed=self.seed,
+                order=OrderOption.RANDOM if self.train else OrderOption.SEQUENTIAL, drop_last=self.drop_last,
+                distributed=self.world_size > 1,
+                pipelines={"image": self._image_pipeline(), "label": [IntDecoder(), ToTensor()]},  # (B, 1)
+            )
+        finally:
+            torch.set_num_threads(threads)
 
     def _image_pipeline(self) -> list:
         stored = Reader(str(self.path)).handlers["image"]

@@ -137,7 +137,8 @@ def perceiver_rung(latent_dim: int) -> dict:
     (None: the images' own side) resizes the images first: the CPU-sized ladder of quick reads 14x14."""
     return {**PERCEIVER, "resolution": None, "depth": 2, "num_latents": 64, "latent_dim": latent_dim,
             "cross_heads": 1, "cross_dim_head": latent_dim, "latent_heads": max(1, latent_dim // 16),
-            "latent_dim_head": 32, "self_per_cross_attn": 1, "num_freq_bands": 8, "attn_dropout": 0.1, "ff_dropout": 0.1}
+            "latent_dim_head": 32, "self_per_cross_attn": 1, "num_freq_bands": 8, "attn_dropout": 0.1,
+            "ff_dropout": 0.1}
 
 
 _TINY_PERCEIVER = dict(num_latents=16, latent_dim=32, latent_heads=2, cross_dim_head=16, latent_dim_head=16,
