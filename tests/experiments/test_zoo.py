@@ -3,6 +3,7 @@ constructed summaries with known answers, and the two figures drawn from saved t
 
 import json
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from utils import models, plots, recipes, references
 from utils.experiments import zoo
 from utils.models.vit import perceiver_rung
+from utils.plots.base import compact_number, log_ticks
 
 
 def test_tnt_points_set_patch_and_pixel_on_the_sweep_recipe():
@@ -121,3 +123,12 @@ def test_the_tnt_reading_names_the_fastest_point_only_when_it_is_another():
                          "images/s).")
     (said,) = training._tnt_sweep(table.assign(images_per_s=[700.0, 500.0]))
     assert "(4, 2) trains fastest (700 images/s against 500 for the best)" in said
+
+
+def test_log_ticks_merge_values_whose_labels_would_overlap():
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    log_ticks(ax, [296_086, 21_910, 78_486, 290_000, 1.15e6, 4.43e6], fmt=compact_number)
+    assert ax.get_xticks().tolist() == [21_910, 78_486, 290_000, 1.15e6, 4.43e6]  # 296k shares 290k's tick
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["21.9k", "78.5k", "290k", "1.15M", "4.43M"]
+    plt.close(fig)

@@ -62,8 +62,13 @@ def save(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
 
 def log_ticks(ax, values: Sequence[float], axis: str = "x", fmt: Callable[[float], str] | None = None
               ) -> None:
-    """Ticks exactly at `values` on a log axis, labelled with them, no minor labels (they overlap)."""
-    values = sorted(set(float(v) for v in values))
+    """Ticks exactly at `values` on a log axis, labelled with them, no minor labels (they overlap). Values
+    within 10% of the previous tick share its tick (their labels would print over each other)."""
+    kept: list[float] = []
+    for v in sorted(set(float(v) for v in values)):
+        if not kept or v > kept[-1] * 1.1:
+            kept.append(v)
+    values = kept
     fmt = fmt or (lambda v: f"{v:g}")
     target = ax.xaxis if axis == "x" else ax.yaxis
     target.set_major_locator(FixedLocator(values))
