@@ -162,6 +162,13 @@ def test_the_pretrained_paths_read_the_written_files(rehearsal_env):
     assert torch.equal(mlp.blocks[11].norm.weight, paper["module.layernorms.11.weight"])
     assert torch.equal(mlp.stem.weight, paper["module.linear_in.weight"])
     assert mlp.head.weight.shape == (10, 1024)
+    for arch in ("swin_tiny_patch4_window7_224", "tnt_s_patch16_224", "mixer_b16_224"):  # 01's other timm zoo
+        net = models.create_model(arch, num_classes=10, pretrained=True)
+        written = load_file(str(write_timm_weights(arch, rehearsal_env["MLPZOOM_WEIGHTS"])))
+        state = net.state_dict()
+        shared = [k for k in written if k in state and state[k].shape == written[k].shape]
+        assert len(shared) >= len(written) - 2, arch  # everything but the 1000-class head
+        assert all(torch.equal(state[k], written[k]) for k in shared), arch
 
 
 # ------------------------------------------------------------------ every recipe field reaches the trainer
