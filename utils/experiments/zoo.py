@@ -104,11 +104,10 @@ def ladder_table(summary: pd.DataFrame, shapes: dict[str, tuple[int, int]], refe
     side)) with its rung, setting, the data it read (data: "fashion-mnist, 14x14"), and for ablations the
     test top-1 change against their rung (change_vs_rung); then the study's rows (reference: model, params,
     test_top1, dataset, input_side, source), run named "study: <model>"."""
-    widths = {r: w for r, (w, _) in shapes.items()}
     ours = summary.assign(
-        latent_dim=[widths[r] for r in summary.run],
+        latent_dim=[shapes[r][0] for r in summary.run],
         input_side=[shapes[r][1] for r in summary.run],
-        rung=[rung_label(m, widths[r]) for r, m in zip(summary.run, summary.model, strict=True)],
+        rung=[rung_label(m, shapes[r][0]) for r, m in zip(summary.run, summary.model, strict=True)],
         setting=[ablation_of(r) for r in summary.run],
         dataset=dataset, source="this run")
     base = ours.set_index("run").test_top1
