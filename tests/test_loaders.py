@@ -199,6 +199,7 @@ def test_ffcv_loaders_of_one_file_and_settings_share_a_compiled_loader(tmp_path,
     x2, y2 = run_epoch(second)
     assert torch.equal(x1, ds.images) and torch.equal(x2, ds.images) and torch.equal(y1, y2)
     assert make(ds, "ffcv", tmp_path, train=False, batch_size=8).loader is not first.loader
+    assert make(ds, "ffcv", tmp_path, train=False, seed=7).loader is first.loader  # in order: no seed used
     train = [make(ds, "ffcv", tmp_path, train=True, seed=s) for s in (3, 3, 4)]
     assert train[0].loader is train[1].loader is not train[2].loader
     train[0].set_epoch(1)

@@ -134,9 +134,9 @@ class CropFlip(Operation):
 
 
 # ffcv Loaders kept for reuse, by everything their pipeline and order depend on (file and its mtime, batch,
-# workers, device, train, drop_last, augmentation, seed, rank): ffcv compiles each new Loader's pipeline with
-# numba on its first epoch (about 2 s on a CPU), and a notebook trains many runs on one file and evaluates
-# each on the same validation and test files.
+# workers, device, train, drop_last, augmentation, the seed where it is used, rank): ffcv compiles each new
+# Loader's pipeline with numba on its first epoch (about 2 s on a CPU), and a notebook trains many runs on
+# one file and evaluates each on the same validation and test files.
 _LOADERS: dict[tuple, Loader] = {}
 _KEEP = 8
 
@@ -160,9 +160,12 @@ class FFCVLoader(EpochLoader):
         super().__init__(ds, batch_size, shard=shard, **kw)
         self.path = Path(path) if path is not None else default_beton_path(ds)
         distributed.on_main(_write_if_missing, ds, self.path)  # torchrun: rank 0 writes, the others wait
-        # ffcv's order is a function of (seed, epoch), set per pass: a Loader holds no state of one run
+        # ffcv's order is a function of (seed, epoch), set per pass: a Loader holds no state of one run. The
+        # seed is in the key only where it is used (random order, augmentation): evaluation loaders share one
+        seeded = self.train or self.augment != NO_AUGMENT
         key = (str(self.path), self.path.stat().st_mtime_ns, self.local_batch, num_workers, str(self.device),
-               self.train, self.drop_last, self.augment, self.seed, self.rank, self.world_size)
+               self.train, self.drop_last, self.augment, self.seed if seeded else None, self.rank,
+               self.world_size)
         self.loader = _LOADERS.pop(key, None) or self._loader(num_workers)
         _LOADERS[key] = self.loader  # most recently used last
         while len(_LOADERS) > _KEEP:
