@@ -493,3 +493,12 @@ def test_a_model_fed_the_wrong_shape_says_what_it_takes(name):
         with pytest.raises(ValueError, match=rf"{name} takes images of 1x28x28 .*got \({got}"):
             model(torch.rand(wrong))
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model.pt"])
+def test_a_corrupt_checkpoint_is_named_with_what_to_do(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"\x00truncated")
+    with pytest.raises(ValueError, match=r"' is unreadable .*copy or train it again") as err:
+        models.create_model("test_mlp", num_classes=10, checkpoint=path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -160,10 +160,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        sd = safetensors.torch.load_file(str(path), device="cpu")
-    else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            sd = safetensors.torch.load_file(str(path), device="cpu")
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # SafetensorError, a truncated zip, a bad pickle: the library names no file
+        raise ValueError(f"checkpoint {str(path)!r} is unreadable ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200] if str(err) else ''}); it is damaged or not a "
+                         "weights file: copy or train it again") from err
+    if not isinstance(sd, dict):
+        raise ValueError(f"checkpoint {str(path)!r} holds a {type(sd).__name__}, not a state dict; pass the "
+                         "file of the model's weights")
     for key in _TRAINER_KEYS:  # a training checkpoint {"model": state_dict, "optimizer": ..., "epoch": ...}
         if isinstance(sd.get(key), dict):
             sd = sd[key]
