@@ -8,11 +8,17 @@ question: training, robustness, texture, similarity, cost, features, ablations);
 results folder and returns sentences. Nothing here is typed in: change a table value and the sentence
 changes. A model whose clean accuracy is within a few points of chance (the smoke profile's minutes-old
 test models) gets a warning first, so that nobody reads noise as a finding.
+
+Two rules every module keeps. A sentence about a change takes its verb from the change's sign (`change`:
+raises, lowers, or leaves within the seed spread), never a verb typed beside the number. A winner (the best
+change, rung, variant) is named by validation top-1 and reported with its test top-1; a ranking with no
+validation number behind it (robust accuracy, transfer) says "highest on the test images", not "best".
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +28,7 @@ from ..registry import Registry
 
 FINDINGS: Registry[Callable[[Path], list[str]]] = Registry("findings")
 NEAR_CHANCE = 0.1  # top-1 within this of chance (1 / classes) counts as near chance
+SPREAD = 2.0  # |delta| <= SPREAD x its s.e.: within the seed spread (= experiments.ablations.WITHIN)
 
 
 def finding(notebook: str):
@@ -49,10 +56,45 @@ def _f(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
-def family_list(values: dict[str, float], digits: int = 3) -> str:
-    """{"mlp_b4_wi256": 0.6, ...} -> "mlp_b4_wi256 0.600, cnn_small 0.420 and vit_mini_p4 0.410"."""
-    parts = [f"{k} {_f(v, digits)}" for k, v in values.items()]
+def family_list(values: dict[str, float], digits: int = 3, signed: bool = False) -> str:
+    """{"mlp_b4_wi256": 0.6, ...} -> "mlp_b4_wi256 0.600, cnn_small 0.420 and vit_mini_p4 0.410" (signed:
+    "+0.600", for changes whose sign differs between models)."""
+    parts = [f"{k} {v:+.{digits}f}" if signed else f"{k} {_f(v, digits)}" for k, v in values.items()]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def spread(se: float | None, digits: int = 3) -> str:
+    """" (s.e. 0.004)"; " (one seed, no spread)" for a NaN s.e.; "" where no s.e. is known (None)."""
+    if se is None:
+        return ""
+    return f" (s.e. {_f(se, digits)})" if math.isfinite(se) else " (one seed, no spread)"
+
+
+def change(what: str, delta: float, se: float | None = None, *, to: float | None = None,
+           digits: int = 3) -> str:
+    """A change of `what` by `delta`, its verb read from the sign (a typed "raises" once read "raises PGD-10
+    to 0.297" from 0.328): "raises PGD-10 top-1 by 0.032 to 0.360 (s.e. 0.010)", "lowers ... by 0.031 to
+    0.297", "leaves PGD-10 top-1 within the seed spread (+0.004, s.e. 0.010) at 0.332" when |delta| <= SPREAD
+    s.e., "leaves ... unchanged" when it rounds to 0. se: None when no spread is known, NaN for one seed."""
+    at = "" if to is None else f" at {_f(to, digits)}"
+    if not math.isfinite(delta):
+        return f"gives no number for {what}"
+    if se is not None and math.isfinite(se) and abs(delta) <= SPREAD * se:
+        return f"leaves {what} within the seed spread ({delta:+.{digits}f}, s.e. {_f(se, digits)}){at}"
+    if round(delta, digits) == 0:
+        return f"leaves {what} unchanged{at}{spread(se, digits)}"
+    verb, end = ("raises" if delta > 0 else "lowers"), ("" if to is None else f" to {_f(to, digits)}")
+    return f"{verb} {what} by {abs(delta):.{digits}f}{end}{spread(se, digits)}"
+
+
+def difference(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """(mean(a) - mean(b), its s.e. sqrt(s_a^2 / n_a + s_b^2 / n_b)); NaN s.e. when a side has one value (the
+    formula of experiments.ablations.aggregate, for tables saved per seed)."""
+    a, b = a.dropna(), b.dropna()
+    if len(a) == 0 or len(b) == 0:
+        return math.nan, math.nan
+    var = lambda s: s.var(ddof=1) / len(s) if len(s) > 1 else math.nan
+    return float(a.mean() - b.mean()), float(math.sqrt(var(a) + var(b)))
 
 
 def chance_warning(accuracy: dict[str, float], num_classes: int) -> list[str]:

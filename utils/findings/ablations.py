@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import _classes, _config, _csv, _f, chance_warning, finding
+from . import _classes, _config, _csv, _f, chance_warning, change, difference, finding
 
 ONE_AT_A_TIME = ("tricks", "normalisation", "input representation")
 
@@ -42,11 +42,12 @@ def _deltas(s: pd.DataFrame, eps: str) -> list[str]:
                    f"their baseline: {', '.join(within.change)}.")
     rob = changes.dropna(subset=["delta_robust"])
     if len(rob):
-        cost = rob.loc[rob.delta_robust.idxmin()]
-        gain = rob.loc[rob.delta_robust.idxmax()]
-        out.append(f"Robustness (PGD-10 at {eps}): '{cost.change}' costs the most "
-                   f"({_pm(cost.delta_robust, cost.delta_robust_se)}), '{gain.change}' gains the most "
-                   f"({_pm(gain.delta_robust, gain.delta_robust_se)}).")
+        low, high = rob.loc[rob.delta_robust.idxmin()], rob.loc[rob.delta_robust.idxmax()]
+        out.append(f"PGD-10 at {eps} on the test images (no validation number behind it, so no winner): the "
+                   f"lowest of these changes, '{low.change}', "
+                   + change("robust top-1", low.delta_robust, low.delta_robust_se)
+                   + f"; the highest, '{high.change}', "
+                   + change("robust top-1", high.delta_robust, high.delta_robust_se) + ".")
     return out
 
 
@@ -66,9 +67,9 @@ def _depth(s: pd.DataFrame, grads: pd.DataFrame) -> list[str]:
     study = grads.study.iloc[0]
     d = s[s.study == study].set_index("change")
     ratio = {}
-    for change, g in grads.groupby("change", sort=False):
+    for variant, g in grads.groupby("change", sort=False):
         per = g.groupby("depth").grad_norm.median()
-        ratio[change] = per.iloc[0] / per.iloc[-2] if len(per) > 2 else math.nan  # first vs last hidden
+        ratio[variant] = per.iloc[0] / per.iloc[-2] if len(per) > 2 else math.nan  # first vs last hidden
     plain = d.index[0]
     best = d.top1_mean.idxmax()
     ratios = ", ".join(f"{k} {v:.1e}" for k, v in ratio.items())
@@ -103,19 +104,31 @@ def _optimisation(rows: pd.DataFrame) -> list[str]:
     return out
 
 
+def _known(delta_se: tuple[float, float]) -> tuple[float, float | None]:
+    """(delta, s.e.) with a NaN s.e. (one seed) as None: the sentence says "one seed" once, not per number."""
+    d, se = delta_se
+    return d, (se if math.isfinite(se) else None)
+
+
 def _adversarial(adv: pd.DataFrame, aa: pd.DataFrame | None, eps: str) -> list[str]:
+    """Per model: standard training's clean and PGD-10 top-1, then what each adversarial training changes
+    (every one: robust top-1 is measured on test images only, so no winner is picked among them)."""
     out = []
-    mean = adv.groupby(["model", "ablation", "method", "train_eps"], sort=False)[["test_top1", "robust_top1"]]
-    mean = mean.mean().reset_index()
-    for model, g in mean.groupby("model", sort=False):
-        std = g[g.method == "standard"].iloc[0]
-        trained = g[g.method != "standard"]
-        if trained.empty:
+    for model, g in adv.dropna(subset=["robust_top1"]).groupby("model", sort=False):
+        std = g[g.method == "standard"]
+        if std.empty or (g.method != "standard").sum() == 0:
             continue
-        best = trained.loc[trained.robust_top1.idxmax()]
-        out.append(f"{model}: standard training {_f(std.test_top1)} clean, {_f(std.robust_top1)} under "
-                   f"PGD-10 at {eps}; {best.method.upper()} training at {best.train_eps * 255:g}/255 raises "
-                   f"PGD-10 to {_f(best.robust_top1)}, clean top-1 {best.test_top1 - std.test_top1:+.3f}.")
+        parts = []
+        for (method, e), t in g[g.method != "standard"].groupby(["method", "train_eps"], sort=False):
+            rob, clean = _known(difference(t.robust_top1, std.robust_top1)), _known(difference(t.test_top1,
+                                                                                              std.test_top1))
+            parts.append(f"{method.upper()} training at {e * 255:g}/255 "
+                         + change("PGD-10 top-1", *rob, to=t.robust_top1.mean())
+                         + " and " + change("clean top-1", *clean, to=t.test_top1.mean()))
+        seeds = f"{len(std)} seeds" if len(std) > 1 else "one seed, no spread"
+        out.append(f"{model} ({seeds}): standard training {_f(std.test_top1.mean())} clean, "
+                   f"{_f(std.robust_top1.mean())} under PGD-10 at {eps}; against it, "
+                   + "; ".join(parts) + ".")
     if aa is not None and len(aa):
         last = aa[aa.stage == aa.groupby("run").stage.transform("max")]
         gaps = ", ".join(f"{r.model} {r.method} {r.pgd_top1 - r.top1:+.3f}" for r in last.itertuples())

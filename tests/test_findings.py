@@ -1,0 +1,71 @@
+"""utils.findings: a change's verb follows its sign; winners are named on validation, reported on test."""
+
+import math
+
+import pandas as pd
+
+from utils import findings
+from utils.experiments import ablations
+from utils.findings import ablations as reading
+
+
+def test_the_verb_of_a_change_follows_its_sign_and_spread():
+    assert findings.change("PGD-10 top-1", 0.297 - 0.328, to=0.297) == "lowers PGD-10 top-1 by 0.031 to 0.297"
+    assert findings.change("top-1", 0.05, 0.01) == "raises top-1 by 0.050 (s.e. 0.010)"
+    assert findings.change("top-1", 0.05, math.nan) == "raises top-1 by 0.050 (one seed, no spread)"
+    assert findings.change("top-1", -0.01, 0.02, to=0.5) == ("leaves top-1 within the seed spread (-0.010, "
+                                                            "s.e. 0.020) at 0.500")
+    assert findings.change("top-1", 0.0001) == "leaves top-1 unchanged"
+    assert findings.SPREAD == ablations.WITHIN  # "within the seed spread": one meaning in 06's table and text
+
+
+def adversarial_table() -> pd.DataFrame:
+    """The case the review found: FGSM training at 8/255 below standard training under PGD-10."""
+    rows = [("mlp", "baseline", "standard", 0.0, 0, 0.80, 0.328),
+            ("mlp", "fgsm-8", "fgsm", 8 / 255, 0, 0.74, 0.297),
+            ("mlp", "pgd7-8", "pgd", 8 / 255, 0, 0.70, 0.400)]
+    return pd.DataFrame(rows, columns=["model", "ablation", "method", "train_eps", "seed", "test_top1",
+                                       "robust_top1"])
+
+
+def test_adversarial_training_that_lowers_robust_accuracy_says_lowers():
+    (sentence,) = reading._adversarial(adversarial_table(), None, "8/255")
+    assert sentence.startswith("mlp (one seed, no spread): standard training 0.800 clean, 0.328 under "
+                               "PGD-10 at 8/255; against it,")
+    assert ("FGSM training at 8/255 lowers PGD-10 top-1 by 0.031 to 0.297 and lowers clean top-1 by 0.060 to "
+            "0.740;") in sentence
+    assert "PGD training at 8/255 raises PGD-10 top-1 by 0.072 to 0.400 and lowers clean top-1 by 0.100" \
+        in sentence
+    assert "raises PGD-10 top-1 by -" not in sentence and "raises PGD-10 to 0.297" not in sentence
+
+
+def test_adversarial_training_within_the_seed_spread_says_so():
+    t = adversarial_table()
+    two = pd.concat([t, t.assign(seed=1, robust_top1=t.robust_top1 + [0.04, 0.10, 0.0])], ignore_index=True)
+    (sentence,) = reading._adversarial(two[two.method != "pgd"], None, "8/255")
+    # FGSM 0.297, 0.397 against standard 0.328, 0.368: +0.0, s.e. sqrt(0.005 / 2 + 0.0008 / 2) = 0.054
+    assert ("FGSM training at 8/255 leaves PGD-10 top-1 within the seed spread (-0.001, s.e. 0.054) at 0.347"
+            in sentence)
+
+
+def ablation_rows(rows) -> pd.DataFrame:
+    """ablations.csv rows (study, ablation, seed, val_top1, test_top1, robust_top1) with the other columns."""
+    df = pd.DataFrame(rows, columns=["study", "ablation", "seed", "val_top1", "test_top1", "robust_top1"])
+    return df.assign(change=df.ablation, model="m", test_top5=1.0, train_min=1.0, params=100,
+                     train_images=900, epochs=3, steps=30, lr=1e-3, batch_size=64,
+                     run=df.ablation + df.seed.astype(str), diverged=False)
+
+
+def tricks_summary() -> pd.DataFrame:
+    """'mixup' is best on test (+0.08) but 'smoothing' on validation (+0.05 against +0.01); every change
+    lowers PGD-10 top-1 (0.30 at the baseline)."""
+    return ablations.aggregate(ablation_rows([
+        ("tricks", "baseline", 0, 0.70, 0.70, 0.30), ("tricks", "smoothing", 0, 0.75, 0.72, 0.25),
+        ("tricks", "mixup", 0, 0.71, 0.78, 0.20), ("tricks", "crop", 0, 0.60, 0.68, 0.29)]))
+
+
+def test_the_robustness_sentence_says_lowers_when_every_change_lowers_it():
+    sentence = reading._deltas(tricks_summary(), "8/255")[-1]
+    assert sentence == ("PGD-10 at 8/255 on the test images (no validation number behind it, so no winner): "
+                        "the lowest of these changes, 'mixup', lowers robust top-1 by 0.100 (one seed, no "
+                        "spread); the highest, 'crop', lowers robust top-1 by 0.010 (one seed, no spread).")
