@@ -110,6 +110,46 @@ def test_cifar100_fine_labels(tmp_path):
     assert ds.info.num_classes == 100
 
 
+
+class _RunsCode:
+    """What a crafted pickle can do: unpickling calls `call(*args)` (os.system, builtins.eval, ...)."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+@pytest.mark.parametrize("how", ["os.system", "builtins.eval"])
+def test_a_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path, how):
+    marker, folder = tmp_path / "ran", tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    payload = (_RunsCode(os.system, f"touch {marker}") if how == "os.system"
+               else _RunsCode(eval, f"open({str(marker)!r}, 'w').close()"))
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": payload, b"labels": [0]}, protocol=2))
+    name = r"posix\.system" if how == "os.system" else r"__builtin__\.eval"  # protocol 2: python 2 names
+    refused = f"test_batch is not a CIFAR batch: .*{name}.*nothing was run"
+    with pytest.raises(pickle.UnpicklingError, match=refused):
+        data.load_dataset("cifar10", "test", root=tmp_path, cache=False, download=False)
+    assert not marker.exists()  # refused before anything was called
+
+
+def test_the_fake_writers_cifar_batches_still_load(tmp_path):
+    from utils.data.fake import write_cifar as write_fake
+
+    for name, n_classes in (("cifar10", 10), ("cifar100", 100)):
+        write_fake(name, tmp_path, n_train=2 * n_classes, n_test=n_classes)
+        ds = data.load_dataset(name, "test", root=tmp_path, cache=False, download=False)
+        assert ds.images.shape == (n_classes, 3, 32, 32)
+        assert sorted(ds.labels.tolist()) == list(range(n_classes))
+    for protocol in (2, 5):  # python 2's CIFAR files pickle arrays as _reconstruct, protocol 5 as _frombuffer
+        x = _rng(2).integers(0, 256, (2, 3072), dtype=np.uint8)
+        path = tmp_path / f"batch{protocol}"
+        path.write_bytes(pickle.dumps({b"data": x, b"labels": [np.int64(3), 4]}, protocol=protocol))
+        images, labels = sources.read_cifar_batch(path, b"labels")
+        assert np.array_equal(images.reshape(2, -1), x) and labels.tolist() == [3, 4]
+
 def test_mnist_idx_gz(tmp_path):
     arrays = write_mnist_like(tmp_path / "MNIST" / "raw")
     for split, (x, y) in arrays.items():

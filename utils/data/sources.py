@@ -108,10 +108,38 @@ _CIFAR_URL = {"cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.g
               "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"}
 
 
+# What a CIFAR batch pickle can name: numpy's array, dtype and scalar rebuilders (python 2's files and
+# protocol 2: _reconstruct; protocol 5: _frombuffer) and _codecs.encode (bytes under protocol 2).
+# numpy 2 calls numpy.core numpy._core; both spellings are admitted.
+_CIFAR_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                  ("numpy.core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+                  ("_codecs", "encode")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle.load that admits only what a CIFAR batch holds: a plain pickle runs any function the file
+    names (os.system, eval) while loading, so a crafted `data_batch_*` would run code."""
+
+    def __init__(self, file, path: Path):
+        super().__init__(file, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        core = module.replace("numpy._core", "numpy.core", 1)
+        if (core, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"{self.path} is not a CIFAR batch: it asks to load {module}.{name}, which a CIFAR file "
+                "never holds (a crafted file could run code; nothing was run); replace it with the original "
+                "download")
+        if core.startswith("numpy.core") and hasattr(np, "_core"):
+            module = core.replace("numpy.core", "numpy._core", 1)  # numpy 2's name; numpy.core warns
+        return super().find_class(module, name)
+
+
 def read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     """One pickle batch: b'data' (N, 3072) uint8, row-major R then G then B planes -> (N, 3, 32, 32)."""
     with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")
+        batch = _CifarUnpickler(f, path).load()
     images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
     return images, np.asarray(batch[label_key], dtype=np.int64)
 
