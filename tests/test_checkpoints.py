@@ -66,3 +66,18 @@ def test_the_run_lock_excludes_a_second_process(tmp_path):
     holder.stdout.close()
     with checkpoints.run_lock(folder), checkpoints.run_lock(folder, wait=False):  # re-entrant in a process
         pass
+
+
+def test_one_lock_per_real_folder_whatever_the_path_it_is_reached_by(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # relative, before its parent exists, then again once it does (the store, then train.fit): re-entered
+    with checkpoints.run_lock("ck/quick/run", wait=False), checkpoints.run_lock("ck/quick/run", wait=False):
+        pass
+    (tmp_path / "big" / "run").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "big")  # a symlinked checkpoints root
+    (tmp_path / "ck" / "quick" / "other").symlink_to(tmp_path / "big" / "run")  # a symlinked run folder
+    real = tmp_path / "big" / ".run.lock"
+    for name in ("link/run", tmp_path / "big" / "run", "ck/quick/other", "ck/../big/run"):
+        assert checkpoints.lock_path(name) == real, name
+    with checkpoints.run_lock("link/run", wait=False), checkpoints.run_lock("ck/quick/other", wait=False):
+        pass

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -90,6 +91,22 @@ def test_killed_run_resumes(ck, monkeypatch):
     get()
     assert calls == [1]  # only the missing epoch
     assert list(store.history("test_mlp", "synthetic", "smoke")["epoch"]) == [1, 2]
+
+
+@pytest.mark.parametrize("root", ["relative", "symlinked"])
+def test_first_training_under_a_relative_or_symlinked_root_does_not_wait_on_itself(
+        tmp_path, monkeypatch, data_root, root):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "big").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "big")
+    monkeypatch.setenv("MLPZOOM_CHECKPOINTS", "ck" if root == "relative" else str(tmp_path / "link"))
+
+    def waits(seconds):  # the lock's poll: before the fix the process waited here on its own lock forever
+        raise AssertionError("waited on a lock nobody else holds")
+
+    monkeypatch.setattr(checkpoints, "time", SimpleNamespace(sleep=waits))
+    get()
+    assert store.is_stored("test_mlp", "synthetic", "smoke")
 
 
 def test_run_variants_and_subsets(ck):

@@ -36,16 +36,20 @@ class RunBusy(RuntimeError):
 
 
 def lock_path(folder: Path) -> Path:
-    """`<parent>/.<run>.lock`: beside the run folder, so it survives the folder being moved aside."""
-    return Path(folder).parent / f".{Path(folder).name}.lock"
+    """`<parent>/.<run>.lock` beside the run folder (so it survives the folder being moved aside), of the
+    resolved path: a relative path, a symlinked checkpoints root and a symlinked run folder all give the
+    one lock of the real folder (two names for one folder must never be two locks)."""
+    folder = Path(folder).resolve()
+    return folder.parent / f".{folder.name}.lock"
 
 
 @contextmanager
 def run_lock(folder: str | Path, wait: bool = True, poll: float = 5.0) -> Iterator[None]:
     """Exclusive per-run lock (fcntl on Linux/macOS). wait=False: RunBusy at once if another process holds
     it; wait=True: block, saying once that we wait. Re-entrant within one process."""
+    Path(folder).parent.mkdir(parents=True, exist_ok=True)  # first, so that the path resolves fully
     path = lock_path(Path(folder))
-    key = str(path.resolve()) if path.parent.exists() else str(path)
+    key = str(path)  # resolved: the same key before and after the run folder exists (else a self-deadlock)
     if _HELD.get(key):
         _HELD[key] += 1
         try:
@@ -53,7 +57,6 @@ def run_lock(folder: str | Path, wait: bool = True, poll: float = 5.0) -> Iterat
         finally:
             _HELD[key] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
