@@ -5,6 +5,7 @@ import os
 import pickle
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,6 +293,41 @@ def test_cache_is_written_once_and_reused(data_root, monkeypatch):
     data.load_dataset("synthetic", n=60, size=8, cache=False)
     assert len(list((data_root / "cache").glob("*.pt"))) == 3
 
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong shape"])
+def test_a_corrupt_cache_is_set_aside_named_and_rebuilt(data_root, damage):
+    first = data.load_dataset("synthetic", n=50, size=8)
+    (path,) = (data_root / "cache").glob("synthetic-train-*.pt")
+    bad = path.read_bytes()[:200] if damage == "truncated" else None
+    if bad is None:
+        torch.save({"images": torch.zeros(3)}, path)  # a readable file of the wrong shape
+        bad = path.read_bytes()
+    else:
+        path.write_bytes(bad)
+    with pytest.warns(UserWarning) as caught:
+        again = data.load_dataset("synthetic", n=50, size=8)
+    (warning,) = [str(w.message) for w in caught]
+    assert f"decode cache {path} is unreadable" in warning and "kept as" in warning
+    assert "rebuilding it from the source files" in warning and "\n" not in warning
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    assert path.with_name(path.name + ".corrupt").read_bytes() == bad  # set aside, never deleted
+    assert torch.equal(torch.load(path, weights_only=True)["images"], first.images)  # the cache rebuilt
+
+
+def test_a_full_data_folder_warns_once_and_works_on_in_memory(data_root, monkeypatch):
+    from utils.data import cache
+
+    # every cache write lands on /dev/full: ENOSPC, as on a full disk
+    monkeypatch.setattr(cache, "atomic_write", lambda path, write: write(Path("/dev/full")))
+    with pytest.warns(UserWarning) as caught:
+        a = data.load_dataset("synthetic", n=50, size=8)
+        b = data.load_dataset("synthetic", "test", n=40, size=8)
+    (warning,) = [str(w.message) for w in caught]  # once per folder, not once per split
+    assert f"could not write the decode cache in {data_root / 'cache'}" in warning
+    assert "No space left on device" in warning and "in memory" in warning
+    assert torch.equal(a.images, data.load_dataset("synthetic", n=50, size=8, cache=False).images)
+    assert len(b) == 40 and not list((data_root / "cache").glob("*.pt"))
 
 def test_subset_is_seeded_stratified_and_keeps_the_split_order(data_root):
     full = data.load_dataset("synthetic", n=200, size=8)

@@ -18,6 +18,7 @@ from .splits import stratified_subset
 CACHE_VERSION = 2  # bump when a reader's output changes; old cache files are then ignored
 _NOT_HASHED = {"download"}  # kwargs that do not change the decoded data
 _NO_FILES = {"synthetic"}  # made from kwargs alone
+_UNWRITABLE: set[Path] = set()  # cache folders already warned about this process: one warning each
 
 
 def data_dir(root: str | Path | None = None) -> Path:
@@ -61,13 +62,55 @@ def save_cache(ds: ImageSet, path: Path) -> None:
     ds.fingerprint()  # computed once here, kept in meta: later loads need not hash the pixels again
     blob = {"images": ds.images.contiguous(), "labels": ds.labels.contiguous(), "info": asdict(ds.info),
             "split": ds.split, "meta": ds.meta}
-    atomic_write(path, lambda p: torch.save(blob, p))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # through Python: a full disk is OSError ENOSPC, not torch's basic_ios
+            torch.save(blob, f)
+    atomic_write(path, write)
+
+
+def try_save_cache(ds: ImageSet, path: Path) -> None:
+    """save_cache, or one warning per folder when it cannot be written (full or read-only data folder):
+    the decoded split is in memory, so the run works on and only the next run decodes again."""
+    try:
+        save_cache(ds, path)
+    except (OSError, RuntimeError) as err:  # RuntimeError: torch's writer failing on the file
+        if path.parent not in _UNWRITABLE:
+            _UNWRITABLE.add(path.parent)
+            warnings.warn(f"could not write the decode cache in {path.parent} ({err}); working on with the "
+                          "decoded data in memory (decoded again next run): free space there or set "
+                          "$MLPZOOM_DATA", stacklevel=3)
 
 
 def read_cache(path: Path) -> ImageSet:
     blob = torch.load(path, weights_only=True)
     info = {k: tuple(v) if isinstance(v, list) else v for k, v in blob["info"].items()}
     return ImageSet(blob["images"], blob["labels"], DatasetInfo(**info), blob["split"], blob["meta"])
+
+
+def read_cache_or_set_aside(path: Path) -> ImageSet | None:
+    """The cached split, or None after renaming an unreadable cache to `<name>.corrupt` (`.corrupt-N`
+    when taken) with a one-line warning: a cache is derived from the source files, so it is rebuilt, but a
+    file is never deleted."""
+    try:
+        return read_cache(path)
+    except Exception as err:  # truncated zip, wrong pickle, wrong keys or shapes: all mean "rebuild it"
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]  # one line
+        warnings.warn(f"decode cache {path} is unreadable ({reason}); {_set_aside(path)}, rebuilding it from "
+                      "the source files", stacklevel=3)
+        return None
+
+
+def _set_aside(path: Path) -> str:
+    """Rename `path` to the first free `<name>.corrupt`, `.corrupt-2`, ...; says what happened."""
+    bad, k = path.with_name(path.name + ".corrupt"), 2
+    while bad.exists():
+        bad, k = path.with_name(f"{path.name}.corrupt-{k}"), k + 1
+    try:
+        path.replace(bad)
+    except OSError as err:  # a read-only data folder: the split is still decoded, just not cached
+        return f"could not set it aside ({err})"
+    return f"kept as {bad.name}"
 
 
 def parse_name(name: str) -> tuple[str, list[int] | None]:
@@ -122,15 +165,11 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     split = SPLIT_ALIASES.get(name, {}).get(split, split)
     root = data_dir(root)
     path = cache_path(name, split, root, kwargs)
-    if cache and path.exists():
-        ds = read_cache(path)
-    else:
+    ds = read_cache_or_set_aside(path) if cache and path.exists() else None
+    if ds is None:
         ds = reader(split, root, **kwargs)
         if cache:
-            try:
-                save_cache(ds, path)
-            except OSError as err:  # e.g. a read-only data folder: work on, just slower next time
-                warnings.warn(f"could not write the cache {path}: {err}", stacklevel=2)
+            try_save_cache(ds, path)
     ds.meta.setdefault("cache_dir", str(path.parent))
     if subset is not None and subset < len(ds):
         ds = stratified_subset(ds, subset, subset_seed)
