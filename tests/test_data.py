@@ -255,6 +255,33 @@ def test_image_folder_gray_is_one_channel(tmp_path):
     assert ds.images.shape == (1, 1, 6, 6) and ds.info.channels == 1
 
 
+
+def _png_folder(root, split, shape, n=2, seed=0):
+    """root/split/{a,b}/k.png, uint8 pixels of `shape` ((H, W) grayscale or (H, W, 3) RGB)."""
+    for cls in ("a", "b"):
+        (root / split / cls).mkdir(parents=True)
+        for k in range(n):
+            Image.fromarray(_rng(seed + k).integers(0, 256, shape, dtype=np.uint8)).save(
+                root / split / cls / f"{k}.png")
+
+
+def test_splits_with_other_channels_or_sizes_fail_at_load_naming_both(tmp_path):
+    _png_folder(tmp_path, "train", (8, 8))  # grayscale
+    _png_folder(tmp_path, "test", (8, 8, 3))  # RGB
+    gray, rgb = r"grayscale \(1 channel\)", r"RGB \(3 channels\)"
+    for split, other, mine, theirs in (("train", "test", gray, rgb), ("test", "train", rgb, gray)):
+        # at load, before any training, whichever split is loaded first
+        named = f"{split}/ holds {mine} images but {other}/ holds {theirs} ones; convert one split's images"
+        with pytest.raises(ValueError, match=named):
+            data.load_dataset("image-folder", split, root=tmp_path, cache=False)
+    sized = tmp_path / "sized"
+    _png_folder(sized, "train", (8, 8, 3))
+    _png_folder(sized, "test", (6, 6, 3))
+    with pytest.raises(ValueError, match=r"train/ images are 8x8 but test/ images are 6x6; pass size=N"):
+        data.load_dataset("image-folder", "train", root=sized, cache=False)
+    assert data.load_dataset("image-folder", "test", root=sized, size=8, cache=False).images.shape == (
+        4, 3, 8, 8)
+
 def test_synthetic_deterministic_and_any_shape(tmp_path):
     a = data.load_dataset("synthetic", "train", root=tmp_path, n=200, seed=1)
     b = data.load_dataset("synthetic", "train", root=tmp_path, n=200, seed=1, cache=False)

@@ -105,11 +105,40 @@ def read_tiny_imagenet(split: str, root: Path, download: bool = True) -> ImageSe
 IMAGE_FOLDER = DatasetInfo("image-folder", 0, (), 3, 0, (), ())  # placeholder; real info comes from the files
 
 
-def _mode(path: Path) -> str:
+def _look(paths: list[Path]) -> tuple[int, set[tuple[int, int]]]:
+    """(channels the files decode to: 1 if every one is grayscale, else 3; their (width, height)s), from
+    the files' headers only."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        return im.mode
+    modes, sizes = set(), set()
+    for path in paths:
+        with Image.open(path) as im:
+            modes.add(im.mode)
+            sizes.add(im.size)
+    return (1 if modes <= GRAY_MODES else 3), sizes
+
+
+def _sizes(sizes: set[tuple[int, int]]) -> str:
+    return ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:3]) + (" ..." if len(sizes) > 3 else "")
+
+
+def check_splits_agree(root: Path, split: str, classes: list[str], look: tuple, size: int | None) -> None:
+    """The other split folders of `root` decode to this split's channels (and, without size=, its image
+    size): else a model trained on one split fails only when it meets the other, after training."""
+    channels, sizes = look
+    for other in sorted(d for d in Path(root).iterdir() if d.is_dir() and d.name != split):
+        paths = [p for c in classes if (other / c).is_dir() for p in image_files(other / c)]
+        if not paths:  # not a split folder (e.g. cache/)
+            continue
+        their_channels, their_sizes = _look(paths)
+        if their_channels != channels:
+            kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
+            raise ValueError(f"image-folder: {split}/ holds {kind[channels]} images but {other.name}/ holds "
+                             f"{kind[their_channels]} ones; convert one split's images so every split has "
+                             "the same channels (e.g. PIL: Image.open(f).convert('RGB').save(f))")
+        if size is None and their_sizes != sizes:
+            raise ValueError(f"image-folder: {split}/ images are {_sizes(sizes)} but {other.name}/ images "
+                             f"are {_sizes(their_sizes)}; pass size=N to resize every split to N x N")
 
 
 @register_dataset(IMAGE_FOLDER)
@@ -137,8 +166,9 @@ def read_image_folder(split: str, root: Path, size: int | None = None) -> ImageS
     if not pairs:
         raise FileNotFoundError(f"image-folder: no {'/'.join(sorted(IMAGE_EXTS))} files in {folder}/<class>/")
     paths = [p for p, _ in pairs]
-    gray = all(_mode(p) in GRAY_MODES for p in paths)  # reads headers only
-    images = decode_images(paths, "L" if gray else "RGB", size)
+    look = _look(paths)
+    check_splits_agree(root, split, classes, look, size)  # before decoding: fail before any training
+    images = decode_images(paths, "L" if look[0] == 1 else "RGB", size)
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f"image-folder: images are {tuple(images.shape[-2:])}, not square; pass size=N")
     mean, std = channel_stats(images)
