@@ -69,3 +69,34 @@ def test_the_robustness_sentence_says_lowers_when_every_change_lowers_it():
     assert sentence == ("PGD-10 at 8/255 on the test images (no validation number behind it, so no winner): "
                         "the lowest of these changes, 'mixup', lowers robust top-1 by 0.100 (one seed, no "
                         "spread); the highest, 'crop', lowers robust top-1 by 0.010 (one seed, no spread).")
+
+
+def test_the_best_change_is_named_on_validation_and_reported_on_test():
+    best, worst = reading._deltas(tricks_summary(), "8/255")[:2]
+    assert best == ("Chosen on validation top-1, the change that helps most is tricks 'smoothing' (+0.050 "
+                    "val top-1 against its baseline); on the test set it raises top-1 by 0.020 (one seed, no "
+                    "spread).")
+    assert "mixup" not in best  # the test set's best (+0.080) is not the one named
+    assert worst == ("The one that hurts most on validation is tricks 'crop' (-0.100); on the test set it "
+                     "lowers top-1 by 0.020 (one seed, no spread).")
+
+
+def test_the_ladder_names_the_rung_that_adds_most_validation_top1():
+    summary = ablations.aggregate(ablation_rows([
+        ("ladder", "plain", 0, 0.60, 0.60, 0.1), ("ladder", "norm", 0, 0.70, 0.62, 0.1),
+        ("ladder", "augment", 0, 0.72, 0.72, 0.1)]))
+    (sentence,) = reading._ladder(summary)
+    # on test, 'augment' adds most (+0.10); on validation, 'norm' (+0.10 against +0.02)
+    assert sentence.endswith("the rung that adds the most validation top-1 is 'norm' (+0.100 val); on the "
+                             "test set it raises top-1 by 0.020.")
+
+
+def test_the_best_depth_variant_is_named_on_validation():
+    summary = ablations.aggregate(ablation_rows([
+        ("depth", "plain", 0, 0.60, 0.60, 0.1), ("depth", "residual", 0, 0.70, 0.58, 0.1),
+        ("depth", "norm", 0, 0.65, 0.75, 0.1)]))
+    grads = pd.DataFrame({"study": "depth", "change": ["plain"] * 3, "depth": [0, 1, 2],
+                          "grad_norm": [1e-3, 1e-2, 1e-1], "step": 0})
+    sentence = reading._depth(summary, grads)[1]
+    assert sentence == ("depth: 'residual' validates best (0.700 against plain's 0.600); on the test set, "
+                        "where plain has 0.600, it lowers top-1 by 0.020 to 0.580 (one seed, no spread).")

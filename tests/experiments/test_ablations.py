@@ -228,7 +228,9 @@ def test_the_reading_names_the_best_and_worst_change_with_its_spread():
 
     summary = ablations.aggregate(hand_table().replace({"study": {"s": "tricks"}}))
     best, worst, within = reading._deltas(summary, "2/255")[:3]
-    assert best.startswith("The change that helps clean accuracy most is tricks 'one': +0.090 (one seed, no "
-                           "spread)") and "(no seed spread to compare with)" in best
-    assert worst.startswith("The one that hurts most is tricks 'close': +0.010 (s.e. 0.014), within the seed")
-    assert within == "1 of 3 one-at-a-time changes are within the seed spread of their baseline: close."
+    assert best.startswith("Chosen on validation top-1, the change that helps most is tricks 'one' (+0.090")
+    assert best.endswith("on the test set it raises top-1 by 0.090 (one seed, no spread).")
+    assert worst.startswith("The one that helps least (none lowers it) on validation is tricks 'close'")
+    assert worst.endswith("it leaves top-1 within the seed spread (+0.010, s.e. 0.014).")
+    assert within == ("1 of 3 one-at-a-time changes are within the seed spread of their baseline on test "
+                      "top-1 (|delta| <= 2 s.e.): close.")

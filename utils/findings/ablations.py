@@ -19,27 +19,29 @@ def _pm(x: float, se: float) -> str:
     return f"{x:+.3f} ({spread})"
 
 
-def _spread_word(within) -> str:
-    if isinstance(within, float) and math.isnan(within):
-        return "(no seed spread to compare with)"
-    return "within the seed spread" if bool(within) else "beyond the seed spread"
+def _val_delta(s: pd.DataFrame) -> pd.Series:
+    """Mean validation top-1 against the study's baseline (its first row): what a winner is chosen by."""
+    return s.val_top1_mean - s.groupby("study", sort=False).val_top1_mean.transform("first")
 
 
 def _deltas(s: pd.DataFrame, eps: str) -> list[str]:
     changes = s[s.study.isin(ONE_AT_A_TIME) & (s.ablation != s.groupby("study").ablation.transform("first"))]
-    changes = changes.dropna(subset=["delta_top1"])
+    changes = changes.assign(delta_val=_val_delta(s)).dropna(subset=["delta_top1", "delta_val"])
     if changes.empty:
         return []
-    best, worst = changes.loc[changes.delta_top1.idxmax()], changes.loc[changes.delta_top1.idxmin()]
-    out = [f"The change that helps clean accuracy most is {best.study} '{best.change}': "
-           f"{_pm(best.delta_top1, best.delta_top1_se)} test top-1 vs its baseline, "
-           f"{_spread_word(best.within_spread)} (|delta| <= 2 s.e.)."]
-    out.append(f"The one that hurts most is {worst.study} '{worst.change}': "
-               f"{_pm(worst.delta_top1, worst.delta_top1_se)}, {_spread_word(worst.within_spread)}.")
+    best, worst = changes.loc[changes.delta_val.idxmax()], changes.loc[changes.delta_val.idxmin()]
+    helps = "helps most" if best.delta_val > 0 else "hurts least (none raises it)"
+    hurts = "hurts most" if worst.delta_val < 0 else "helps least (none lowers it)"
+    out = [f"Chosen on validation top-1, the change that {helps} is {best.study} '{best.change}' "
+           f"({best.delta_val:+.3f} val top-1 against its baseline); on the test set it "
+           + change("top-1", best.delta_top1, best.delta_top1_se) + "."]
+    out.append(f"The one that {hurts} on validation is {worst.study} '{worst.change}' "
+               f"({worst.delta_val:+.3f}); on the test set it "
+               + change("top-1", worst.delta_top1, worst.delta_top1_se) + ".")
     within = changes[changes.within_spread.astype(object) == True]  # noqa: E712  (NaN: one seed)
     if len(within):
         out.append(f"{len(within)} of {len(changes)} one-at-a-time changes are within the seed spread of "
-                   f"their baseline: {', '.join(within.change)}.")
+                   f"their baseline on test top-1 (|delta| <= 2 s.e.): {', '.join(within.change)}.")
     rob = changes.dropna(subset=["delta_robust"])
     if len(rob):
         low, high = rob.loc[rob.delta_robust.idxmin()], rob.loc[rob.delta_robust.idxmax()]
@@ -55,12 +57,14 @@ def _ladder(s: pd.DataFrame) -> list[str]:
     lad = s[s.study == "ladder"].reset_index(drop=True)
     if len(lad) < 2:
         return []
-    gains = lad.top1_mean.diff().iloc[1:]
-    top = lad.loc[gains.idxmax()]
+    val_gains = lad.val_top1_mean.diff().iloc[1:]
+    i = val_gains.idxmax()
+    adds = "adds the most" if val_gains[i] > 0 else "loses the least (no rung adds any)"
     total = _pm(lad.delta_top1.iloc[-1], lad.delta_top1_se.iloc[-1])
     return [f"The ladder goes from {_f(lad.top1_mean.iloc[0])} ('{lad.change.iloc[0]}') to "
-            f"{_f(lad.top1_mean.iloc[-1])} with every trick ({total}); the largest single rung is "
-            f"'{top.change}' ({gains.max():+.3f})."]
+            f"{_f(lad.top1_mean.iloc[-1])} with every trick ({total}); the rung that {adds} validation top-1 "
+            f"is '{lad.change[i]}' ({val_gains[i]:+.3f} val); on the test set it "
+            + change("top-1", lad.top1_mean[i] - lad.top1_mean[i - 1]) + "."]
 
 
 def _depth(s: pd.DataFrame, grads: pd.DataFrame) -> list[str]:
@@ -71,12 +75,17 @@ def _depth(s: pd.DataFrame, grads: pd.DataFrame) -> list[str]:
         per = g.groupby("depth").grad_norm.median()
         ratio[variant] = per.iloc[0] / per.iloc[-2] if len(per) > 2 else math.nan  # first vs last hidden
     plain = d.index[0]
-    best = d.top1_mean.idxmax()
+    best = d.val_top1_mean.idxmax()
     ratios = ", ".join(f"{k} {v:.1e}" for k, v in ratio.items())
-    return [f"{study}: the first layer's gradient norm over the last hidden layer's (median over the first "
-            f"epoch) is {ratios}.",
-            f"{study} test top-1: {plain} {_f(d.top1_mean[plain])}; best with '{best}' "
-            f"{_f(d.top1_mean[best])}."]
+    out = [f"{study}: the first layer's gradient norm over the last hidden layer's (median over the first "
+           f"epoch) is {ratios}."]
+    if best == plain:
+        return out + [f"{study}: no variant validates above {plain} ({_f(d.val_top1_mean[plain])} val, "
+                      f"{_f(d.top1_mean[plain])} test top-1)."]
+    test = change("top-1", d.delta_top1[best], d.delta_top1_se[best], to=d.top1_mean[best])
+    return out + [f"{study}: '{best}' validates best ({_f(d.val_top1_mean[best])} against {plain}'s "
+                  f"{_f(d.val_top1_mean[plain])}); on the test set, where {plain} has "
+                  f"{_f(d.top1_mean[plain])}, it {test}."]
 
 
 def _grid(s: pd.DataFrame) -> list[str]:
