@@ -55,3 +55,33 @@ def tiny():
     net = models.create_model("test_mlp", num_classes=ds.info.num_classes, in_chans=ds.info.channels,
                               img_size=ds.info.image_size, mean=ds.info.mean, std=ds.info.std)
     return net.eval(), ds
+
+
+# ------------------------------------------------------------- what a slow CI says about itself (issue 24)
+
+_SECONDS_PER_FILE: dict[str, float] = {}
+
+
+def cpu_line() -> str:
+    from utils import cpu, profiles
+
+    how = ("autocasts to bf16 every epoch" if profiles.PROFILES["rehearsal"].autocast_here else
+           "trains in fp32 (bf16 emulated here); tests/test_bf16.py checks full's bf16 path")
+    return f"{cpu.describe()}; the rehearsal {how}"
+
+
+def pytest_report_header(config):
+    return [cpu_line()]
+
+
+def pytest_runtest_logreport(report):
+    file = report.nodeid.split("::")[0]
+    _SECONDS_PER_FILE[file] = _SECONDS_PER_FILE.get(file, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(cpu_line())  # -q hides the header; a slow run explains itself here
+    for file in ("tests/test_rehearsal.py", "tests/test_bf16.py"):
+        if file in _SECONDS_PER_FILE:
+            seconds = _SECONDS_PER_FILE[file]
+            terminalreporter.write_line(f"{file}: {seconds:.0f} s (setup, calls and teardown)")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import cpu
+
 FAMILY_ORDER = ("mlp", "cnn", "vit")
 
 
@@ -31,12 +33,20 @@ class Profile:
     backend: str = "resident"  # loader backend for training (utils.data.BACKENDS)
     path: str = ""  # the code path it runs ("full" for the rehearsal); "": its own name
     data_subdir: str | None = None  # its datasets live in <data>/<data_subdir>/ (the rehearsal's fake files)
-    cpu_autocast: bool = False  # bf16 autocast on a CPU too, where a recipe asks for it (the rehearsal)
+    # bf16 autocast on a CPU too, where a recipe asks for it and the CPU has native bf16 (the rehearsal; where
+    # bf16 is emulated it is ~8x slower, and tests/test_bf16.py checks that path instead): autocast_here
+    cpu_autocast: bool = False
 
     @property
     def code_path(self) -> str:
         """Which profile's branches a notebook takes: the rehearsal takes full's."""
         return self.path or self.name
+
+    @property
+    def autocast_here(self) -> bool:
+        """Whether this profile autocasts to bf16 on this machine's CPU: it asks to and the CPU has native
+        bf16 (utils.cpu.native_bf16; $MLPZOOM_CPU_BF16=0 turns it off)."""
+        return self.cpu_autocast and cpu.native_bf16()
 
     @property
     def trio(self) -> list[str]:

@@ -169,7 +169,7 @@ def start(notebook: str, profile: str | None = None, dataset: str | None = None,
     and the environment. threads: torch's CPU threads (an int, or one per profile; None: torch's default),
     set before the environment is recorded."""
     p = get_profile(profile)
-    set_cpu_autocast(p.cpu_autocast)  # the rehearsal runs full's bf16 autocast on a CPU
+    set_cpu_autocast(p.autocast_here)  # the rehearsal: full's bf16 autocast, where this CPU has native bf16
     threads = resolve_sized({"threads": threads}, p.name)["threads"] if isinstance(threads, dict) else threads
     if threads:
         torch.set_num_threads(threads)
