@@ -1,5 +1,6 @@
 """utils.findings: a change's verb follows its sign; winners are named on validation, reported on test."""
 
+import json
 import math
 
 import pandas as pd
@@ -100,3 +101,52 @@ def test_the_best_depth_variant_is_named_on_validation():
     sentence = reading._depth(summary, grads)[1]
     assert sentence == ("depth: 'residual' validates best (0.700 against plain's 0.600); on the test set, "
                         "where plain has 0.600, it lowers top-1 by 0.020 to 0.580 (one seed, no spread).")
+
+
+def write_folder(folder, models, tables: dict, **jsons):
+    """A notebook's results folder: config.json (the models in order), CSV tables and JSON files."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"config": {"models": models}}))
+    for name, table in tables.items():
+        pd.DataFrame(table).to_csv(folder / name, index=False)
+    for name, value in jsons.items():
+        (folder / f"{name}.json").write_text(json.dumps(value))
+    return folder
+
+
+def test_texture_changes_carry_their_sign(tmp_path):
+    mods = {"modification": ["original", "edges", "original", "edges"], "model": ["mlp", "mlp", "cnn", "cnn"],
+            "top1": [0.80, 0.85, 0.90, 0.60], "n": 100}
+    folder = write_folder(tmp_path / "03_texture_vs_shape_bias", ["mlp", "cnn"], {
+        "modification_accuracy.csv": mods,
+        "shape_bias.csv": {"model": ["mlp", "cnn"], "shape_bias": [0.3, 0.4], "shape_acc": 0.5,
+                           "texture_acc": 0.5}})
+    said = findings.sentences(folder)
+    assert "edges changes top-1 by mlp +0.050 and cnn -0.300." in said  # edges helps the MLP here
+    assert said[-1] == "The largest drop: edges lowers cnn's top-1 by 0.300 to 0.600."
+    mods["top1"] = [0.80, 0.85, 0.60, 0.90]
+    pd.DataFrame(mods).to_csv(folder / "modification_accuracy.csv", index=False)
+    assert findings.sentences(folder)[-1] == ("No modification lowers top-1; the smallest change: edges "
+                                              "raises mlp's top-1 by 0.050 to 0.850.")
+
+
+def test_tile_shuffling_that_raises_top1_says_so(tmp_path):
+    verdict = {"class_images": {"verdict": "a"}, "unit_images": {"verdict": "b"}}
+    folder = write_folder(tmp_path / "08_activation_maximization", ["mlp", "cnn"], {
+        "tile_shuffle.csv": {"model": ["mlp", "cnn", "mlp", "cnn"], "grid": [1, 1, 4, 4],
+                             "tile_px": [28, 28, 7, 7], "top1": [0.80, 0.90, 0.82, 0.50],
+                             "drop": [0.0, 0.0, -0.02, 0.40]}},
+        prediction_1=verdict)
+    assert findings.sentences(folder)[-1].startswith("Shuffling 4x4 tiles (7 px) changes top-1 by mlp +0.020 "
+                                                     "and cnn -0.400 (")
+
+
+def test_a_perceiver_ladder_that_falls_says_lowers():
+    from utils.findings import training
+
+    ladder = pd.DataFrame({"source": "this run", "setting": "ladder", "rung": ["s", "m"],
+                           "params": [1e5, 4e5], "test_top1": [0.60, 0.55], "data": "fashion-mnist",
+                           "run": ["a", "b"], "change_vs_rung": 0.0})
+    (said,) = training._ladder(ladder)
+    assert said.endswith("Going from the smallest to the largest rung (4.0x the parameters) lowers test "
+                         "top-1 by 0.050.")

@@ -23,7 +23,7 @@ def _cost(folder: Path) -> list[str]:
                + " ms; best throughput " + family_list(fp32.best_throughput.reindex(models).to_dict(), 0)
                + f" images/s on {cost.device.iloc[0]}.")
     out.append("Expected calibration error: " + family_list(per.ece.reindex(models).to_dict())
-               + f"; the best calibrated is {per.ece.idxmin()}.")
+               + f" on the test set; the lowest is {per.ece.idxmin()}'s.")
     front = cost[cost.on_front.astype(bool)]
     out.append("On the accuracy-throughput Pareto front: " + ", ".join(f"{r.model} ({r.mode})"
                                                                          for r in front.itertuples()) + ".")

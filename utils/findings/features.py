@@ -18,8 +18,9 @@ def _units(folder: Path) -> list[str]:
     out += [f"Class images: {verdicts['class_images']['verdict']}",
             f"Unit images: {verdicts['unit_images']['verdict']}"]
     for grid, g in tiles[tiles.grid > 1].groupby("grid"):
-        out.append(f"Shuffling {grid}x{grid} tiles ({int(g.tile_px.iloc[0])} px) costs top-1 "
-                   + family_list(g.set_index("model")["drop"].reindex(models).to_dict())
+        moved = -g.set_index("model")["drop"].reindex(models)  # drop = intact - shuffled; it may be < 0
+        out.append(f"Shuffling {grid}x{grid} tiles ({int(g.tile_px.iloc[0])} px) changes top-1 by "
+                   + family_list(moved.to_dict(), signed=True)
                    + " (the original study's MLP on CIFAR-10, 4x4 tiles: 0.941 -> 0.734).")
     if (Path(folder) / "inversion.csv").exists():
         out += inversion_sentences(_csv(folder, "inversion.csv"), models, _config(folder))
@@ -57,8 +58,17 @@ def _dictionaries(folder: Path) -> list[str]:
     def per(column: str, digits: int = 3) -> str:
         return family_list(trained[column].reindex(models).to_dict(), digits)
 
-    out.append(f"At matched sparsity (L0 {per('l0', 1)} active features) the SAEs explain {per('fve')} of "
-               f"the variance and keep {per('accuracy_kept')} of the accuracy when spliced in.")
+    if "ce_increase" in trained:  # SAEBench's core metrics at the sparsity reached (older tables: without)
+        out.append(f"At matched sparsity (L0 reached {per('l0', 1)} of k {per('k', 0)}; active share "
+                   f"{per('active_share', 4)}) the SAEs explain {per('fve')} of the variance with "
+                   f"{per('alive_fraction')} of their features alive; spliced in, they raise the cross-entropy "
+                   f"by {per('ce_increase')} nats (recovering {per('ce_recovered')} of the zero-ablation's "
+                   f"increase) and keep {per('accuracy_kept')} of the accuracy.")
+    else:
+        out.append(f"At matched sparsity (L0 {per('l0', 1)} active features) the SAEs explain {per('fve')} of "
+                   f"the variance and keep {per('accuracy_kept')} of the accuracy when spliced in.")
+    if (Path(folder) / "sae_sweep.csv").exists():
+        out += sweep_sentences(_csv(folder, "sae_sweep.csv"), models)
     for v in _csv(folder, "prediction2.csv").itertuples():
         out.append(f"{v.pair}: cross-model matching {_f(v.cross)} against a floor of {_f(v.floor)} and a "
                    f"ceiling of {_f(v.ceiling)} closes {v.gap_closed:.2f} of the gap: Prediction 2 "
@@ -68,11 +78,34 @@ def _dictionaries(folder: Path) -> list[str]:
     return out
 
 
+def sweep_sentences(sweep, models: list[str]) -> list[str]:
+    """What Gao et al.'s ReLU'd TopK reached at the main k, and the FVE range over the sparsity sweep."""
+    out = []
+    relu = sweep[sweep.activation == "topk"].set_index("model").reindex([m for m in models
+                                                                        if m in set(sweep.model)]).dropna(
+        subset=["l0"])
+    if len(relu):
+        out.append("With the ReLU after the top-k (Gao et al.'s TopK) at the same k, the SAEs reach L0 "
+                   + family_list({m: r.l0 for m, r in relu.iterrows()}, 1) + " of k "
+                   + family_list(relu.k.to_dict(), 0) + ".")
+    signed = sweep[sweep.activation == "topk_signed"]
+    if signed.setting.nunique() > 1:
+        span = {m: g.sort_values("l0") for m, g in signed.groupby("model")}
+        out.append("Over the sparsity sweep (" + ", ".join(
+            f"{m}: L0 {_f(g.l0.iloc[0], 0)}-{_f(g.l0.iloc[-1], 0)}, FVE {_f(g.fve.iloc[0])}-{_f(g.fve.iloc[-1])}, "
+            f"CE increase {_f(g.ce_increase.iloc[0])}-{_f(g.ce_increase.iloc[-1])}"
+            for m, g in ((m, span[m]) for m in models if m in span)) + ").")
+    return out
+
+
 def steering_sentences(majority, models: list[str]) -> list[str]:
     """Per model: how many shown features steer the network to their own class, and at which v."""
     n, layers = majority.groupby("model").size().max(), ", ".join(dict.fromkeys(majority.layer))
+    held_out = (f", held out from the {int(majority.chosen_on.iloc[0])} that chose the features"
+                if "chosen_on" in majority else "")
     out = [f"Steering the {n} most class-selective features per model at {layers} (v in multiples of the "
-           f"mean activation norm, {int(majority.n_images.iloc[0])} test images), one model at a time:"]
+           f"mean activation norm, {int(majority.n_images.iloc[0])} test images{held_out}), one model at a "
+           "time:"]
     for name in [m for m in models if m in set(majority.model)]:
         m = majority[majority.model == name]
         won = m[m.majority != "never"]

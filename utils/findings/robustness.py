@@ -26,7 +26,7 @@ def _robustness(folder: Path) -> list[str]:
     last = aa[aa.stage == aa.stage.max()].set_index("model").top1.reindex(models).to_dict()
     out.append(f"AutoAttack at 8/255 (n={int(aa.n.iloc[0])}) leaves " + family_list(last) + ".")
     most = max(pick("PGD-10").items(), key=lambda kv: kv[1])[0]
-    out.append(f"The most robust under PGD-10 is {most}.")
+    out.append(f"The highest PGD-10 top-1 on these test images is {most}'s.")
     orig = _csv(folder, "original_vs_ours.csv")
     ours = [c for c in orig.columns if c.startswith("top1_")][0]
     for attack, g in orig.groupby("attack", sort=False):

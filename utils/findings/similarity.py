@@ -31,11 +31,11 @@ def _transfer(folder: Path) -> list[str]:
     for target, t in tr.groupby("target", sort=False):
         smallest = t[t.per_class == t.per_class.min()]
         best = smallest.loc[smallest.top1.idxmax()]
-        out.append(f"{target}, {int(best.per_class)} images per class: the best is {best.model} "
-                   f"by {best.method} ({_f(best.top1)}); "
+        out.append(f"{target}, {int(best.per_class)} images per class: the highest test top-1 (no validation "
+                   f"number behind it) is {best.model} by {best.method} ({_f(best.top1)}); "
                    f"XGBoost on pixels {_f(smallest[smallest.family == '-'].top1.iloc[0])}.")
         probe = smallest[smallest.method == "linear probe"].set_index("model").top1
         if len(probe):
             out.append(f"{target}, {int(best.per_class)} per class, linear probe on frozen features: "
-                       + family_list(probe.to_dict()) + f"; the best is {probe.idxmax()}.")
+                       + family_list(probe.to_dict()) + f" test top-1; the highest is {probe.idxmax()}'s.")
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _classes, _config, _csv, _f, _json, _order, chance_warning, family_list, finding  # noqa: F401
+from . import _classes, _config, _csv, _f, _json, _order, chance_warning, change, family_list, finding  # noqa: F401
 
 # ---------------------------------------------------------------- 03
 
@@ -19,11 +19,13 @@ def _texture(folder: Path) -> list[str]:
     out.append("Shape bias (Fourier cue conflict): " + family_list(bias.shape_bias.reindex(models).to_dict())
                + " (Geirhos et al. 2019 on stylised ImageNet: humans 0.96, ResNet-50 0.21; "
                "another stimulus).")
-    drops = table.loc["original"] - table
+    moved = table - table.loc["original"]  # signed: a modification may raise a model's top-1
     for name in ("patch_shuffle_4", "edges", "low_pass", "high_pass"):
-        if name in drops.index:
-            out.append(f"{name} costs top-1 " + family_list(drops.loc[name].reindex(models).to_dict()) + ".")
-    worst = drops.drop(index="original").stack().idxmax()
-    out.append(f"The largest drop is {worst[1]} under {worst[0]} ({_f(drops.loc[worst])}).")
+        if name in moved.index:
+            out.append(f"{name} changes top-1 by "
+                       + family_list(moved.loc[name].reindex(models).to_dict(), signed=True) + ".")
+    low = moved.drop(index="original").stack().idxmin()  # (modification, model)
+    lead = "The largest drop" if moved.loc[low] < 0 else "No modification lowers top-1; the smallest change"
+    out.append(f"{lead}: {low[0]} " + change(f"{low[1]}'s top-1", moved.loc[low], to=table.loc[low]) + ".")
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _classes, _config, _csv, _f, _json, _order, chance_warning, family_list, finding  # noqa: F401
+from . import _classes, _config, _csv, _f, _json, _order, chance_warning, change, family_list, finding  # noqa: F401
 
 # ---------------------------------------------------------------- 01
 
@@ -23,7 +23,7 @@ def _training(folder: Path) -> list[str]:
     best = summary.test_top1.idxmax()
     mlp = summary.index[summary.family == "mlp"]
     if len(mlp) and mlp[0] != best:
-        out.append(f"The most accurate is {best}; the MLP {mlp[0]} is "
+        out.append(f"The highest test top-1 is {best}'s; the MLP {mlp[0]} is "
                    f"{summary.test_top1[best] - summary.test_top1[mlp[0]]:.3f} behind it.")
     lr, bs = _csv(folder, "lr_sweep.csv"), _csv(folder, "batch_sweep.csv")
     pick = lr.loc[lr.val_top1.idxmax()]
@@ -65,8 +65,8 @@ def _ladder(ladder) -> list[str]:
     if len(rungs) > 1:
         gain = rungs.test_top1.iloc[-1] - rungs.test_top1.iloc[0]
         ratio = rungs.params.iloc[-1] / rungs.params.iloc[0]
-        out[-1] += (f" From the smallest to the largest rung ({ratio:.1f}x the parameters) test top-1 "
-                    f"changes by {gain:+.3f}.")
+        out[-1] += (f" Going from the smallest to the largest rung ({ratio:.1f}x the parameters) "
+                    + change("test top-1", gain) + ".")
     if len(study):
         s = study.sort_values("params")
         span = s.test_top1.iloc[-1] - s.test_top1.iloc[0]
