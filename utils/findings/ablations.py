@@ -1,5 +1,5 @@
-"""Findings of 06 (see utils.findings): which change, rung and depth variant validates best and what it does to
-test top-1, what each change does to robustness, whether a difference is within the seed spread, from
+"""Findings of 06 (see utils.findings): which change, rung and depth variant validates best and what it does
+to test top-1, what each change does to robustness, whether a difference is within the seed spread, from
 ablation_summary.csv, ablations.csv, gradients.csv, adversarial.csv and autoattack.csv."""
 
 from __future__ import annotations
