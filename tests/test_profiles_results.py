@@ -1,12 +1,15 @@
 """utils.profiles and utils.results: valid names everywhere, folders, saved config and environment."""
 
 import json
+import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import torch
 
-from utils import data, models, profiles, results
+from utils import data, models, profiles, report, results
 
 
 @pytest.mark.parametrize("name", list(profiles.PROFILES))
@@ -83,3 +86,62 @@ def test_a_failed_run_leaves_the_last_complete_results_together(tmp_path, monkey
     again.finish()
     assert json.loads((final / "config.json").read_text())["config"]["seed"] == 3
     assert not (final / "table.csv").exists()  # a folder holds one run's files, never a mix
+
+
+_HOLDER = """
+import sys, pandas as pd
+from utils import results
+run = results.start("99_test", "smoke", seed=1)
+results.save_table(pd.DataFrame({"x": [1]}), run.out / "table.csv")
+print("ready", flush=True); sys.stdin.readline()
+run.finish()
+print("finished", flush=True); sys.stdin.readline()
+results.start("99_test", "smoke", seed=2)
+print("ready", flush=True); sys.stdin.readline()
+"""
+
+
+def test_one_notebook_runs_in_one_process_at_a_time_and_a_killed_run_never_blocks(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPZOOM_RESULTS", str(tmp_path))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER], cwd=results.REPO, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    say = lambda: (holder.stdin.write("\n"), holder.stdin.flush())  # noqa: E731
+    said = lambda word: next(line for line in holder.stdout if line.strip() == word)  # noqa: E731
+    try:
+        said("ready")
+        running = tmp_path / "smoke" / "fashion-mnist" / "99_test.running"
+        busy = (rf"99_test \(smoke, fashion-mnist\) is being run by process {holder.pid} "
+                rf"\(lock {tmp_path}/smoke/fashion-mnist/\.99_test\.lock\); wait for it to finish or stop it")
+        with pytest.raises(results.NotebookBusy, match=busy):
+            results.start("99_test", "smoke", seed=9)
+        assert pd.read_csv(running / "table.csv").x.tolist() == [1]  # the first run's work is untouched
+        say()
+        said("finished")  # finish() released the lock: we may run it
+        results.start("99_test", "smoke", seed=3).finish()
+        say()
+        said("ready")  # it holds the lock again ...
+        holder.kill()  # ... and dies without finishing: the OS drops its lock
+        holder.wait(10)
+        again = results.start("99_test", "smoke", seed=4)
+        assert json.loads((again.out / "config.json").read_text())["config"]["seed"] == 4
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_dataset_names_never_become_paths(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLPZOOM_RESULTS", str(tmp_path / "results"))
+    valid = "datasets: cifar10, cifar100, fashion-mnist, .*optionally with classes as <name>\\[0-4\\]"
+    for bad in ("../../x", "fashion-mnist/../../x", "fashion-mnist[0-4]/..", "nope"):
+        with pytest.raises(ValueError, match=f"unknown dataset '{re.escape(bad)}'; {valid}"):
+            results.start("99_test", "smoke", dataset=bad)
+        with pytest.raises(ValueError, match="unknown dataset"):
+            results.results_dir("smoke", bad, "99_test")
+        with pytest.raises(ValueError, match="unknown dataset"):
+            report.write("smoke", bad)
+        with pytest.raises(SystemExit) as exit_:
+            report.main(["--profile", "smoke", "--dataset", bad])
+        assert exit_.value.code == 2 and f"unknown dataset '{bad}'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written anywhere
+    out = results.results_dir("smoke", "fashion-mnist[0-4]", "99_test")  # a class selection is a name
+    assert out == tmp_path / "results" / "smoke" / "fashion-mnist[0-4]" / "99_test"

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import findings
+from .data.registry import check_dataset_name
 from .files import atomic_write, read_json, results_root
 from .profiles import PROFILES, default_profile_name
 
@@ -178,7 +179,7 @@ def to_html(markdown: str, root: Path) -> str:
 
 def write(profile: str, dataset: str | None = None) -> Path:
     """Write REPORT.md and REPORT.html under results/<profile>/<dataset>/; returns the HTML's path."""
-    dataset = dataset or PROFILES[profile].dataset
+    dataset = check_dataset_name(dataset or PROFILES[profile].dataset)  # a folder name, never a path
     root = results_root() / profile / dataset
     root.mkdir(parents=True, exist_ok=True)
     markdown, _ = build(profile, dataset)
@@ -197,7 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     profile = args.profile or default_profile_name()
     if profile not in PROFILES:
         parser.error(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
-    path = write(profile, args.dataset)
+    try:
+        dataset = check_dataset_name(args.dataset or PROFILES[profile].dataset)
+    except ValueError as err:  # one line listing the valid names
+        parser.error(str(err))
+    path = write(profile, dataset)
     print(f"report: {path.with_suffix('.md')} and {path}")
 
 

@@ -10,6 +10,11 @@ A run writes into `<results>/<profile>/<dataset>/<notebook>.running/`; `finish()
 `<notebook>/` in one rename, so a run that fails half-way leaves the last complete run's tables, figures
 and config.json together and untouched. config.json holds the resolved parameters (only this profile's
 values) and the environment (git revision, versions, device).
+
+One process at a time runs a notebook for a (profile, dataset): `start` takes the lock
+`<results>/<profile>/<dataset>/.<notebook>.lock` (an flock, which the OS releases when the process dies, so
+a killed run never blocks the next one) and `finish` releases it; a second run fails at once with
+NotebookBusy instead of deleting the first's folder.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import platform
 import shutil
 import subprocess
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,20 +32,36 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .checkpoints import RunBusy, lock_path, run_lock
+from .data.registry import check_dataset_name
 from .files import REPO, atomic_write, checkpoints_root, read_json, results_root, save_json
 from .models.common import set_cpu_autocast
-from .profiles import Profile, get_profile
+from .profiles import PROFILES, Profile, get_profile
 
-__all__ = ["REPO", "NotebookRun", "atomic_write", "checkpoints_root", "environment", "load_config",
-           "read_table", "results_dir", "results_root", "save_arrays", "save_config", "save_json",
-           "save_table", "start"]
+__all__ = ["REPO", "NotebookBusy", "NotebookRun", "atomic_write", "checkpoints_root", "environment",
+           "load_config", "read_table", "results_dir", "results_root", "save_arrays", "save_config",
+           "save_json", "save_table", "start"]
+
+
+_LOCKS: dict[Path, ExitStack] = {}  # notebook folder -> its held lock, from start() until finish()
+
+
+class NotebookBusy(RuntimeError):
+    """Another process is running this notebook for the same profile and dataset."""
 
 
 def results_dir(profile: str, dataset: str, notebook: str) -> Path:
-    """`<results>/<profile>/<dataset>/<notebook>/` (created)."""
-    folder = results_root() / profile / dataset / notebook
+    """`<results>/<profile>/<dataset>/<notebook>/` (created); the dataset must be a registered name."""
+    folder = results_root() / check_profile_name(profile) / check_dataset_name(dataset) / notebook
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def check_profile_name(profile: str) -> str:
+    """A profile's name (it becomes a folder name): KeyError listing the profiles otherwise."""
+    if profile not in PROFILES:
+        raise KeyError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    return profile
 
 
 def git_revision() -> str:
@@ -157,8 +179,35 @@ class NotebookRun:
             self.final.rename(old)
         self.out.rename(self.final)
         shutil.rmtree(old, ignore_errors=True)
+        release_notebook(self.final)
         print(f"results: {self.final}")
         return self.final
+
+
+def lock_notebook(final: Path) -> None:
+    """Hold the lock of a notebook's results folder until release_notebook (or this process ends): a
+    second process that starts the notebook would delete this run's `.running/` folder and mix tables."""
+    if final in _LOCKS:  # this process runs the notebook again (a Jupyter kernel): it holds the lock
+        return
+    stack = ExitStack()
+    try:
+        stack.enter_context(run_lock(final, wait=False))  # checkpoints' flock: gone with its process
+    except RunBusy:
+        path = lock_path(final)
+        pid = path.read_text().strip() if path.exists() else ""
+        who = f"process {pid}" if pid.isdigit() else "another process"
+        raise NotebookBusy(f"{final.name} ({final.parent.parent.name}, {final.parent.name}) is being run by "
+                           f"{who} (lock {path}); wait for it to finish or stop it (a Jupyter kernel "
+                           "holds it until the run's finish() or a kernel restart), then run again") from None
+    lock_path(final).write_text(f"{os.getpid()}\n")  # in place, never replaced: the flock is on this inode
+    _LOCKS[final] = stack
+
+
+def release_notebook(final: Path) -> None:
+    """Let another process run the notebook (no-op when this process does not hold its lock)."""
+    stack = _LOCKS.pop(final, None)
+    if stack is not None:
+        stack.close()
 
 
 def start(notebook: str, profile: str | None = None, dataset: str | None = None,
@@ -174,8 +223,9 @@ def start(notebook: str, profile: str | None = None, dataset: str | None = None,
     if threads:
         torch.set_num_threads(threads)
         config["threads"] = threads
-    dataset = dataset or p.dataset
+    dataset = check_dataset_name(dataset or p.dataset)  # it becomes a folder: never a path
     running = results_root() / p.name / dataset / f"{notebook}.running"
+    lock_notebook(running.with_name(notebook))  # before touching the folder another run may be writing
     shutil.rmtree(running, ignore_errors=True)  # left by a run that failed: it is not a result
     running.mkdir(parents=True)
     cfg = {**resolve_sized(sized or {}, p.name), **config}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -95,3 +96,17 @@ def get_info(name: str) -> DatasetInfo:
 
 def get_reader(name: str) -> Reader:
     return DATASETS[name]
+
+
+_SELECTION = re.compile(r"\[\d+(-\d+)?(,\d+(-\d+)?)*\]")  # "[0-4]", "[0,3,7]", "[0-4,9]"
+
+
+def check_dataset_name(name: str) -> str:
+    """`name` if it is a registered dataset, optionally with a class selection ("fashion-mnist[0-4]");
+    else a one-line ValueError listing the valid names. Names become results folders, so a path
+    ("../../x", "a/b") must never pass."""
+    base, bracket, rest = str(name).partition("[")
+    if base in list_datasets() and (not bracket or _SELECTION.fullmatch(bracket + rest)):
+        return name
+    raise ValueError(f"unknown dataset {name!r}; datasets: {', '.join(list_datasets())}, optionally with "
+                     "classes as <name>[0-4] or <name>[0,3,7]")
