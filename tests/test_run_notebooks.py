@@ -1,6 +1,9 @@
 """utils.run_notebooks: profile injection, executed copies, failures reported by name and cell."""
 
 import json
+import os
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -96,3 +99,34 @@ def test_bad_names_list_the_valid_ones(notebooks):
         run_notebooks.run("smoke", only=["09"], root=notebooks)
     with pytest.raises(KeyError, match="smoke, quick, full"):
         run_notebooks.run("tiny", root=notebooks)
+
+
+def test_profile_and_dataset_are_flags_and_datasets_are_names_not_paths(notebooks, capsys):
+    args = ["--profile", "smoke", "--only", "01", "--root", str(notebooks)]
+    flag = "-p {0}=... is not a notebook parameter here; give it as --{0}"
+    for extra, said in ((["-p", "profile=quick"], flag.format("profile")),
+                        (["-p", "dataset=mnist"], flag.format("dataset")),
+                        (["--dataset", "../../x"], "unknown dataset '../../x'; datasets: cifar10, ")):
+        with pytest.raises(SystemExit) as exit_:
+            run_notebooks.main(args + extra)
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
+    with pytest.raises(ValueError, match="give it as --profile"):
+        run_notebooks.run("smoke", root=notebooks, parameters={"profile": "quick"})
+    assert not (notebooks / "ran.txt").exists()  # refused before any notebook ran
+
+
+def test_each_run_has_its_own_working_copy_and_dead_runs_copies_go(notebooks, tmp_path):
+    executed = tmp_path / "results" / "smoke" / "executed"
+    executed.mkdir(parents=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a process that has ended
+    alive, dead = executed / ".01_ok.running-1.ipynb", executed / f".01_ok.running-{gone}.ipynb"
+    alive.write_text("another run's copy")  # pid 1 lives as long as the machine
+    dead.write_text("left by a killed run")
+    write_notebook(notebooks / "01_ok.ipynb", "import glob, os\n"
+                   "open('w.txt', 'w').write(' '.join(sorted(os.path.basename(p) for p in "
+                   f"glob.glob({str(executed)!r} + '/.01_ok.running*'))))")
+    (run,) = run_notebooks.run("smoke", only=["01"], root=notebooks)
+    mine = f".01_ok.running-{os.getpid()}.ipynb"  # the copy papermill writes while the notebook runs
+    assert run.ok and (notebooks / "w.txt").read_text() == f".01_ok.running-1.ipynb {mine}"
+    assert alive.read_text() == "another run's copy" and not dead.exists()

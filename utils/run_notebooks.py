@@ -2,7 +2,8 @@
 
     python -m utils.run_notebooks --profile smoke [--only 01,03] [--dataset mnist] [-p n_images=100]
 
-The profile (and --dataset, and every -p KEY=VALUE) is injected into each notebook's `parameters` cell.
+The profile (and --dataset, and every -p KEY=VALUE) is injected into each notebook's `parameters` cell;
+the profile and dataset name the results folder, so they are given as --profile and --dataset, never -p.
 While a notebook runs, what it prints (one line per epoch or stage) is shown here, prefixed by its number.
 The executed copy is written to `<results>/<profile>/executed/<name>` only when the notebook succeeds; a
 failed run leaves `<name>.failed.ipynb` beside it and the last good copy untouched. A failing notebook is
@@ -12,13 +13,15 @@ reported by name and cell and the rest still run; the exit code is 1 if any fail
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import cli
-from .files import REPO, atomic_write, results_root
+from .data.registry import check_dataset_name
+from .files import REPO, _pid_alive, atomic_write, results_root
 from .profiles import PROFILES, get_profile
 
 
@@ -88,12 +91,22 @@ def _ipc_kernel_manager():
     return IPCKernelManager
 
 
+def working_copy(out_dir: Path, path: Path) -> Path:
+    """`.<stem>.running-<pid>.ipynb`: one per process, so a second run of the notebook never overwrites
+    or removes this run's copy; copies left by killed runs (their process gone) are removed here."""
+    for old in out_dir.glob(f".{path.stem}.running-*.ipynb"):
+        pid = old.name.rsplit("-", 1)[1].removesuffix(".ipynb")
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            old.unlink(missing_ok=True)
+    return out_dir / f".{path.stem}.running-{os.getpid()}.ipynb"
+
+
 def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = None,
             stream: bool = True) -> Executed:
     import papermill
 
     final, start = out_dir / path.name, time.perf_counter()
-    working = out_dir / f".{path.stem}.running.ipynb"
+    working = working_copy(out_dir, path)
     printed = _Prefixed(f"[{path.name[:2]}]") if stream else None
     try:
         papermill.execute_notebook(str(path), str(working),
@@ -118,6 +131,7 @@ def run(profile: str | None = None, only: list[str] | None = None, root: Path = 
         parameters: dict | None = None, stream: bool = True) -> list[Executed]:
     """Execute the (selected) numbered notebooks in order; every one runs even if an earlier one fails."""
     profile = get_profile(profile).name  # unknown name, or `full` without a GPU: a clear error now
+    check_parameters(parameters or {})
     notebooks = find_notebooks(Path(root), only)
     if not notebooks:
         raise ValueError(f"no numbered notebooks (NN_*.ipynb) in {root}")
@@ -133,6 +147,17 @@ def run(profile: str | None = None, only: list[str] | None = None, root: Path = 
     return runs
 
 
+def check_parameters(parameters: dict) -> None:
+    """The profile is run()'s own argument (it picks the results folder: a `profile` parameter would
+    override it in the notebook and file its results under another profile); a dataset must be a registered
+    name (it becomes a folder: never a path)."""
+    if "profile" in parameters:
+        raise ValueError(f"profile={parameters['profile']!r} as a parameter would be filed under another "
+                         "profile's results; give it as --profile (run(profile=...))")
+    if parameters.get("dataset") is not None:
+        check_dataset_name(parameters["dataset"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
     args = parser.parse_args(argv)
     only = [o.strip() for o in args.only.split(",") if o.strip()] if args.only is not None else None
+    for key in ("profile", "dataset"):  # one way each: two would silently disagree
+        if key in dict(args.parameter):
+            parser.error(f"-p {key}=... is not a notebook parameter here; give it as --{key}")
     parameters = dict(args.parameter) | ({"dataset": args.dataset} if args.dataset else {})
     try:
         runs = run(args.profile, only, args.root, parameters, stream=not args.quiet)
