@@ -69,6 +69,8 @@ class TrainConfig:
     flip: bool | None = None  # random horizontal flips; None: the dataset's default (not for digits)
     grad_clip: float | None = None  # max global gradient norm
     backbone_lr_scale: float = 1.0  # lr of every parameter outside the head (`head`) = lr x this (fine-tune)
+    frozen_bn_stats: bool = False  # BatchNorm layers normalise with their running statistics while training
+    # and keep them (eval mode; their affine weights still train): fine-tuning keeps the source's statistics
     # Adversarial training: every batch is replaced by adversarial examples crafted on it, on the fly, against
     # the model being trained. "fgsm": FGSM from a random start (Wong et al. 2020); "pgd": PGD with a random
     # start (Madry et al. 2018). L-inf radius adv_eps (pixels in [0, 1]); step None: 1.25 eps (fgsm),
@@ -204,6 +206,10 @@ def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, 
     inf step loss makes the running sum non-finite, so no bad step goes unnoticed). Under torchrun the checks
     and the epoch's sums are over every rank (global train loss/acc, images/s)."""
     model.train()
+    if cfg.frozen_bn_stats:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     device, steps = model_device(model), len(loader)
     rng = np.random.default_rng(epoch_seed(cfg.seed + 1, epoch))  # mixup draws: a function of (seed, epoch)
     adv_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed + 2, epoch)) if cfg.adversarial else None
