@@ -25,6 +25,9 @@ class Recipe:
     fallback: str | None = None  # the run to use instead when pretrained weights are unreachable (offline)
     init_from: str | None = None  # "<dataset>/<run>" stored under the same profile: start from its weights
     # (a head for another number of classes is left freshly initialised): fine-tuning a source model
+    head_init: str | None = None  # None: the head as above; "new": freshly initialised from the seed, always
+    # (fine-tuning to new classes of the same count); else a .safetensors file of the head's weights (LP-FT:
+    # the linear probe fitted on the frozen features), its contents part of the store key
     note: str = ""  # where the recipe comes from; printed by the 01 notebook (not part of the store key)
 
 

@@ -94,7 +94,9 @@ def store_key(run: str, recipe: Recipe, splits: Splits, source: Path | None = No
     """What a stored model depends on; a run trained under another key is not reused."""
     started = {} if source is None else {"init_from": {"run": str(source.relative_to(checkpoints_root())),
                                                         "weights": _file_hash(source / "model.safetensors")}}
-    return {**started,
+    head = {} if recipe.head_init is None else {"head_init": recipe.head_init if recipe.head_init == "new"
+                                                 else {"weights": _file_hash(Path(recipe.head_init))}}
+    return {**started, **head,
         "model": model_of(run),
         "dataset": splits.train.info.name,
         "data": {k: getattr(splits, k).data_key() for k in Splits._fields},
@@ -121,12 +123,17 @@ def _same(a: dict, b: dict) -> bool:
 
 def build(model: str, info: data.DatasetInfo, recipe: Recipe, source: Path | None = None, **kw) -> nn.Module:
     """The recipe's model for a dataset, initialised from the recipe's seed, then from `source`'s weights
-    when the recipe starts from a stored run (a head of another shape stays as initialised)."""
+    when the recipe starts from a stored run (a head of another shape stays as initialised), then the head
+    as recipe.head_init says ("new": as initialised; a file: its weights)."""
     net = models.create_for(model, info, seed=recipe.train.seed, **recipe.overrides, **kw)
+    head = net.get_submodule(models.head_name(net, info.num_classes)) if recipe.head_init else None
+    fresh = {k: v.clone() for k, v in head.state_dict().items()} if recipe.head_init == "new" else None
     if source is not None:
         with warnings.catch_warnings():  # the dropped head is the point of fine-tuning to new classes
             warnings.filterwarnings("ignore", message="checkpoint head")
             models.load_checkpoint(net, source / "model.safetensors", info.num_classes)
+    if head is not None:
+        head.load_state_dict(fresh or models.read_state_dict(recipe.head_init))
     return net
 
 
