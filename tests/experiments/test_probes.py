@@ -131,3 +131,20 @@ def test_a_fit_stopped_by_its_budget_says_so():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         probes.linear_probe(x, y, xt, yt, num_classes=5)  # the default budget converges here
+
+
+def test_fitted_probe_on_raw_features_is_linear_probes_fit():
+    """fit_linear_probe folds the standardisation into the weights: on the raw features its logits are the
+    standardised probe's (the same L-BFGS fit), so a network head set to it scores as linear_probe does."""
+    x, y = blobs(300, spread=2.0)
+    x = 5 * x + 3  # far from standardised
+    tx, ty = blobs(200, seed=1, spread=2.0)
+    tx = 5 * tx + 3
+    head = probes.fit_linear_probe(x, y, num_classes=4, seed=0)
+    s = probes.Standardizer.fit(x)
+    ref = probes._fit_lbfgs(s(x), y, 4, 1000, 1.0, 1e-4, 16384, 0)
+    with torch.no_grad():
+        torch.testing.assert_close(head(tx), ref(s(tx)), rtol=1e-4, atol=1e-4)
+    scores = probes.linear_probe(x, y, tx, ty, num_classes=4, seed=0)
+    assert (head(tx).argmax(1) == ty).double().mean().item() == pytest.approx(scores["top1"])
+    assert not head.weight.requires_grad

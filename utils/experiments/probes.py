@@ -125,6 +125,24 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     return _scores(_logits(probe, tx, batch_size), train_y, _logits(probe, vx, batch_size), test_y)
 
 
+def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, *, num_classes: int, epochs: int = 1000,
+                     lr: float = 1.0, weight_decay: float = 1e-4, batch_size: int = 16384, seed: int = 0,
+                     standardize: bool = True) -> nn.Linear:
+    """linear_probe's fit as an nn.Linear on the RAW features (D -> num_classes): the standardisation is
+    folded into it (W' = W / std, b' = b - W' mean), so it can replace a network's head whose input the
+    features are (LP-FT: fine-tuning starts from the probe). Same arguments and solver as linear_probe; its
+    logits equal the probe's on standardised features up to float32 rounding."""
+    tx = train_x.float()
+    s = Standardizer.fit(tx) if standardize else None
+    probe = _fit_lbfgs(s(tx) if s else tx, train_y, num_classes, epochs, lr, weight_decay, batch_size, seed)
+    if s is not None:
+        with torch.no_grad():
+            w = probe.weight / s.std.to(probe.weight.device)  # (K, D)
+            probe.bias.copy_((probe.bias.double() - w.double() @ s.mean.double().to(w.device)).float())
+            probe.weight.copy_(w)
+    return probe.requires_grad_(False)
+
+
 def sklearn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                   num_classes: int, max_iter: int = 1000, weight_decay: float = 1e-4, seed: int = 0,
                   standardize: bool = True) -> dict[str, float]:
