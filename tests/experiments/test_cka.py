@@ -1,11 +1,13 @@
 """utils.experiments.cka against numbers known in advance: CKA(X, X) = 1; invariance to orthogonal maps and
 isotropic scaling but not to a general linear map; a numpy reference of both HSIC estimators; the feature
 and Gram forms; biased vs debiased on wide independent noise; minibatch CKA converging to the full-batch
-value; no epsilon collapse for tiny features; model_cka on two copies of one tiny model."""
+value; no epsilon collapse for tiny features; model_cka on two copies of one tiny model; the gap closed by
+cross-model CKA with every term in both directions."""
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -190,3 +192,34 @@ def test_model_cka_on_two_copies_of_one_model():
     streamed = cka.model_cka(net, other, one_batch, layers, layers, progress=False)
     np.testing.assert_allclose(streamed.to_numpy(), cka.cka_matrix(feats, other_feats).to_numpy(), atol=1e-6)
     assert streamed.loc["blocks.1", "blocks.1"] < 0.999
+
+
+def _best(rows: list[tuple]) -> pd.DataFrame:
+    cols = ["kind", "model_a", "model_b", "mean_best", "mean_best_b", "peak", "peak_layer_a", "peak_layer_b"]
+    return pd.DataFrame([(*r, 0.9, "x", "y") for r in rows], columns=cols)
+
+
+def test_gap_closed_compares_cross_floor_and_ceiling_over_the_same_layers():
+    """a is seed-stable (its twin: 0.9), b is not (0.5); a's layers are found in b (0.8), b's less in a (0.4);
+    the floor is 0.2 both ways. The old formula (cross and floor from a's layers, the ceiling from both)
+    gave (0.8 - 0.2) / (0.7 - 0.2) = 1.2: more than the seed twins. Both directions: cross 0.6, ceiling
+    0.7, floor 0.2 -> 0.8; from a alone (0.8 - 0.2) / (0.9 - 0.2), from b alone (0.4 - 0.2) / (0.5 - 0.2)."""
+    best = _best([("ceiling", "a", "a", 0.9, 0.9), ("ceiling", "b", "b", 0.5, 0.5),
+                  ("cross", "a", "b", 0.8, 0.4), ("floor", "a", "b", 0.2, 0.1),
+                  ("floor", "b", "a", 0.2, 0.1)])
+    s = cka.pair_summary(best, {"a": "mlp", "b": "cnn"}).iloc[0]
+    assert (s.cross, s.ceiling, s.floor) == pytest.approx((0.6, 0.7, 0.2))
+    assert s.gap_closed == pytest.approx(0.8) and s.gap_closed <= 1
+    assert s.gap_closed_a == pytest.approx(0.6 / 0.7) and s.gap_closed_b == pytest.approx(0.2 / 0.3)
+    assert s.pair == "mlp - cnn"
+    with pytest.raises(KeyError, match="floor"):
+        cka.pair_summary(best[best.model_a != "b"], {"a": "mlp", "b": "cnn"})  # b's floor is needed
+
+
+def test_best_match_in_both_directions():
+    """mean_best: each layer of a's best match in b, averaged; mean_best_b: each layer of b's best in a."""
+    m = pd.DataFrame([[0.9, 0.1, 0.2], [0.3, 0.4, 0.1]], index=["a1", "a2"], columns=["b1", "b2", "b3"])
+    r = cka.best_match(cka.tidy(m, "cross", "a", "b")).iloc[0]
+    assert r.mean_best == pytest.approx((0.9 + 0.4) / 2)
+    assert r.mean_best_b == pytest.approx((0.9 + 0.4 + 0.2) / 3)
+    assert (r.peak, r.peak_layer_a, r.peak_layer_b) == (0.9, "a1", "b1")

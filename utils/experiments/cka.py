@@ -267,30 +267,49 @@ def tidy(matrix: pd.DataFrame, kind: str, model_a: str, model_b: str) -> pd.Data
 
 def best_match(cka: pd.DataFrame) -> pd.DataFrame:
     """Per (kind, model_a, model_b): mean_best, the mean over a's layers of the best CKA with any layer of b
-    (how much of a's representation b has somewhere), and the peak with the two layers that reach it."""
+    (how much of a's representation b has somewhere); mean_best_b, the same the other way (over b's layers,
+    the best with any layer of a); and the peak with the two layers that reach it."""
     rows = []
     for (kind, a, b), g in cka.groupby(["kind", "model_a", "model_b"], sort=False):
         peak = g.loc[g.cka.idxmax()]
         rows.append({"kind": kind, "model_a": a, "model_b": b,
-                     "mean_best": g.groupby("layer_a", sort=False).cka.max().mean(), "peak": peak.cka,
+                     "mean_best": g.groupby("layer_a", sort=False).cka.max().mean(),
+                     "mean_best_b": g.groupby("layer_b", sort=False).cka.max().mean(), "peak": peak.cka,
                      "peak_layer_a": peak.layer_a, "peak_layer_b": peak.layer_b})
     return pd.DataFrame(rows)
 
 
 def pair_summary(best: pd.DataFrame, family: Mapping[str, str]) -> pd.DataFrame:
-    """Per cross-family pair (a, b): cross (a vs b) against its two reference points, the ceiling (the mean of
-    a's and b's seed-to-seed mean_best) and the floor (a vs b at initialisation); gap_closed = (cross -
-    floor) / (ceiling - floor); peak and peak layers of the cross matrix. `family`: model -> family."""
+    """Per cross-family pair (a, b): cross (a vs b) against its two reference points, the ceiling (each model
+    against its seed twin) and the floor (each against the other architecture at initialisation), every one
+    of the three measured in BOTH directions and averaged over them, as feature_matching.prediction2 does:
+    from a (the mean over a's layers of the best match in b, in a's twin, in b at initialisation) and from b
+    (the same over b's layers, b's twin, a at initialisation). So cross, ceiling and floor average over the
+    same layers, and gap_closed = (cross - floor) / (ceiling - floor) stays below 1 unless the other family
+    matches a model better than its own twin does. gap_closed_a / _b: the same from one side only. Needs the
+    floor both ways (kind "floor" rows for (a, b) and (b, a)). peak and peak layers: of the cross matrix.
+    `family`: model -> family."""
     by = best.set_index(["kind", "model_a", "model_b"])
     rows = []
     for (kind, a, b), r in by.iterrows():
         if kind != "cross":
             continue
-        ceiling = (by.loc[("ceiling", a, a), "mean_best"] + by.loc[("ceiling", b, b), "mean_best"]) / 2
-        floor = by.loc[("floor", a, b), "mean_best"]
-        gap = ceiling - floor
-        rows.append({"pair": f"{family[a]} - {family[b]}", "model_a": a, "model_b": b, "cross": r.mean_best,
-                     "ceiling": ceiling, "floor": floor,
-                     "gap_closed": (r.mean_best - floor) / gap if gap > 0 else float("nan"),
+        missing = [k for k in (("ceiling", a, a), ("ceiling", b, b), ("floor", a, b), ("floor", b, a))
+                   if k not in by.index]
+        if missing:
+            raise KeyError(f"pair_summary({a}, {b}) needs best_match rows for {missing}")
+        m = by.mean_best  # (cross, ceiling, floor) seen from a's layers, then from b's
+        side = {"a": (r.mean_best, m["ceiling", a, a], m["floor", a, b]),
+                "b": (r.mean_best_b, m["ceiling", b, b], m["floor", b, a])}
+        cross, ceiling, floor = ((x + y) / 2 for x, y in zip(side["a"], side["b"], strict=True))
+        rows.append({"pair": f"{family[a]} - {family[b]}", "model_a": a, "model_b": b, "cross": cross,
+                     "ceiling": ceiling, "floor": floor, "gap_closed": _closed(cross, ceiling, floor),
+                     **{f"gap_closed_{k}": _closed(*v) for k, v in side.items()},
                      "peak": r.peak, "peak_layer_a": r.peak_layer_a, "peak_layer_b": r.peak_layer_b})
     return pd.DataFrame(rows)
+
+
+def _closed(cross: float, ceiling: float, floor: float) -> float:
+    """The share of the floor-to-ceiling gap that cross closes (NaN without a gap)."""
+    gap = ceiling - floor
+    return (cross - floor) / gap if gap > 0 else float("nan")
