@@ -15,7 +15,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from utils import data, models, profiles, recipes, run_notebooks, store
+from utils import config, data, models, profiles, recipes, run_notebooks, store
 from utils.data import fake
 from utils.train import TrainConfig
 
@@ -35,6 +35,12 @@ def parameters(notebook: str) -> dict:
 
 
 def per_profile_knobs(notebook: str) -> dict[str, dict]:
+    """{knob: {profile: value}}: from the notebook's typed config where it has one (utils.config), else from
+    the per-profile dicts of its parameters cell."""
+    stem = Path(notebook).stem
+    if stem in config.CONFIGS:
+        values = {p: dataclasses.asdict(config.for_notebook(stem, p)) for p in profiles.PROFILES}
+        return {k: {p: v[k] for p, v in values.items()} for k in values["full"]}
     return {k: v for k, v in parameters(notebook).items() if isinstance(v, dict) and "full" in v}
 
 

@@ -130,3 +130,23 @@ def test_each_run_has_its_own_working_copy_and_dead_runs_copies_go(notebooks, tm
     mine = f".01_ok.running-{os.getpid()}.ipynb"  # the copy papermill writes while the notebook runs
     assert run.ok and (notebooks / "w.txt").read_text() == f".01_ok.running-1.ipynb {mine}"
     assert alive.read_text() == "another run's copy" and not dead.exists()
+
+
+def test_a_knob_reaches_the_notebooks_whose_typed_config_has_it(tmp_path, monkeypatch, capsys):
+    """-p KEY=VALUE for a knob of utils.config's typed configs becomes `overrides` of the notebooks that have
+    it (02's n_transfer, 05's repeats); a shared parameter reaches every notebook; a typo or a wrong type
+    fails before anything runs, listing the knobs."""
+    monkeypatch.setenv("MLPZOOM_RESULTS", str(tmp_path / "results"))
+    for stem in ("02_adversarial_robustness", "05_inference_time"):
+        record = f"open('{stem[:2]}.txt', 'w').write(repr((seed, overrides)))"
+        write_notebook(tmp_path / f"{stem}.ipynb", record, params="profile = None\nseed = 0\noverrides = {}")
+    args = ["--profile", "smoke", "--root", str(tmp_path), "-p", "seed=2"]
+    assert run_notebooks.main([*args, "-p", "n_transfer=16", "-p", "repeats=3"]) == 0
+    assert (tmp_path / "02.txt").read_text() == "(2, {'n_transfer': 16})"
+    assert (tmp_path / "05.txt").read_text() == "(2, {'repeats': 3})"
+    with pytest.raises(SystemExit) as exit_:
+        run_notebooks.main([*args, "-p", "n_imgs=3"])
+    assert exit_.value.code == 2 and "no selected notebook has the knob 'n_imgs'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_notebooks.main([*args, "--only", "05", "-p", "repeats=fast"])
+    assert "override repeats='fast' is not a int" in capsys.readouterr().err

@@ -19,6 +19,7 @@ NotebookBusy instead of deleting the first's folder.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shutil
@@ -211,12 +212,13 @@ def release_notebook(final: Path) -> None:
 
 
 def start(notebook: str, profile: str | None = None, dataset: str | None = None,
-          models: list[str] | None = None, device: str | None = None, *, sized: dict | None = None,
-          threads: int | dict | None = None, **config) -> NotebookRun:
+          models: list[str] | None = None, device: str | None = None, *, cfg: object | None = None,
+          sized: dict | None = None, threads: int | dict | None = None, **config) -> NotebookRun:
     """Resolve a notebook's parameters against its profile, create an empty folder for this run and write
-    config.json there: the resolved parameters (`sized` knobs at this profile's value, `config` as given)
-    and the environment. threads: torch's CPU threads (an int, or one per profile; None: torch's default),
-    set before the environment is recorded."""
+    config.json there: the resolved parameters (the fields of `cfg`, the notebook's typed config from
+    utils.config; `sized` knobs at this profile's value; `config` as given) and the environment. threads:
+    torch's CPU threads (an int, or one per profile; None: torch's default), set before the environment is
+    recorded."""
     p = get_profile(profile)
     set_cpu_autocast(p.autocast_here)  # the rehearsal: full's bf16 autocast, where this CPU has native bf16
     threads = resolve_sized({"threads": threads}, p.name)["threads"] if isinstance(threads, dict) else threads
@@ -228,9 +230,11 @@ def start(notebook: str, profile: str | None = None, dataset: str | None = None,
     lock_notebook(running.with_name(notebook))  # before touching the folder another run may be writing
     shutil.rmtree(running, ignore_errors=True)  # left by a run that failed: it is not a result
     running.mkdir(parents=True)
-    cfg = {**resolve_sized(sized or {}, p.name), **config}
-    run = NotebookRun(notebook, p.name, dataset, list(models or p.trio), device or p.device, running, cfg, p)
+    typed = dataclasses.asdict(cfg) if cfg is not None else {}
+    values = {**typed, **resolve_sized(sized or {}, p.name), **config}
+    models = list(models or p.trio)
+    run = NotebookRun(notebook, p.name, dataset, models, device or p.device, running, values, p)
     resolved = {"notebook": notebook, "profile": run.profile, "dataset": run.dataset, "models": run.models,
-                "device": run.device, **cfg}
+                "device": run.device, **values}
     save_config(running, resolved, run.device)
     return run

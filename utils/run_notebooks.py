@@ -4,6 +4,9 @@
 
 The profile (and --dataset, and every -p KEY=VALUE) is injected into each notebook's `parameters` cell;
 the profile and dataset name the results folder, so they are given as --profile and --dataset, never -p.
+`-p` sets the shared parameters (models, device, seed) of every notebook, or any knob of a notebook's typed
+config (utils.config.CONFIGS; e.g. `--only 02 -p n_images=100`), which reaches the notebooks that have it as
+their `overrides`; an unknown knob or a value of the wrong type fails before anything runs, listing the knobs.
 While a notebook runs, what it prints (one line per epoch or stage) is shown here, prefixed by its number.
 The executed copy is written to `<results>/<profile>/executed/<name>` only when the notebook succeeds; a
 failed run leaves `<name>.failed.ipynb` beside it and the last good copy untouched. A failing notebook is
@@ -19,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cli
+from . import cli, config
 from .data.registry import check_dataset_name
 from .files import REPO, _pid_alive, atomic_write, results_root
 from .profiles import PROFILES, get_profile
@@ -129,22 +132,57 @@ def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = N
 
 def run(profile: str | None = None, only: list[str] | None = None, root: Path = REPO,
         parameters: dict | None = None, stream: bool = True) -> list[Executed]:
-    """Execute the (selected) numbered notebooks in order; every one runs even if an earlier one fails."""
+    """Execute the (selected) numbered notebooks in order; every one runs even if an earlier one fails.
+    `parameters`: the shared ones (dataset, models, device, seed) go to every notebook; any other key is a
+    knob of a notebook's typed config and reaches the notebooks that have it as `overrides` (checked)."""
     profile = get_profile(profile).name  # unknown name, or `full` without a GPU: a clear error now
     check_parameters(parameters or {})
     notebooks = find_notebooks(Path(root), only)
     if not notebooks:
         raise ValueError(f"no numbered notebooks (NN_*.ipynb) in {root}")
+    per_notebook = {p: notebook_parameters(p.stem, parameters or {}) for p in notebooks}
+    check_knobs_known(notebooks, parameters or {})
     out_dir = results_root() / profile / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
     for path in notebooks:
         print(f"[{profile}] {path.name} ...", flush=True)
-        result = run_one(path, profile, out_dir, parameters, stream)
+        result = run_one(path, profile, out_dir, per_notebook[path], stream)
         status = "ok" if result.ok else f"FAILED in {result.error}"
         print(f"[{profile}] {path.name}: {status} ({result.seconds:.0f} s)", flush=True)
         runs.append(result)
     return runs
+
+
+SHARED = ("dataset", "models", "device", "seed")  # literals of every parameters cell (profile: --profile)
+
+
+def notebook_parameters(notebook: str, parameters: dict) -> dict:
+    """One notebook's parameters: the shared ones as given; for a notebook with a typed config
+    (utils.config.CONFIGS), every other key that names one of its knobs joins its `overrides` (type-checked
+    here, before anything runs); a notebook without one gets every key as given."""
+    cls = config.config_class(notebook)
+    if cls is None:
+        return dict(parameters)
+    knobs = config.knobs(cls)
+    mine = {k: v for k, v in parameters.items() if k in knobs}
+    overrides = {**parameters.get("overrides", {}), **mine}
+    config.check(cls, overrides)
+    return {**{k: v for k, v in parameters.items() if k in SHARED}, "overrides": overrides}
+
+
+def check_knobs_known(notebooks: list[Path], parameters: dict) -> None:
+    """A key that is neither shared nor a knob of any selected notebook is an error listing the knobs (a
+    notebook without a typed config takes any key, as its parameters cell decides)."""
+    if any(config.config_class(p.stem) is None for p in notebooks):
+        return
+    known = {k for p in notebooks for k in config.knobs(config.config_class(p.stem))}
+    unknown = [k for k in parameters if k not in known and k not in (*SHARED, "overrides")]
+    if unknown:
+        listing = "; ".join(f"{p.stem}: {', '.join(config.knobs(config.config_class(p.stem)))}"
+                            for p in notebooks)
+        raise KeyError(f"no selected notebook has the knob {', '.join(map(repr, unknown))}; shared: "
+                       f"{', '.join(SHARED)}; knobs: {listing}")
 
 
 def check_parameters(parameters: dict) -> None:
@@ -177,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parameters = dict(args.parameter) | ({"dataset": args.dataset} if args.dataset else {})
     try:
         runs = run(args.profile, only, args.root, parameters, stream=not args.quiet)
-    except (KeyError, ValueError, RuntimeError) as err:
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
         parser.error(str(err).strip("'\""))
     failed = [r for r in runs if not r.ok]
     print(f"{len(runs) - len(failed)} of {len(runs)} notebooks ran; "
