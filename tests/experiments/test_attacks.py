@@ -3,6 +3,7 @@ on a trained tiny model, AutoAttack's cascade, and a transfer matrix checked by 
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -232,3 +233,66 @@ def test_bad_arguments_are_refused(batch):
         attacks.fgsm(model, x, y, -0.1)
     with pytest.raises(ValueError, match="member"):
         attacks.autoattack(model, x, y, 0.1, attacks=("apgd-dlr",), steps=1)
+
+
+# ------------------------------------------------------------------ notebook 02: its config and its tables
+
+
+def test_02s_config_is_fulls_with_the_smaller_profiles_changes():
+    full, quick = attacks.config("full"), attacks.config("quick")
+    assert (full.n_images, full.autoattack_steps, full.max_pgd_steps) == (None, 100, 50)
+    assert (quick.n_images, quick.n_autoattack, quick.batch_size) == (500, 128, 128)
+    assert attacks.config("quick", n_images=64).n_images == 64
+    with pytest.raises(KeyError, match="knobs: n_images"):
+        attacks.config("quick", n_imgs=64)
+
+
+def test_settings_are_data_with_a_readable_repr_and_capped_steps():
+    std = attacks.standard_settings()
+    assert [s.name for s in std] == ["FGSM", "PGD-10", "PGD-50", "PGD-10 L2", "PGD-50 L2"]
+    assert repr(std[0]) == "FGSM: FGSM, linf eps 0.03137"
+    assert repr(std[3]) == "PGD-10 L2: PGD, l2 eps 0.5, 10 steps of 0.125, random start, early stop"
+    assert [s.steps for s in attacks.standard_settings(max_steps=2)] == [1, 2, 2, 2, 2]  # names kept
+    pgd10 = attacks.transfer_settings()[1]
+    assert pgd10.kwargs(seed=3) == dict(norm="linf", steps=10, step_size=2 / 255, random_start=True, seed=3,
+                                        early_stop=False)
+    assert attacks.grid_eps(attacks.config("full"))["pgd"][-1] == 0.025 and len(
+        attacks.grid_eps(attacks.config("full"))["fgsm"]) == 21
+
+
+class Constant(nn.Module):
+    """Predicts class 0 whatever the image (its input gradient is 0): no attack changes its answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+
+    def forward(self, x):
+        return self.logits.expand(len(x), 6) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_the_tables_of_02_by_hand():
+    """A model that always says 0 keeps its clean accuracy (3 of 8 labels are 0) under every setting."""
+    x = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 0, 2, 3, 0, 4, 5])
+    nets, loader = {"m": Constant(), "n": Constant()}, [(x[:5], y[:5]), (x[5:], y[5:])]
+    cfg = attacks.config("rehearsal")
+    clean = attacks.clean_table(nets, loader, {"m": 0.9, "n": 0.8}, family=str.upper)
+    assert clean.attacked_top1.tolist() == [3 / 8] * 2 and clean.test_set_top1.tolist() == [0.9, 0.8]
+    grids = attacks.grid_table(nets, loader, cfg, family=str.upper)
+    assert len(grids) == 2 * (cfg.fgsm_points + cfg.pgd_points) and (grids.top1 == 3 / 8).all()
+    assert grids[grids.attack == "pgd"].steps.unique().tolist() == [cfg.max_pgd_steps]
+    std = attacks.settings_table(nets, loader, attacks.standard_settings(2), family=str.upper)
+    assert (std.top1 == 3 / 8).all() and std[std.setting == "FGSM"].top5.notna().all()
+    assert std[std.setting != "FGSM"].top5.isna().all()  # early stop: no top-5
+    transfer = attacks.transfer_table(nets, loader, attacks.transfer_settings(2))
+    assert len(transfer) == 2 * 4 and set(transfer.setting) == {"FGSM", "PGD-10"}
+    assert (transfer.n_eligible == 0).all()  # nothing is ever broken
+    aa = pd.DataFrame({"model": ["m", "m", "n", "n"], "family": ["M", "M", "N", "N"],
+                       "attack": ["clean", "square"] * 2, "norm": "linf", "eps": 8 / 255,
+                       "top1": [0.5, 0.25, 0.5, 0.125], "n": 8, "steps": 1})
+    summary = attacks.summary_table(grids, std, aa)
+    assert summary[summary.setting == "AutoAttack"].top1.tolist() == [0.25, 0.125]
+    compact = attacks.compact_table(clean, std, aa, transfer, ["n", "m"])
+    assert compact.index.tolist() == ["n", "m"] and compact["AutoAttack (n=8)"].tolist() == [0.125, 0.25]
+    assert compact.columns[1:6].tolist() == ["FGSM", "PGD-10", "PGD-50", "PGD-10 L2", "PGD-50 L2"]

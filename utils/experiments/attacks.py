@@ -17,7 +17,9 @@ random_start=False compute what torchattacks' FGSM / PGD / PGDL2 compute (tests/
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 import torchattacks
 
 from .. import metrics
+from ..config import resolve
 from ..models import frozen, model_device
 from ..progress import bar as progress_bar
 from ..references import ORIGINAL_ATTACKS_CIFAR10
@@ -289,3 +292,153 @@ def original_vs_ours(curves: pd.DataFrame, dataset: str) -> pd.DataFrame:
                          "original_top1_cifar10": by_family.get(family, float("nan")),
                          f"top1_{dataset}": ours})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- notebook 02: its knobs and its tables
+
+
+@dataclass(frozen=True)
+class Config:
+    """02's knobs. Defaults are full's (CIFAR-10 on a GPU); SMALLER holds what the other profiles change."""
+
+    n_images: int | None = None  # test images (the first n) for the grids and standard settings; None: all
+    n_transfer: int | None = 2000  # test images (the first n) for the transfer matrix
+    n_autoattack: int | None = 1000  # test images (the first n) for AutoAttack
+    autoattack_steps: int = 100  # iterations of APGD, APGD-T and FAB-T (the original AutoAttack: 100)
+    autoattack_queries: int = 5000  # Square's queries (the original: 5000)
+    batch_size: int = 512  # images per attack batch
+    fgsm_points: int = 21  # eps values of the original FGSM grid, evenly 0 .. 0.25
+    pgd_points: int = 12  # eps values of the original PGD grid, evenly 0 .. 0.025
+    max_pgd_steps: int = 50  # a cap on PGD iterations (settings keep the names they stand for)
+
+
+SMALLER = {
+    "quick": dict(n_images=500, n_transfer=500, n_autoattack=128, autoattack_steps=10, autoattack_queries=500,
+                  batch_size=128),
+    "smoke": dict(n_images=32, n_transfer=32, n_autoattack=8, autoattack_steps=3, autoattack_queries=10,
+                  batch_size=32),
+    "rehearsal": dict(n_images=2, n_transfer=2, n_autoattack=2, autoattack_steps=1, autoattack_queries=2,
+                      batch_size=2, fgsm_points=3, pgd_points=2, max_pgd_steps=2),
+}
+
+
+def config(profile: str | None = None, **overrides) -> Config:
+    """02's config under `profile`, with `overrides` (checked: unknown knobs and wrong types are errors)."""
+    return resolve(Config, profile, SMALLER, overrides)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One attack setting as data: `Setting("PGD-10", "pgd", "linf", 8/255, steps=10, step_size=2/255)`."""
+
+    name: str  # what tables call it ("PGD-10 L2")
+    attack: str  # "fgsm" or "pgd"
+    norm: str = "linf"
+    eps: float = 8 / 255  # radius in [0, 1] pixel units
+    steps: int = 1  # PGD iterations (FGSM: 1)
+    step_size: float | None = None  # per PGD step; None: 2.5 eps / steps (Madry et al.)
+    random_start: bool = True  # PGD starts at a random point of the ball (seeded)
+    early_stop: bool = False  # an image stays at the first iterate that fools the model
+
+    def __repr__(self) -> str:
+        if self.attack == "fgsm":
+            return f"{self.name}: FGSM, {self.norm} eps {self.eps:.4g}"
+        step = "2.5 eps / steps" if self.step_size is None else f"{self.step_size:.4g}"
+        extra = ", random start" * self.random_start + ", early stop" * self.early_stop
+        return f"{self.name}: PGD, {self.norm} eps {self.eps:.4g}, {self.steps} steps of {step}{extra}"
+
+    def kwargs(self, seed: int) -> dict:
+        """The keyword arguments of fgsm / pgd for this setting."""
+        if self.attack == "fgsm":
+            return {}
+        return dict(norm=self.norm, steps=self.steps, step_size=self.step_size,
+                    random_start=self.random_start, seed=seed, early_stop=self.early_stop)
+
+    @property
+    def fn(self) -> Attack:
+        return {"fgsm": fgsm, "pgd": pgd}[self.attack]
+
+
+def standard_settings(max_steps: int = 50) -> list[Setting]:
+    """RobustBench's settings: L-inf 8/255 (FGSM, PGD-10, PGD-50) and L2 0.5 (PGD-10, PGD-50), step eps / 4,
+    random start, early stop; PGD iterations capped at max_steps (the names stay)."""
+    pgd_at = lambda name, norm, eps, steps: Setting(name, "pgd", norm, eps, min(steps, max_steps), eps / 4,
+                                                    early_stop=True)
+    return [Setting("FGSM", "fgsm"), pgd_at("PGD-10", "linf", 8 / 255, 10),
+            pgd_at("PGD-50", "linf", 8 / 255, 50), pgd_at("PGD-10 L2", "l2", 0.5, 10),
+            pgd_at("PGD-50 L2", "l2", 0.5, 50)]
+
+
+def transfer_settings(max_steps: int = 50) -> list[Setting]:
+    """The transfer matrix's settings: FGSM and PGD-10 (step 2/255, random start, last iterate) at 8/255."""
+    return [Setting("FGSM", "fgsm"), Setting("PGD-10", "pgd", steps=min(10, max_steps), step_size=2 / 255)]
+
+
+def grid_eps(cfg: Config) -> dict[str, list[float]]:
+    """The original study's eps grids: FGSM 0 .. 0.25, PGD 0 .. 0.025 (cfg.*_points values each)."""
+    return {"fgsm": np.linspace(0, 0.25, cfg.fgsm_points).tolist(),
+            "pgd": np.linspace(0, 0.025, cfg.pgd_points).tolist()}
+
+
+def grid_table(nets: Mapping[str, nn.Module], loader: Iterable, cfg: Config, seed: int = 0,
+               family: Callable[[str], str] = str) -> pd.DataFrame:
+    """Top-1/top-5 against eps on the original grids: FGSM, and L-inf PGD with 5 iterations of eps / 2
+    (2.5 eps / steps), random start, last iterate. One row per model x attack x eps."""
+    steps = min(5, cfg.max_pgd_steps)
+    kw = {"fgsm": {}, "pgd": dict(steps=steps, random_start=True, seed=seed)}
+    return pd.concat([robust_accuracy(net, loader, {"fgsm": fgsm, "pgd": pgd}[a], eps, **kw[a])
+                      .assign(model=m, family=family(m), norm="linf", steps=kw[a].get("steps", 1))
+                      for m, net in nets.items() for a, eps in grid_eps(cfg).items()], ignore_index=True)
+
+
+def settings_table(nets: Mapping[str, nn.Module], loader: Iterable, settings: Sequence[Setting],
+                   seed: int = 0, family: Callable[[str], str] = str) -> pd.DataFrame:
+    """Robust top-1 (and top-5 where the attack runs every step) per model x setting."""
+    rows = [robust_accuracy(net, loader, s.fn, [s.eps], **s.kwargs(seed))
+            .assign(model=m, family=family(m), setting=s.name, norm=s.norm, steps=s.steps)
+            for m, net in nets.items() for s in settings]
+    table = pd.concat(rows, ignore_index=True)
+    stopped = table.setting.isin([s.name for s in settings if s.early_stop])
+    table.loc[stopped, "top5"] = float("nan")  # early stop: never attacked past the first top-1 error
+    return table
+
+
+def transfer_table(nets: Mapping[str, nn.Module], loader: Iterable, settings: Sequence[Setting],
+                   seed: int = 0) -> pd.DataFrame:
+    """transfer_matrix for each setting, one table with a `setting` column."""
+    return pd.concat([transfer_matrix(nets, loader, s.fn, s.eps, **s.kwargs(seed)).assign(setting=s.name)
+                      for s in settings], ignore_index=True)
+
+
+def summary_table(grids: pd.DataFrame, standard: pd.DataFrame, autoattack: pd.DataFrame) -> pd.DataFrame:
+    """Everything in one tidy table, one row per model x setting: the grids ("FGSM grid", "PGD grid"), the
+    standard settings, and AutoAttack's last stage (its robust accuracy)."""
+    last = autoattack[autoattack.attack == autoattack.attack.iloc[-1]]
+    columns = ["model", "family", "setting", "attack", "norm", "eps", "steps", "top1", "top5", "n"]
+    return pd.concat([grids.assign(setting=grids.attack.str.upper() + " grid"), standard,
+                      last.assign(setting="AutoAttack", attack="autoattack", top5=float("nan"))],
+                     ignore_index=True)[columns]
+
+
+def compact_table(clean: pd.DataFrame, standard: pd.DataFrame, autoattack: pd.DataFrame,
+                  transfer: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """One row per model (in `order`): clean top-1 on the attacked images, each standard setting, AutoAttack
+    (n images), and the mean PGD-10 transfer rate from the model to the others."""
+    last = autoattack[autoattack.attack == autoattack.attack.iloc[-1]]
+    off = transfer[(transfer.setting == "PGD-10") & (transfer.source != transfer.target)]
+    settings = list(dict.fromkeys(standard.setting))
+    return pd.concat([
+        clean.set_index("model").attacked_top1.rename("clean"),
+        standard.pivot(index="model", columns="setting", values="top1")[settings],
+        last.set_index("model").top1.rename(f"AutoAttack (n={last.n.iloc[0]})"),
+        off.groupby("source").transfer_rate.mean().rename("PGD-10 transfer rate to others"),
+    ], axis=1).loc[list(order)]
+
+
+def clean_table(nets: Mapping[str, nn.Module], loader: Iterable, test_set_top1: Mapping[str, float],
+                family: Callable[[str], str] = str) -> pd.DataFrame:
+    """Clean accuracy per model: on the whole test set (`test_set_top1`, from training's model card) and on
+    the images the attacks use (`loader`: attacked_top1, attacked_top5, attacked_loss)."""
+    return pd.DataFrame([{"model": m, "family": family(m), "test_set_top1": test_set_top1[m],
+                          **{f"attacked_{k}": v for k, v in metrics.evaluate(net, loader).items()}}
+                         for m, net in nets.items()])
