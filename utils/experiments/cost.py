@@ -31,7 +31,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .. import models
+from .. import cpu, metrics, models
+from ..config import resolve
 from ..models import eval_mode, model_device
 from ..progress import bar as progress_bar
 from ..timing import sync, time_calls
@@ -135,9 +137,8 @@ def is_cnn(model: nn.Module) -> bool:
 
 
 def _cpu_has_bf16() -> bool:
-    """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX tiles), as PyTorch detects it."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+    """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX; utils.cpu, which $MLPZOOM_CPU_BF16 forces)."""
+    return cpu.native_bf16()
 
 
 def _cuda_has_bf16() -> bool:
@@ -320,3 +321,80 @@ def wide_table(cost: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
     front = front.assign(params_m=front.params / 1e6, mflops=front.flops_per_image / 1e6)
     front = front[["params_m", "param_mb", "mflops", "activation_mb", "top1", "ece"]].round(3)
     return front.join(wide).assign(device=cost.device.iloc[0]).loc[list(models)]
+
+
+# ---------------------------------------------------------------- notebook 05: its knobs and its tables
+
+
+@dataclass(frozen=True)
+class Config:
+    """05's knobs. Defaults are full's; SMALLER holds what the other profiles change."""
+
+    modes: list[str] = field(default_factory=lambda: list(MODES))  # timing modes; one a device or model
+    # cannot run is skipped with the reason
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 128, 512, 1024])  # images per call
+    repeats: int = 100  # timed calls per batch size, at most
+    warmup: int = 10  # untimed calls after the first
+    max_seconds: float = 10.0  # per batch size: stop repeating after this much timing
+    n_images: int | None = None  # test images for top-1 and ECE (the first n); None: all
+    n_bins: int = 15  # equal-width confidence bins for ECE and the reliability diagrams
+    threads: int | None = None  # torch's CPU threads; None: torch's default. 1 on a shared CPU: with 2
+    # threads on 2 busy cores every parallel op waits for a descheduled thread (batch-1: 80 ms, not 0.15)
+
+
+SMALLER = {
+    # quick leaves out "compile": inductor took 7-30 s per model and batch size on the 2-core CPU
+    "quick": dict(modes=["fp32", "bf16", "channels_last"], batch_sizes=[1, 16, 64, 256], repeats=20, warmup=1,
+                  max_seconds=2.0, threads=1),
+    "smoke": dict(modes=["fp32", "bf16", "channels_last"], batch_sizes=[1, 8], repeats=5, warmup=1,
+                  max_seconds=0.3, threads=1),
+    # one batch size: one inductor compile per full-size model (a cold cache made [1, 4] 110 s of 11 min)
+    "rehearsal": dict(batch_sizes=[1], repeats=2, warmup=1, max_seconds=0.3),
+}
+
+
+def config(profile: str | None = None, **overrides) -> Config:
+    """05's config under `profile`, with `overrides` (checked: unknown knobs and wrong types are errors)."""
+    return resolve(Config, profile, SMALLER, overrides)
+
+
+def size_table(nets: Mapping[str, nn.Module], shape: Shape) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Per model: parameters (all, trainable), parameter MB, FLOPs per image and torchinfo's activation MB
+    at batch 1; and each model's torchinfo table as text."""
+    rows, tables = [], {}
+    for name, net in nets.items():
+        total, trainable = count_params(net)
+        info = summary(net, shape, depth=2)
+        tables[name] = info.table
+        rows.append({"model": name, "params": total, "trainable": trainable,
+                     "param_mb": param_bytes(net) / 2**20, "flops_per_image": count_flops(net, shape),
+                     "activation_mb": info.activation_bytes / 2**20})
+    return pd.DataFrame(rows), tables
+
+
+def throughput_table(nets: Mapping[str, nn.Module], shape: Shape, cfg: Config, device: str | torch.device
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`measure` for every model x mode of cfg: (one row per model x mode x batch size, the skipped model x
+    mode pairs with the reason)."""
+    frames, skipped = [], []
+    for name, net in nets.items():
+        for mode in cfg.modes:
+            try:
+                df = measure(net, shape, batch_sizes=cfg.batch_sizes, device=device, mode=mode,
+                             repeats=cfg.repeats, warmup=cfg.warmup, max_seconds=cfg.max_seconds)
+            except ValueError as err:  # a mode this device or model cannot run
+                skipped.append({"model": name, "mode": mode, "reason": str(err)})
+                continue
+            frames.append(df.assign(model=name))
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(skipped, columns=["model", "mode", "reason"])
+
+
+def quality_table(nets: Mapping[str, nn.Module], loader, n_bins: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Top-1 and ECE per model from the softmax of one float32 pass, and the reliability bins."""
+    quality, bins = [], []
+    for name, net in nets.items():
+        probs, labels = metrics.predict_proba(net, loader)
+        quality.append({"model": name, "top1": (probs.argmax(1) == labels).float().mean().item(),
+                        "ece": metrics.expected_calibration_error(probs, labels, n_bins)})
+        bins.append(metrics.reliability_bins(probs, labels, n_bins).assign(model=name))
+    return pd.DataFrame(quality), pd.concat(bins, ignore_index=True)
