@@ -143,3 +143,38 @@ def test_headline_and_pareto_front():
     assert cost.pareto_front(x, y).tolist() == [True, True, True, False, True]
 
 
+
+
+# ------------------------------------------------------------------ notebook 05: its config and its tables
+
+
+class FixedProbs(nn.Module):
+    """Says class 0 with probability 0.8 (class 1: 0.2) whatever the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.logits = nn.Parameter(torch.log(torch.tensor([0.8, 0.2])))
+
+    def forward(self, x):
+        return self.logits.expand(len(x), 2) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_05s_tables_by_hand():
+    nets = {"mlp": tiny_mlp(), "cnn": tiny_cnn()}
+    sizes, tables = cost.size_table(nets, (1, 8, 8))
+    assert sizes.params.tolist() == [64 * 16 + 16 + 16 * 3 + 3, 1 * 4 * 9 + 4 + 4 * 3 + 3]
+    assert sizes.flops_per_image.iloc[0] == 2 * (64 * 16 + 16 * 3) and set(tables) == {"mlp", "cnn"}
+    cfg = cost.config("smoke", modes=["fp32", "channels_last"], batch_sizes=[1, 2], repeats=2)
+    timed, skipped = cost.throughput_table(nets, (1, 8, 8), cfg, "cpu")
+    assert len(timed) == 2 + 2 + 2  # mlp fp32, cnn fp32 and channels_last, at 2 batch sizes each
+    assert skipped[["model", "mode"]].values.tolist() == [["mlp", "channels_last"]]
+    assert "channels_last" in skipped.reason.iloc[0]  # not for an MLP: the reason names the mode
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 0, 0, 1])  # 3 of 4 right at confidence 0.8
+    quality, bins = cost.quality_table({"fixed": FixedProbs()}, [(x, y)], n_bins=10)
+    assert quality.top1.item() == 0.75 and quality.ece.item() == pytest.approx(0.05)
+    assert bins.model.unique().tolist() == ["fixed"]
+
+
+def test_05s_config_is_fulls_with_the_smaller_profiles_changes():
+    assert cost.config("full").modes == list(cost.MODES) and cost.config("quick").threads == 1
+    assert cost.config("rehearsal").batch_sizes == [1] and cost.config("quick", repeats=3).repeats == 3
