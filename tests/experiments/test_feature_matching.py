@@ -43,6 +43,8 @@ def test_class_selectivity_by_hand():
     # feature 1: class 1 (sens 1, spec 0.5) beats class 0 (sens 0.5, spec 0)
     assert t.loc[1, ["class_index", "sensitivity", "specificity"]].tolist() == [1, 1.0, 0.5]
     assert t.density.tolist() == [0.5, 0.75]
+    signed = feature_matching.class_selectivity(h * torch.tensor([-1.0, 1.0]), labels, 2)  # signed codes
+    pd.testing.assert_frame_equal(signed, t)  # a negative code is active too: it fires
 
 
 def test_compare_dictionaries_and_prediction2():
@@ -60,8 +62,14 @@ def test_compare_dictionaries_and_prediction2():
     l0 = feature_matching.compare_dictionaries(sparser, seeds, random)[0].set_index(["source", "kind"])
     assert l0.loc[("a", "cross"), "l0_source"] == pytest.approx((base > 1).sum(1).double().mean().item())
     assert l0.loc[("b", "cross"), "l0_target"] == l0.loc[("a", "cross"), "l0_source"]
+    assert table.share_source.tolist() == pytest.approx([expected_l0 / 6] * 6)  # L0 / features
     verdict = feature_matching.prediction2(table)
     assert verdict.pair.tolist() == ["a - b"] and verdict.l0[0] == pytest.approx(expected_l0)
+    assert verdict.share_min[0] == verdict.share_max[0] == pytest.approx(expected_l0 / 6)
+    wider = {"a": torch.cat([base, torch.zeros(800, 6)], 1), "b": codes["b"]}  # 12 features, 6 of them dead
+    shares = feature_matching.prediction2(feature_matching.compare_dictionaries(wider, seeds, random)[0])
+    assert shares.share_min[0] == pytest.approx(expected_l0 / 12) and shares.share_max[0] == pytest.approx(
+        expected_l0 / 6)
     assert verdict.gap_closed[0] == pytest.approx(1.0, abs=1e-5) and bool(verdict.holds[0])
     toy = pd.DataFrame({"source": ["x", "y"] * 3, "target": ["y", "x"] * 3,
                         "kind": ["cross"] * 2 + ["ceiling"] * 2 + ["floor"] * 2,

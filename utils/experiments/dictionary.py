@@ -4,28 +4,37 @@ features across models: feature_matching).
     acts = hooks.collect_activations(net, test_ds, "head:input", cache=hooks.activation_path(...))  # (N, D)
     sae, history = fit_sae(acts, replace(ORIGINAL, epochs=10))   # history: one row per epoch
     h = encode(sae, acts)                                        # (N, F) feature activations, >= 0
-    sae_metrics(sae, acts); splice_accuracy(net, "head:input", sae, test_ds)
+    sae_metrics(sae, acts); splice_accuracy(net, "head:input", sae, test_ds)   # SAEBench's core metrics
 
 Layers are named as in `model.named_modules()`: "head" is the output of `head`, "head:input" its (first)
 input. Activations are flattened per image to (N, D). The SAE sees them divided by one scalar (`sae.scale`,
 set so that the mean squared norm of a vector is D, i.e. unit RMS per dimension) so one L1 coefficient means
 the same for every model; `decode` undoes it, so callers always work in the layer's own units.
 
-Definitions (over the N vectors given):
-- L0: mean number of features with a non-zero activation per vector.
+Definitions (over the N vectors given; a feature is *active* on a vector when its code is non-zero):
+- L0: mean number of active features per vector.
 - FVE: 1 - sum_d sum_n (x - x_hat)^2 / sum_d sum_n (x - mean_n x)^2; the residual is not centred, so a
   constant offset in the reconstruction counts as unexplained.
-- dead fraction: share of features that are zero on every vector.
-- splice-in accuracy: top-1 with the layer's tensor (its output; its input for "<module>:input") replaced by
-  the SAE's reconstruction through a forward hook; accuracy kept = spliced top-1 / original top-1.
+- dead fraction: share of features active on no vector; alive fraction = 1 - dead fraction.
+- splice-in: the layer's tensor (its output; its input for "<module>:input") replaced by the SAE's
+  reconstruction through a forward hook. Accuracy kept = spliced top-1 / clean top-1; CE increase = spliced
+  minus clean mean cross-entropy (nats); CE recovered = (CE zero-ablated - CE spliced) / (CE zero-ablated -
+  CE clean), the tensor zeroed for the zero-ablation (SAEBench's "CE loss score").
 
 Dead-feature resampling follows Bricken et al. (2023) with these simplifications: a feature is dead when it
 fired on none of the training vectors of the epoch just finished (not a 12.5M-token window); resampling runs
 at the end of every `resample_every`-th epoch in the first half of training (not at fixed step counts); the
 loss-weighted draw is over all training vectors (not a 819,200-sample pool); the bias b_dec is subtracted
 from the drawn vector before it becomes the new direction; b_dec starts at the data mean (not the
-geometric median). The TopK variant (Gao et al. 2024) keeps the k largest pre-activations (ReLU'd) and
-has no L1 term; their auxiliary dead-latent loss (AuxK) is not implemented.
+geometric median).
+
+Activations: "relu" (+ L1). "topk" (Gao et al. 2024) keeps the k largest pre-activations and ReLUs them, so
+a vector whose top-k holds values <= 0 has fewer than k active features: the L0 reached can fall far below k
+(their auxiliary dead-latent loss, AuxK, is not implemented). "topk_signed" keeps the k largest
+pre-activations whatever their sign (the k-sparse autoencoder of Makhzani & Frey 2014, whose codes are
+linear on the support): exactly k active features per vector, the L0 reached is k by construction, and the
+share of negative codes (`sae_metrics`' negative_share) says how much the ReLU would have cut. Neither has an
+L1 term.
 """
 
 from __future__ import annotations
@@ -44,7 +53,8 @@ from ..metrics import evaluate
 from ..models import model_device
 from ..progress import bar as progress_bar
 
-ACTIVATIONS = ("relu", "topk")
+ACTIVATIONS = ("relu", "topk", "topk_signed")
+TOPK = ("topk", "topk_signed")
 
 # ---------------------------------------------------------------------------------------------- the SAE
 
@@ -52,8 +62,8 @@ ACTIVATIONS = ("relu", "topk")
 @dataclass(frozen=True)
 class SAEConfig:
     expansion: float = 3.0  # features per input dimension: n_features = round(expansion * D)
-    activation: str = "relu"  # "relu" (+ L1 penalty) or "topk" (Gao et al. 2024: k largest, no L1)
-    k: int = 32  # active features per vector, topk only (unless k_per_dim is set)
+    activation: str = "relu"  # "relu" (+ L1), "topk" (Gao et al.: k largest, ReLU'd) or "topk_signed" (as is)
+    k: int = 32  # active features per vector, topk* only (unless k_per_dim is set)
     # topk: k = max(1, round(k_per_dim * D)) for a D-dimensional layer, so SAEs on layers of different
     # widths keep the same share of their (expansion * D) features active: matched sparsity across families
     k_per_dim: float | None = None
@@ -96,11 +106,12 @@ class SparseAutoencoder(nn.Module):
         self.register_buffer("scale", torch.tensor(1.0))
         self.activation, self.k = activation, k
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) in layer units -> (B, F) >= 0
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) layer units -> (B, F); topk_signed: signed
         pre = F.linear(x / self.scale - self.b_dec, self.W_enc, self.b_enc)
-        if self.activation == "topk":
+        if self.activation in TOPK:
             vals, idx = pre.topk(min(self.k, pre.shape[1]), dim=1)
-            return torch.zeros_like(pre).scatter(1, idx, F.relu(vals))
+            vals = F.relu(vals) if self.activation == "topk" else vals
+            return torch.zeros_like(pre).scatter(1, idx, vals)
         return F.relu(pre)
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, D) in layer units
@@ -130,9 +141,9 @@ def sae_loss(sae: SparseAutoencoder, x: torch.Tensor,
     mean_n sum_f h; also the parts (floats) and the codes h (B, F)."""
     h = sae.encode(x)
     mse = ((sae.decode(h) - x) / sae.scale).pow(2).mean()
-    l1 = h.sum(1).mean()  # h >= 0; the unit-norm columns make sum_f h_f ||d_f|| = sum_f h_f
+    l1 = h.abs().sum(1).mean()  # the unit-norm columns make sum_f |h_f| ||d_f|| = sum_f |h_f|
     coef = l1_coef if sae.activation == "relu" else 0.0
-    parts = {"mse": mse.item(), "l1": l1.item(), "l0": (h > 0).sum(1).float().mean().item()}
+    parts = {"mse": mse.item(), "l1": l1.item(), "l0": (h != 0).sum(1).float().mean().item()}
     return mse + coef * l1, parts, h
 
 
@@ -203,7 +214,7 @@ def fit_sae(acts: torch.Tensor, cfg: SAEConfig = ORIGINAL, sae: SparseAutoencode
         fired, sums, steps = torch.zeros(sae.b_enc.shape, dtype=torch.bool, device=x.device), {}, 0
         for index in torch.randperm(len(x), generator=gen).split(cfg.batch_size):
             loss, parts, h = sae_loss(sae, x[index], cfg.l1_coef)
-            fired |= (h > 0).any(0)
+            fired |= (h != 0).any(0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             project_decoder_grad(sae)
@@ -222,14 +233,14 @@ def fit_sae(acts: torch.Tensor, cfg: SAEConfig = ORIGINAL, sae: SparseAutoencode
 
 @torch.no_grad()
 def encode(sae: SparseAutoencoder, acts: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Feature activations (N, F) of acts (N, D), in batches, on acts' device."""
+    """Feature codes (N, F) of acts (N, D), in batches, on acts' device (>= 0 unless "topk_signed")."""
     device = sae.b_dec.device
     return torch.cat([sae.encode(b.float().to(device)).to(acts.device) for b in acts.split(batch_size)])
 
 
 def l0(h: torch.Tensor) -> float:
-    """Mean number of non-zero features per vector; h (N, F)."""
-    return (h > 0).sum(1).float().mean().item()
+    """Mean number of active (non-zero) features per vector; h (N, F)."""
+    return (h != 0).sum(1).float().mean().item()
 
 
 def fve(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -240,30 +251,46 @@ def fve(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 def dead_fraction(h: torch.Tensor) -> float:
     """Share of features that are zero on every vector; h (N, F)."""
-    return 1.0 - (h > 0).any(0).float().mean().item()
+    return 1.0 - (h != 0).any(0).float().mean().item()
+
+
+def negative_share(h: torch.Tensor) -> float:
+    """Share of the active codes that are negative (0 for ReLU codes); h (N, F)."""
+    active = (h != 0).sum().item()
+    return (h < 0).sum().item() / active if active else math.nan
 
 
 @torch.no_grad()
 def sae_metrics(sae: SparseAutoencoder, acts: torch.Tensor) -> dict[str, float]:
-    """L0, FVE and dead fraction of `sae` on acts (N, D), plus the feature count."""
+    """On acts (N, D): the feature count, k (NaN for relu), L0 reached, active share L0 / features, FVE, dead
+    and alive fractions, and the share of active codes that are negative."""
     h = encode(sae, acts)
     x_hat = torch.cat([sae.decode(b.to(sae.b_dec.device)).cpu() for b in h.split(4096)])
-    return {"features": h.shape[1], "l0": l0(h), "fve": fve(acts.cpu(), x_hat),
-            "dead_fraction": dead_fraction(h)}
+    dead = dead_fraction(h)
+    return {"features": h.shape[1], "k": sae.k if sae.activation in TOPK else math.nan, "l0": l0(h),
+            "active_share": l0(h) / h.shape[1], "fve": fve(acts.cpu(), x_hat), "dead_fraction": dead,
+            "alive_fraction": 1.0 - dead, "negative_share": negative_share(h)}
 
 
 @torch.no_grad()
 def splice_accuracy(model: nn.Module, layer: str, sae: SparseAutoencoder, ds: ImageSet,
                     n: int | None = None, batch_size: int = 256) -> dict[str, float]:
-    """Top-1 on the first n images of ds as is and with the layer's tensor replaced by the SAE's
-    reconstruction (same shape), and accuracy kept = spliced / original."""
+    """On the first n images of ds: top-1 and mean cross-entropy (nats) clean, with the layer's tensor
+    replaced by the SAE's reconstruction (same shape), and with it zeroed; accuracy kept = spliced / clean
+    top-1, ce_increase = spliced - clean CE, ce_recovered = (zeroed - spliced) / (zeroed - clean) CE."""
     loader = make_loader(ds.subset(min(n or len(ds), len(ds))), batch_size, train=False,
                          device=model_device(model))
-    top1 = evaluate(model, loader, amp=False)["top1"]
+    clean = evaluate(model, loader, amp=False)
     splice = lambda t: sae(t.flatten(1).float())[0].reshape(t.shape).to(t.dtype)
     with hooked(model, layer, splice):
-        spliced = evaluate(model, loader, amp=False)["top1"]
-    return {"top1": top1, "top1_spliced": spliced, "accuracy_kept": spliced / top1 if top1 > 0 else math.nan}
+        spliced = evaluate(model, loader, amp=False)
+    with hooked(model, layer, torch.zeros_like):
+        zeroed = evaluate(model, loader, amp=False)
+    top1, ce, ce_zero = clean["top1"], clean["loss"], zeroed["loss"]
+    return {"top1": top1, "top1_spliced": spliced["top1"],
+            "accuracy_kept": spliced["top1"] / top1 if top1 > 0 else math.nan,
+            "ce": ce, "ce_spliced": spliced["loss"], "ce_increase": spliced["loss"] - ce, "ce_zero": ce_zero,
+            "ce_recovered": (ce_zero - spliced["loss"]) / (ce_zero - ce) if ce_zero != ce else math.nan}
 
 
 @torch.no_grad()

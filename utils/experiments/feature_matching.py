@@ -72,9 +72,10 @@ def match_features(acts_a: torch.Tensor, acts_b: torch.Tensor, chunk: int = 1024
 
 def class_selectivity(h: torch.Tensor, labels: torch.Tensor, num_classes: int) -> pd.DataFrame:
     """Per feature (h (N, F)), the class it signals best, by Youden's J = sensitivity + specificity - 1 with
-    "fires" = h > 0: sensitivity = P(fires | class), specificity = P(silent | any other class).
-    Columns: feature, density (share of images it fires on), class_index, sensitivity, specificity, youden."""
-    fires = (h > 0).double()  # (N, F)
+    "fires" = active (h != 0; h > 0 for ReLU codes): sensitivity = P(fires | class), specificity = P(silent |
+    any other class). Columns: feature, density (share of images it fires on), class_index, sensitivity,
+    specificity, youden."""
+    fires = (h != 0).double()  # (N, F)
     onehot = F.one_hot(labels, num_classes).double()  # (N, K)
     per_class = onehot.sum(0).clamp_min(1)[:, None]  # (K, 1) images per class
     sens = onehot.T @ fires / per_class  # (K, F) P(fires | class k)
@@ -100,30 +101,36 @@ def compare_dictionaries(codes: dict[str, torch.Tensor], seed_codes: dict[str, t
     """Prediction 2's matchings on the same images. codes / seed_codes: model -> (N, F) codes of two SAEs
     (different seeds) on the trained model; random_codes: of an SAE on the untrained model. Every model pair
     (a, b), both directions: cross (a -> b), ceiling (a -> a's second seed), floor (a -> untrained b).
-    Returns (a row per comparison with match summary and the L0 of both dictionaries compared, a row per A
-    feature with its best r)."""
+    Returns (a row per comparison with match summary, the L0 of both dictionaries compared and their active
+    shares L0 / features, i.e. mean feature density; a row per A feature with its best r)."""
     ceilings = {a: match_features(codes[a], seed_codes[a]) for a in codes}
-    l0 = lambda h: (h > 0).sum(1).double().mean().item()  # active features per image
+    l0 = lambda h: (h != 0).sum(1).double().mean().item()  # active features per image
     rows, features = [], []
     for a, b in ((a, b) for a in codes for b in codes if a != b):
         for kind, m, target in (("cross", match_features(codes[a], codes[b]), codes[b]),
                                 ("ceiling", ceilings[a], seed_codes[a]),
                                 ("floor", match_features(codes[a], random_codes[b]), random_codes[b])):
             rows.append({"source": a, "target": b, "kind": kind, **m.summary(), "l0_source": l0(codes[a]),
-                         "l0_target": l0(target)})
+                         "l0_target": l0(target), "share_source": l0(codes[a]) / codes[a].shape[1],
+                         "share_target": l0(target) / target.shape[1]})
             features.append(pd.DataFrame({"source": a, "target": b, "kind": kind, "best_r": m.best.numpy()}))
     return pd.DataFrame(rows), pd.concat(features, ignore_index=True)
 
 
 def prediction2(table: pd.DataFrame, threshold: float = 0.5, stat: str = "mean") -> pd.DataFrame:
     """Per unordered pair, from compare_dictionaries' table: cross, ceiling and floor `stat` averaged over
-    both directions, the share of the floor-to-ceiling gap the cross-model value closes, and whether it
+    both directions, the sparsity compared at (mean L0 of the two dictionaries; each one's active share
+    L0 / features), the share of the floor-to-ceiling gap the cross-model value closes, and whether it
     reaches `threshold` (Prediction 2: both families learn similar features)."""
     t = table.assign(pair=[" - ".join(sorted(p)) for p in zip(table.source, table.target, strict=True)])
     wide = t.pivot_table(index="pair", columns="kind", values=stat, aggfunc="mean")
     out = wide[["cross", "ceiling", "floor"]].reset_index().rename_axis(columns=None)
     if "l0_source" in t:  # the sparsity the pair was compared at: mean L0 of its two dictionaries
         out = out.merge(t[t.kind == "cross"].groupby("pair").l0_source.mean().rename("l0").reset_index(),
+                        on="pair")
+    if "share_source" in t:  # and each dictionary's active share, smaller and larger of the two
+        share = t[t.kind == "cross"].groupby("pair").share_source
+        out = out.merge(pd.DataFrame({"share_min": share.min(), "share_max": share.max()}).reset_index(),
                         on="pair")
     gap = out.ceiling - out.floor
     out["gap_closed"] = np.where(gap > 0, (out.cross - out.floor) / gap.where(gap > 0, 1), np.nan)
