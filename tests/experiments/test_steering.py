@@ -150,6 +150,18 @@ def test_hooks_and_mode_are_restored_also_after_an_error():
         steering.steering_table(Toy(), "head:input", torch.tensor([1.0, 0.0]), [-6.0], toy_images(), 2)
 
 
+def test_features_are_chosen_and_steered_on_disjoint_halves():
+    for n in (0, 1, 7, 256, 2000):
+        choose, steer = steering.disjoint_halves(n, seed=0)
+        assert len(choose) == n // 2 and len(steer) == n - n // 2
+        assert not set(choose.tolist()) & set(steer.tolist())  # disjoint
+        assert sorted(choose.tolist() + steer.tolist()) == list(range(n))  # and together every image
+        assert (choose.diff() > 0).all() and (steer.diff() > 0).all()  # sorted
+    a, b = steering.disjoint_halves(2000, seed=0), steering.disjoint_halves(2000, seed=1)
+    assert torch.equal(a[0], steering.disjoint_halves(2000, seed=0)[0]) and not torch.equal(a[0], b[0])
+    assert 400 < (a[0] < 1000).sum() < 600  # a shuffle, not the first half (a folder may be sorted by class)
+
+
 # ---------------------------------------------------------------- the 09 notebook's figure and findings
 
 
@@ -168,7 +180,8 @@ def test_the_steering_figure_and_findings_read_the_saved_tables(tmp_path):
         rows.append({"model": "test_mlp", "layer": "head:input", "feature": f, "feature_class": own,
                      "majority_value": v, "majority": "never" if v is None else f"{v:g}",
                      "share_at_0": mine[mine.value == 0].share.item(), "max_share": mine.share.max(),
-                     "n_images": 5, "control_max_share": control[control.class_index == own].share.max(),
+                     "n_images": 5, "chosen_on": 6,
+                     "control_max_share": control[control.class_index == own].share.max(),
                      "control_majorities": int(steering.majority_value(control, own) is not None),
                      "n_control": 1})
     pd.concat(parts).to_csv(folder / "steering.csv", index=False)
@@ -177,6 +190,7 @@ def test_the_steering_figure_and_findings_read_the_saved_tables(tmp_path):
     assert plots.draw(folder, "steering.png").stat().st_size > 1000
     said = findings.features.steering_sentences(pd.read_csv(folder / "steering_majority.csv"), ["test_mlp"])
     assert said[0].startswith("Steering the 2 most class-selective features per model at head:input")
+    assert "5 test images, held out from the 6 that chose the features" in said[0]
     # feature 0 wins at v = 3 (positive); feature 1's class 3 (bias -100) never does; v = 0: class 0 holds
     # 0 of 5 (x0 removed, logits (0, b, 0, -100) pick class 1), class 3 holds 0
     # at its best (v = 6) e0 gives class 0 all 5 images, class 3 none: mean 0.5; the control e1 the same

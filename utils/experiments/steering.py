@@ -5,6 +5,7 @@ network predicts (notebook 09).
     classes = steer(net, "head:input", u, [-2, -1, 0, 1, 2], images, relative=True)   # (V, N) int64
     table = steering_table(net, "head:input", u, values, images, num_classes=10, relative=True)
     majority_value(table, target_class=3)                       # smallest |v| at which class 3 wins
+    choose, held_out = disjoint_halves(len(eval_images), seed=0)  # choose features on one, steer on the other
 
 The edit, per image (the layer's tensor flattened to x (D,), in the layer's own units):
 
@@ -22,6 +23,10 @@ column times the scale, renormalised, is the same direction in the layer's units
 Majority (majority_value): a class is the majority at v when its share of the images predicted as it is
 strictly above 0.5 (at most one class can be). Searched outward from v = 0 by |v|; at equal |v| the positive
 value comes first; `sign` restricts the search to one side.
+
+Held-out steering (disjoint_halves): the features to steer are chosen (by class selectivity) on one half of
+the evaluation images and steered on the other, so a feature's steering effect is not measured on the images
+that made it look class-selective.
 """
 
 from __future__ import annotations
@@ -39,6 +44,14 @@ from ..hooks import hooked
 from ..models import eval_mode, model_device
 
 SIGNS = ("both", "positive", "negative")
+
+
+def disjoint_halves(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Two disjoint halves of range(n) from a seeded permutation (int64, each sorted): the first n // 2 to
+    choose the features, the other n - n // 2 to steer them. Not the first and second half of the data: an
+    image folder can be sorted by class."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: n // 2].sort().values, perm[n // 2 :].sort().values
 
 
 def unit_direction(direction: Tensor) -> Tensor:
