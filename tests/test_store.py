@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import safetensors.torch
 import torch
 
 from utils import checkpoints, data, metrics, recipes, store, train
@@ -209,18 +210,18 @@ def same_weights(model, reference) -> bool:
     return all(torch.equal(a, reference[k]) for k, a in model.state_dict().items())
 
 
-def test_a_finished_run_with_unreadable_checkpoints_is_loaded_not_retrained(ck, monkeypatch):
+@pytest.mark.parametrize("broken", [("last.pt",), ("last.pt", "prev.pt")])
+def test_a_finished_run_with_unreadable_checkpoints_is_loaded_not_retrained(ck, monkeypatch, broken):
     _, weights, folder = finished(ck)
-    for name in ("last.pt", "prev.pt"):
-        if (folder / name).exists():
-            (folder / name).write_bytes(b"broken")
+    for name in broken:  # last.pt alone: prev.pt (epoch 1 of 2) must not be resumed from
+        (folder / name).write_bytes(b"broken")
+    finals = {name: (folder / name).read_bytes() for name in checkpoints.FINAL_FILES}
     calls = count_epochs(monkeypatch)
-    with pytest.warns(UserWarning, match="unreadable"):  # set aside by train.fit if it is ever reached
-        again = get()
-        train.fit(again, *train.make_loaders(*store.load_splits("smoke", "synthetic")[:2],
-                                              dataclasses.replace(RECIPE.train, checkpoint_dir=str(folder))),
-                  dataclasses.replace(RECIPE.train, checkpoint_dir=str(folder)))
-    assert calls == [] and same_weights(again, weights)  # never trained over the finished model
+    again = get()
+    cfg = dataclasses.replace(RECIPE.train, checkpoint_dir=str(folder))
+    hist = train.fit(again, *train.make_loaders(*store.load_splits("smoke", "synthetic")[:2], cfg), cfg)
+    assert calls == [] and same_weights(again, weights) and list(hist["epoch"]) == [1, 2]
+    assert {name: (folder / name).read_bytes() for name in finals} == finals  # never trained over
 
 
 @pytest.mark.parametrize("damage", ["corrupt weights", "corrupt card", "deleted weights"])
@@ -276,3 +277,70 @@ def test_two_processes_on_one_run_train_it_once(ck, data_root, tmp_path):
     assert any("another process is training this run" in out for out in outs)
     sums = {line for out in outs for line in out.splitlines() if line.startswith("sum ")}
     assert len(sums) == 1  # both have the same model
+
+
+# ------------------------------------------------------------ issue 28: stale, damaged and escaping runs
+
+
+def test_a_run_without_store_json_is_set_aside_not_served(ck, monkeypatch, capsys):
+    """A run trained by `utils.train --out` into the store's folder (here with another lr) has no key."""
+    cfg = dataclasses.replace(RECIPE.train, lr=1e-2, checkpoint_dir=str(ck / "test_mlp"))
+    splits = store.load_splits("smoke", "synthetic")
+    train.fit(store.build("test_mlp", splits.train.info, RECIPE), *train.make_loaders(*splits[:2], cfg), cfg)
+    calls = count_epochs(monkeypatch)
+    get()
+    assert calls == [0, 1]  # trained with the recipe's lr, not served the other run
+    assert "has no store.json, so its recipe and data cannot be checked" in capsys.readouterr().out
+    (old,) = ck.glob("test_mlp.replaced-*")
+    assert json.loads((old / "model.json").read_text())["train_config"]["lr"] == 1e-2  # kept, not deleted
+    assert json.loads((ck / "test_mlp" / "store.json").read_text())["train"]["lr"] == 3e-3
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"[1, 2]", b'{"model": "test_mlp", "train": 5}'])
+def test_a_store_json_of_other_bytes_or_shape_is_not_this_key(ck, monkeypatch, capsys, content):
+    finished(ck)
+    (ck / "test_mlp" / "store.json").write_bytes(content)
+    calls = count_epochs(monkeypatch)
+    get()
+    assert calls == [0, 1] and "has an unreadable store.json" in capsys.readouterr().out
+    (old,) = ck.glob("test_mlp.replaced-*")
+    assert (old / "store.json").read_bytes() == content
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"model": "test_mlp"}',
+                                     '{"model": "m", "model_config": 3, "train_config": {}, "epochs": 2}'])
+def test_a_model_json_of_another_shape_is_set_aside_and_rebuilt(ck, monkeypatch, content):
+    _, weights, folder = finished(ck)
+    (folder / "model.json").write_text(content)
+    calls = count_epochs(monkeypatch)
+    with pytest.warns(UserWarning, match=r"model.json is unreadable \(not a model card: no valid"):
+        again = get()
+    assert calls == [] and same_weights(again, weights)
+    assert (folder / "model.json.corrupt").read_text() == content
+    assert store.model_card("test_mlp", "synthetic", "smoke")["epochs"] == 2
+
+
+@pytest.mark.parametrize("cut", ["one row of two", "mid-row"])
+def test_a_half_written_history_is_set_aside_and_rebuilt(ck, monkeypatch, cut):
+    _, weights, folder = finished(ck)
+    text = (folder / "history.csv").read_text()
+    short = "".join(text.splitlines(keepends=True)[:2]) if cut == "one row of two" else text.rsplit(",", 3)[0]
+    (folder / "history.csv").write_text(short)
+    calls = count_epochs(monkeypatch)
+    with pytest.warns(UserWarning, match=r"history.csv is unreadable \(cut short: 1 complete rows of the "
+                                         r"card's 2 epochs"):
+        again = get()
+    assert calls == [] and same_weights(again, weights)
+    assert list(store.history("test_mlp", "synthetic", "smoke")["epoch"]) == [1, 2]
+    assert (folder / "history.csv.corrupt").read_text() == short
+
+
+def test_weights_full_of_nan_are_not_served(ck, monkeypatch):
+    _, weights, folder = finished(ck)
+    nan = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in weights.items()}
+    safetensors.torch.save_file(nan, str(folder / "model.safetensors"))
+    calls = count_epochs(monkeypatch)
+    with pytest.warns(UserWarning, match=r"model.safetensors is unreadable \(NaN or inf in \d+ tensors"):
+        again = get()
+    assert calls == [] and same_weights(again, weights)  # rebuilt from last.pt
+    assert torch.isnan(safetensors.torch.load_file(folder / "model.safetensors.corrupt")["head.weight"]).all()

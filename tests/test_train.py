@@ -351,3 +351,20 @@ def test_a_field_added_later_at_its_default_does_not_invalidate_stored_runs(synt
     assert len(again) == cfg.epochs  # resumed as finished, not refused
     assert train.comparable({**train.resume_config(cfg), "backbone_lr_scale": 1.0}) == train.comparable(
         {k: v for k, v in train.resume_config(cfg).items() if k != "backbone_lr_scale"})
+
+
+# ---------------------------------------------------------------- issue 28: accepted silently, full disks
+
+
+def test_a_full_disk_during_a_checkpoint_write_says_so(synth, build, tmp_path, monkeypatch):
+    def full(obj, f, *a, **kw):  # what torch's writer says when the disk fills up under it
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(torch, "save", full)
+    cfg = TrainConfig(epochs=1, batch_size=64, progress=False, checkpoint_dir=str(tmp_path / "run"))
+    with pytest.raises(OSError, match=r"^could not write .*run/last.pt \(RuntimeError: basic_ios::clear: "
+                                      r"iostream error\); [0-9.]+ [MG]B free on that disk: if it is full, "
+                                      r"free space") as err:
+        train.fit(build("test_mlp", synth[0]), *train.make_loaders(synth[0], None, cfg), cfg)
+    assert "\n" not in str(err.value) and not (tmp_path / "run" / "last.pt").exists()
+    assert list((tmp_path / "run").iterdir()) == []  # no temp file left behind

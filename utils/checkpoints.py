@@ -17,15 +17,16 @@ import fcntl
 import json
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import safetensors.torch
 import torch
+from safetensors import SafetensorError
 
-from .files import atomic_write, remove_stale_temps, save_json
+from .files import atomic_write, remove_stale_temps, write_failed
 
 FINAL_FILES = ("model.safetensors", "history.csv", "model.json")
 _HELD: dict[str, int] = {}  # lock path -> depth, so one process may re-enter its own lock
@@ -98,12 +99,26 @@ def tidy(folder: Path) -> None:
         remove_stale_temps(Path(folder) / name)
 
 
+def write(path: Path, write_to: Callable[[Path], object]) -> None:
+    """atomic_write; a failed write (a full disk: OSError, or torch's `basic_ios::clear` RuntimeError) is an
+    OSError naming the file and the space left, and the previous file stays as it was."""
+    try:
+        atomic_write(path, write_to)
+    except (OSError, RuntimeError, SafetensorError) as err:
+        raise write_failed(path, err) from err
+
+
+def _torch_save(obj, path: Path) -> None:
+    with open(path, "wb") as f:  # through Python: a full disk is OSError ENOSPC, not torch's basic_ios
+        torch.save(obj, f)
+
+
 def save_state(folder: Path, state: dict) -> None:
     """`last.pt`: everything a resumption needs; the previous one is kept as `prev.pt`."""
     last = folder / "last.pt"
     if last.exists():
         last.replace(folder / "prev.pt")
-    atomic_write(last, lambda p: torch.save(state, p))
+    write(last, lambda p: _torch_save(state, p))
 
 
 def load_state(folder: Path) -> dict | None:
@@ -126,45 +141,89 @@ def has_final(folder: Path) -> bool:
 def write_final(folder: Path, weights: dict[str, torch.Tensor], history: list[dict], card: dict) -> None:
     """model.safetensors (weights), history.csv, model.json (the model card), each atomically."""
     weights = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
-    atomic_write(folder / "model.safetensors", lambda p: safetensors.torch.save_file(weights, str(p)))
-    atomic_write(folder / "history.csv", lambda p: pd.DataFrame(history).to_csv(p, index=False))
-    save_json(card, folder / "model.json")
+    write(folder / "model.safetensors", lambda p: safetensors.torch.save_file(weights, str(p)))
+    write(folder / "history.csv", lambda p: pd.DataFrame(history).to_csv(p, index=False))
+    write_json(card, folder / "model.json")
+
+
+def write_json(obj, path: Path) -> None:
+    write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+class Unreadable(ValueError):
+    """A final file that cannot be used: its path, why (`reason`) and what to do, in one line."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path} is unreadable ({reason}); {_FIX}")
+        self.reason = reason
 
 
 _FIX = ("delete it and rerun: it is rebuilt from last.pt when that holds the finished run, otherwise the "
         "run is trained again")
 
 
+CARD_KEYS = {"model": str, "model_config": (dict, type(None)), "train_config": dict, "epochs": int}
+# what reading a card relies on (rebuilding the model, checking the config, the history's length)
+
+
 def read_card(folder: Path) -> dict:
-    """model.json; an unreadable one is a ValueError naming it and what to do."""
+    """model.json; an unreadable one, or one that is not a model card (another JSON shape), is a ValueError
+    naming it and what to do."""
     path = Path(folder) / "model.json"
     try:
-        return json.loads(path.read_text())
+        card = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is unreadable ({type(err).__name__}: {err}); {_FIX}") from err
+        raise Unreadable(path, f"{type(err).__name__}: {err}") from err
+    wrong = [k for k, kind in CARD_KEYS.items()
+             if not isinstance(card, dict) or not isinstance(card.get(k), kind)]
+    if wrong:
+        raise Unreadable(path, f"not a model card: no valid {', '.join(wrong)}")
+    return card
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """model.safetensors; an unreadable one is a ValueError naming it and what to do."""
     path = Path(folder) / "model.safetensors"
     try:
-        return safetensors.torch.load_file(str(path), device="cpu")
+        weights = safetensors.torch.load_file(str(path), device="cpu")
     except Exception as err:  # SafetensorError, OSError, ...
-        raise ValueError(f"{path} is unreadable ({type(err).__name__}: {err}); {_FIX}") from err
+        raise Unreadable(path, f"{type(err).__name__}: {err}") from err
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:  # a diverged run's weights: a model that answers NaN is no model to serve
+        raise Unreadable(path, f"NaN or inf in {len(bad)} tensors, e.g. {bad[0]}")
+    return weights
 
 
-def read_history(folder: Path) -> list[dict]:
-    return pd.read_csv(Path(folder) / "history.csv").to_dict("records")
+def read_history(folder: Path, epochs: int | None = None) -> list[dict]:
+    """history.csv (one row per epoch); one cut short (a half-copied file: fewer rows than `epochs`, the
+    card's, or a row missing values) or unreadable is a ValueError naming it and what to do."""
+    path = Path(folder) / "history.csv"
+    try:
+        hist = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise Unreadable(path, f"{type(err).__name__}: {err}") from err
+    rows = list(hist["epoch"]) if "epoch" in hist else None
+    if rows != list(range(1, len(hist) + 1)) or hist.isna().any().any() or epochs not in (None, len(hist)):
+        rows_of = f" of the card's {epochs} epochs" if epochs else ""
+        raise Unreadable(path, f"cut short: {len(hist.dropna())} complete rows{rows_of}")
+    return hist.to_dict("records")
 
 
-def unreadable_finals(folder: Path) -> list[str]:
-    """The final files that exist but cannot be read."""
-    bad = []
-    for name, read in (("model.json", read_card), ("model.safetensors", read_weights)):
-        if (Path(folder) / name).exists():
-            try:
-                read(folder)
-            except ValueError:
-                bad.append(name)
+def unreadable_finals(folder: Path) -> dict[str, str]:
+    """The final files that exist but cannot be used, with why (history.csv: or shorter than the card)."""
+    folder, bad = Path(folder), {}
+    card = _readable(read_card, folder, "model.json", bad)
+    _readable(read_weights, folder, "model.safetensors", bad)
+    _readable(lambda f: read_history(f, card and card["epochs"]), folder, "history.csv", bad)
     return bad
 
+
+def _readable(read: Callable[[Path], object], folder: Path, name: str, bad: dict[str, str]):
+    """read(folder) when `name` exists and can be used; else None (and `name`'s reason in `bad`)."""
+    if not (folder / name).exists():
+        return None
+    try:
+        return read(folder)
+    except Unreadable as err:
+        bad[name] = err.reason
+        return None

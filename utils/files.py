@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,6 +74,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def free_space(path: str | Path) -> str:
+    """The space left on the disk holding `path` (its nearest existing folder), e.g. "1.2 GB"."""
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    return f"{free / 1e9:.1f} GB" if free >= 1e8 else f"{free / 1e6:.1f} MB"
+
+
+def write_failed(path: str | Path, err: BaseException) -> OSError:
+    """A one-line OSError for a failed write of `path`: the cause and the free space left there (torch's
+    writer on a full disk says only `basic_ios::clear` or `file write failed`)."""
+    cause = (str(err).strip().splitlines() or [""])[0][:200]
+    return OSError(f"could not write {path} ({type(err).__name__}: {cause}); {free_space(path)} free on "
+                   "that disk: if it is full, free space (or move the folder to a bigger disk) and rerun")
 
 
 def save_json(obj, path: str | Path) -> Path:

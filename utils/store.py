@@ -31,7 +31,7 @@ import pandas as pd
 import torch.nn as nn
 
 from . import checkpoints, data, distributed, models, train
-from .files import checkpoints_root, save_json
+from .files import checkpoints_root
 from .profiles import Profile, get_profile
 from .recipes import Recipe, get_recipe
 
@@ -150,19 +150,34 @@ def is_stored(run: str, dataset: str, profile: str) -> bool:
     return checkpoints.has_final(run_dir(run, dataset, profile))
 
 
-def _set_aside_if_changed(folder: Path, key: dict) -> None:
-    stored = folder / "store.json"
-    if not stored.exists():
-        return
+RUN_FILES = ("last.pt", "prev.pt", *checkpoints.FINAL_FILES)  # a folder with any of these holds a run
+
+
+def read_key(path: Path) -> dict | None:
+    """store.json's key; None when it is missing, unreadable (bytes, JSON) or of another shape: such a key is
+    not this key."""
     try:
-        same = _same(json.loads(stored.read_text()), key)
-    except json.JSONDecodeError:
-        same = False  # an unreadable key is not this key
-    if not same:
-        moved = folder.with_name(f"{folder.name}.replaced-{datetime.now(UTC):%Y%m%dT%H%M%S}")
-        folder.rename(moved)
-        print(f"{folder.name}: the stored run was trained with another recipe or other data; moved to "
-              f"{moved}, training anew")
+        key = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return key if isinstance(key, dict) and isinstance(key.get("train") or {}, dict) else None
+
+
+def _set_aside_if_changed(folder: Path, key: dict) -> None:
+    """Move a run that was not stored under `key` to `<run>.replaced-<time>/` (never deleted). A run without
+    store.json (trained by `utils.train --out` into this folder, or copied in) is one: what it was trained
+    with cannot be checked."""
+    if not any((folder / name).exists() for name in RUN_FILES):
+        return
+    stored = read_key(folder / "store.json")
+    if stored is not None and _same(stored, key):
+        return
+    why = ("was trained with another recipe or other data" if stored is not None
+           else "has an unreadable store.json" if (folder / "store.json").exists()
+           else "has no store.json, so its recipe and data cannot be checked")
+    moved = folder.with_name(f"{folder.name}.replaced-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+    folder.rename(moved)
+    print(f"{folder.name}: the stored run {why}; moved to {moved}, training anew")
 
 
 def _stored(folder: Path, key: dict) -> tuple[dict, dict] | None:
@@ -173,8 +188,8 @@ def _stored(folder: Path, key: dict) -> tuple[dict, dict] | None:
     if not checkpoints.has_final(folder):
         return None
     bad = checkpoints.unreadable_finals(folder)
-    for name in bad:
-        checkpoints.set_aside(folder / name, "unreadable; rebuilding")
+    for name, why in bad.items():
+        checkpoints.set_aside(folder / name, f"{why}; rebuilding it")
     if bad:
         return None
     return checkpoints.read_card(folder), checkpoints.read_weights(folder)
@@ -188,7 +203,7 @@ def _built(run: str, card: dict, weights: dict, device: str) -> nn.Module:
 
 def _write_key(folder: Path, key: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    save_json(key, folder / "store.json")
+    checkpoints.write_json(key, folder / "store.json")
 
 
 def get_or_train(
@@ -267,7 +282,7 @@ def resolve(run: str, dataset: str | None = None, profile: str | Profile | None 
 def history(run: str, dataset: str | None = None, profile: str | Profile | None = None) -> pd.DataFrame:
     """Per-epoch history of a finished stored run (val_* columns: the validation split)."""
     p = get_profile(profile)
-    return pd.read_csv(run_dir(run, dataset or p.dataset, p.name) / "history.csv")
+    return pd.DataFrame(checkpoints.read_history(run_dir(run, dataset or p.dataset, p.name)))
 
 
 def model_card(run: str, dataset: str | None = None, profile: str | Profile | None = None) -> dict:
@@ -322,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
             get_or_train(run, args.dataset, args.profile)
         if distributed.is_main():
             print(summarize(args.runs, args.dataset, args.profile).to_string(index=False))
-    except (ValueError, FileNotFoundError, KeyError, checkpoints.RunBusy) as err:
+    except (ValueError, OSError, KeyError, FloatingPointError, checkpoints.RunBusy) as err:
         raise SystemExit(f"error: {err}") from None
     finally:
         distributed.shutdown()

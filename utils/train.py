@@ -364,20 +364,22 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, test_loade
 
 def _tidy(folder: Path) -> None:
     checkpoints.tidy(folder)
-    for name in checkpoints.unreadable_finals(folder):
-        checkpoints.set_aside(folder / name, "see the error above")
+    for name, why in checkpoints.unreadable_finals(folder).items():
+        checkpoints.set_aside(folder / name, why)
 
 
 def _saved(folder: Path, cfg: TrainConfig, data: dict) -> tuple[dict | None, tuple | None]:
-    """(the state to resume from, or None; (weights, history) of a finished run whose checkpoints are gone, or
-    None), after checking that they were made with this config on this data."""
-    state = checkpoints.load_state(folder)
-    if state is None and checkpoints.has_final(folder):  # a finished run whose checkpoints are gone
+    """(the state to resume from, or None; (weights, history) of a finished run, or None), after checking
+    that they were made with this config on this data. A finished run is read from its final files alone,
+    whatever state its checkpoints are in (an unreadable last.pt must not resume from prev.pt and train
+    over the finished model)."""
+    if checkpoints.has_final(folder):  # _tidy has set unreadable final files aside
         card = checkpoints.read_card(folder)
         saved = {k: v for k, v in card["train_config"].items() if k not in _NOT_RESUME_RELEVANT}
         check_same(saved, resume_config(cfg), "training config", folder, resume_config(TrainConfig()))
         check_same(card.get("data"), data, "data", folder)
-        return None, (checkpoints.read_weights(folder), checkpoints.read_history(folder))
+        return None, (checkpoints.read_weights(folder), checkpoints.read_history(folder, card["epochs"]))
+    state = checkpoints.load_state(folder)
     if state is not None:
         check_same(state["config"], resume_config(cfg), "training config", folder,
                    resume_config(TrainConfig()))
@@ -519,7 +521,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, device: str
         loaders = make_loaders(train_ds, val_ds, cfg, device=device, backend=args.backend)
         test = make_loader(test_ds, cfg.eval_batch_size, train=False, device=device, backend=args.backend)
         history = fit(model, *loaders, cfg, test_loader=test)
-    except (ValueError, TypeError, checkpoints.RunBusy) as err:
+    except (ValueError, TypeError, OSError, FloatingPointError, checkpoints.RunBusy) as err:
         raise SystemExit(f"error: {err}") from None
     if not distributed.is_main():
         return
