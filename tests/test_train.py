@@ -356,6 +356,48 @@ def test_a_field_added_later_at_its_default_does_not_invalidate_stored_runs(synt
 # ---------------------------------------------------------------- issue 28: accepted silently, full disks
 
 
+def test_lr_and_grad_clip_that_cannot_train_are_refused(synth, build):
+    for bad in (dict(lr=-1e-3), dict(lr=float("nan")), dict(grad_clip=0.0), dict(grad_clip=-1.0)):
+        with pytest.raises(ValueError, match=r"^(lr must be a positive number|grad_clip must be None \(no "
+                                             r"clipping\) or a positive gradient norm).*; got"):
+            TrainConfig(**bad)
+    assert TrainConfig(grad_clip=None).grad_clip is None and TrainConfig(grad_clip=1.0).grad_clip == 1.0
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.0, progress=False)
+    with pytest.raises(ValueError, match="lr=0 trains nothing"):
+        train.fit(build("test_mlp", synth[0]), *train.make_loaders(synth[0], None, cfg), cfg)
+
+
+def test_a_diverged_run_stops_names_its_epoch_and_keeps_its_last_good_checkpoint(synth, build, tmp_path,
+                                                                                   monkeypatch):
+    """The last step's update breaks the weights after a finite loss: caught before the epoch is saved."""
+    real = train.train_epoch
+
+    def breaks_in_epoch_2(model, *a):
+        row = real(model, *a)
+        if a[-1] == 1:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("inf"))
+        return row
+
+    monkeypatch.setattr(train, "train_epoch", breaks_in_epoch_2)
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=1e-3, progress=False, checkpoint_dir=str(tmp_path / "run"))
+    with pytest.raises(FloatingPointError, match=r"^run: the run diverged in epoch 2 \(train_loss [0-9.]+, "
+                                                 r"val_loss nan; weights finite: False\): lower the lr .*"
+                                                 r"last.pt keeps epoch 1$"):
+        train.fit(build("test_mlp", synth[0]), *train.make_loaders(*synth, cfg), cfg)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
+    assert not any((tmp_path / "run" / name).exists() for name in ("model.json", "model.safetensors"))
+
+
+def test_a_nonfinite_loss_names_the_run_and_saves_nothing(synth, build, tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=1e30, optimizer="sgd", schedule="constant", progress=False,
+                      checkpoint_dir=str(tmp_path / "lr1e30"))
+    with pytest.raises(FloatingPointError, match=r"^lr1e30: loss became nan at epoch 1, .*; nothing was "
+                                                 r"saved$"):
+        train.fit(build("test_mlp", synth[0]), *train.make_loaders(synth[0], None, cfg), cfg)
+    assert sorted(p.name for p in (tmp_path / "lr1e30").iterdir()) == []
+
+
 def test_a_full_disk_during_a_checkpoint_write_says_so(synth, build, tmp_path, monkeypatch):
     def full(obj, f, *a, **kw):  # what torch's writer says when the disk fills up under it
         raise RuntimeError("basic_ios::clear: iostream error")

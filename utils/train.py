@@ -93,6 +93,11 @@ class TrainConfig:
         if self.adversarial not in (None, "fgsm", "pgd") or (self.adversarial and self.adv_eps <= 0):
             raise ValueError(f"adversarial must be None, 'fgsm' or 'pgd' with adv_eps > 0; got "
                              f"{self.adversarial!r}, adv_eps={self.adv_eps}")
+        if not self.lr >= 0 or not math.isfinite(self.lr):  # lr 0: refused by fit (measurements use it)
+            raise ValueError(f"lr must be a positive number (the peak learning rate); got lr={self.lr}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be None (no clipping) or a positive gradient norm; got "
+                             f"grad_clip={self.grad_clip}")
         if self.epochs < 1 or not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(
                 f"need epochs >= 1 and 0 <= warmup_epochs < epochs; got epochs={self.epochs}, "
@@ -270,6 +275,31 @@ def check_finite(total_loss: float, epoch: int, first: int, last: int) -> None:
         )
 
 
+def all_finite(model: nn.Module) -> bool:
+    """Every floating-point parameter and buffer is finite (one device sync)."""
+    flags = [torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def check_diverged(model: nn.Module, row: dict, name: str, kept: str = "") -> None:
+    """FloatingPointError naming the run and epoch when an epoch ended with NaN or inf weights or losses
+    (the last step's update can break the weights after a finite loss), before the epoch is saved."""
+    losses = {k: row[k] for k in ("train_loss", "val_loss") if k in row}
+    if all(math.isfinite(v) for v in losses.values()) and all_finite(model):
+        return
+    what = ", ".join(f"{k} {v}" for k, v in losses.items())
+    raise FloatingPointError(f"{name}: the run diverged in epoch {row['epoch']} ({what}; weights finite: "
+                             f"{all_finite(model)}): lower the lr (or set grad_clip){kept}")
+
+
+def _kept(folder: Path | None, epoch: int) -> str:
+    """What a diverged run leaves: its last good checkpoint, never a finished model."""
+    if folder is None:
+        return ""
+    return f"; not saved as finished, {folder / 'last.pt'} keeps epoch {epoch}" if epoch else \
+        "; nothing was saved"
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -348,6 +378,8 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, test_loade
     distributed.setup(getattr(train_loader, "device", "cpu"))
     distributed.check_sharded(train_loader)
     model.to(getattr(train_loader, "device", model_device(model)))
+    if cfg.lr == 0:  # a run that trains nothing must not be saved as a trained model
+        raise ValueError("lr=0 trains nothing; give fit a positive lr")
     if len(train_loader) == 0:
         n = getattr(train_loader, "num_samples", "the")
         raise ValueError(f"no training batch: batch_size {cfg.batch_size} is larger than the {n} "
@@ -397,6 +429,8 @@ def _fit_in(folder: Path, model, train_loader, val_loader, cfg: TrainConfig, tes
     history, start = ([], 0) if state is None else (state["history"], state["epoch"])
     history, trained = _train(model, train_loader, val_loader, cfg, folder, history, start, state)
     if trained or not distributed.on_main(checkpoints.has_final, folder):
+        for row in history:  # e.g. rebuilding the final files from a last.pt of a run that diverged
+            check_diverged(model, row, folder.name, "; not saved as finished: train it again")
         test = evaluate(model, test_loader, cfg.amp) if test_loader is not None else None
         distributed.on_main(lambda: checkpoints.write_final(folder, model.state_dict(), history,
                                                             model_card(model, history, cfg, data, test)))
@@ -443,11 +477,15 @@ def _train(model, train_loader, val_loader, cfg: TrainConfig, folder: Path | Non
             train_forward = distributed.wrap(model)
             train_forward = torch.compile(train_forward) if cfg.compile else train_forward
         for epoch in range(start, cfg.epochs):
-            row = {"epoch": epoch + 1,
-                   **train_epoch(model, train_forward, train_loader, optimizer, scheduler, cfg, epoch)}
+            try:
+                row = {"epoch": epoch + 1,
+                       **train_epoch(model, train_forward, train_loader, optimizer, scheduler, cfg, epoch)}
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{name}: {err}{_kept(folder, epoch)}") from None
             distributed.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank (CPU: per-rank BN)
             if val_loader is not None:
                 row.update({f"val_{k}": v for k, v in evaluate(forward, val_loader, cfg.amp).items()})
+            check_diverged(model, row, name, _kept(folder, epoch))
             history.append(row)
             if loud:
                 val = f", val top-1 {row['val_top1']:.4f}" if "val_top1" in row else ""
