@@ -344,3 +344,14 @@ def test_weights_full_of_nan_are_not_served(ck, monkeypatch):
         again = get()
     assert calls == [] and same_weights(again, weights)  # rebuilt from last.pt
     assert torch.isnan(safetensors.torch.load_file(folder / "model.safetensors.corrupt")["head.weight"]).all()
+
+
+@pytest.mark.parametrize("run, dataset", [("test_mlp@v/../../../../escaped", "synthetic"),
+                                          ("..", "synthetic"), ("test_mlp", "../../escaped"),
+                                          ("a\\b", "synthetic"), ("", "synthetic")])
+def test_run_and_dataset_names_cannot_escape_the_checkpoints_root(ck, tmp_path, run, dataset):
+    with pytest.raises(ValueError, match=r"name .* is not a plain folder name: any characters but '/', "
+                                         r"'\\', '\.\.' and NUL"):
+        store.get_or_train(run, dataset, "smoke", recipe=RECIPE, progress=False)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "ck").exists()  # nothing written
+    assert store.run_dir("test_mlp@lr3e-4", "fashion-mnist[0-4]", "quick").name == "test_mlp@lr3e-4"

@@ -76,14 +76,29 @@ def load_splits(profile: str | Profile, dataset: str | None = None, recipe: Reci
 
 
 def run_dir(run: str, dataset: str, profile: str) -> Path:
-    return checkpoints_root() / profile / dataset / run
+    """`<checkpoints>/<profile>/<dataset>/<run>/`; each part one plain folder name (nothing escapes the
+    checkpoints root)."""
+    return checkpoints_root() / folder_name(profile, "profile") / folder_name(dataset, "dataset") / \
+        folder_name(run, "run")
+
+
+def folder_name(name: str, what: str = "run") -> str:
+    """`name` when it is one plain folder name, else a ValueError saying what is allowed (a run name with
+    '/..' would write outside the checkpoints root)."""
+    if not isinstance(name, str) or name in ("", ".") or any(c in name for c in ("/", "\\", "..", "\0")):
+        raise ValueError(f"{what} name {name!r} is not a plain folder name: any characters but '/', '\\', "
+                         "'..' and NUL, e.g. 'mlp_b12_wi1024@in21k', 'fashion-mnist[0-4]'")
+    return name
 
 
 def source_dir(recipe: Recipe, profile: str) -> Path | None:
     """The stored run a recipe starts from (recipe.init_from = "<dataset>/<run>"), or None."""
     if recipe.init_from is None:
         return None
-    folder = checkpoints_root() / profile / recipe.init_from
+    dataset, sep, run = recipe.init_from.partition("/")
+    if not sep:
+        raise ValueError(f"init_from={recipe.init_from!r}: give the stored run as '<dataset>/<run>'")
+    folder = run_dir(run, dataset, profile)
     if not checkpoints.has_final(folder):
         raise FileNotFoundError(f"init_from={recipe.init_from!r}: no finished run in {folder}; "
                                 "train it first")
@@ -228,10 +243,11 @@ def get_or_train(
     the same model."""
     p = get_profile(profile)
     dataset, recipe = dataset or p.dataset, recipe or get_recipe(run, p.name)
+    folder = run_dir(run, dataset, p.name)  # first: a name that escapes the checkpoints root is an error
     device = distributed.setup(device or p.device)  # under torchrun: the process group; cuda:LOCAL_RANK
     splits = splits or load_splits(p, dataset, recipe)
     source = source_dir(recipe, p.name)
-    folder, key = run_dir(run, dataset, p.name), store_key(run, recipe, splits, source)
+    key = store_key(run, recipe, splits, source)
     with distributed.main_lock(folder):
         if (stored := distributed.on_main(_stored, folder, key)) is not None:  # rank 0 reads; a copy for all
             return _built(run, *stored, device)
