@@ -59,14 +59,15 @@ def _dictionaries(folder: Path) -> list[str]:
         return family_list(trained[column].reindex(models).to_dict(), digits)
 
     if "ce_increase" in trained:  # SAEBench's core metrics at the sparsity reached (older tables: without)
-        out.append(f"At matched sparsity (L0 reached {per('l0', 1)} of k {per('k', 0)}; active share "
+        reached = _and([f"{m} {trained.l0[m]:.1f} of {trained.k[m]:.0f}" for m in models])
+        out.append(f"At matched sparsity (L0 reached {reached} active features; active share "
                    f"{per('active_share', 4)}) the SAEs explain {per('fve')} of the variance with "
-                   f"{per('alive_fraction')} of their features alive; spliced in, they raise the cross-entropy "
-                   f"by {per('ce_increase')} nats (recovering {per('ce_recovered')} of the zero-ablation's "
-                   f"increase) and keep {per('accuracy_kept')} of the accuracy.")
+                   f"{per('alive_fraction')} of their features alive; spliced in, they raise the "
+                   f"cross-entropy by {per('ce_increase')} nats (recovering {per('ce_recovered')} of the "
+                   f"zero-ablation's increase) and keep {per('accuracy_kept')} of the accuracy.")
     else:
-        out.append(f"At matched sparsity (L0 {per('l0', 1)} active features) the SAEs explain {per('fve')} of "
-                   f"the variance and keep {per('accuracy_kept')} of the accuracy when spliced in.")
+        out.append(f"At matched sparsity (L0 {per('l0', 1)} active features) the SAEs explain {per('fve')} "
+                   f"of the variance and keep {per('accuracy_kept')} of the accuracy when spliced in.")
     if (Path(folder) / "sae_sweep.csv").exists():
         out += sweep_sentences(_csv(folder, "sae_sweep.csv"), models)
     for v in _csv(folder, "prediction2.csv").itertuples():
@@ -78,23 +79,25 @@ def _dictionaries(folder: Path) -> list[str]:
     return out
 
 
+def _and(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def sweep_sentences(sweep, models: list[str]) -> list[str]:
     """What Gao et al.'s ReLU'd TopK reached at the main k, and the FVE range over the sparsity sweep."""
-    out = []
-    relu = sweep[sweep.activation == "topk"].set_index("model").reindex([m for m in models
-                                                                        if m in set(sweep.model)]).dropna(
-        subset=["l0"])
+    out, models = [], [m for m in models if m in set(sweep.model)]
+    relu = sweep[sweep.activation == "topk"].set_index("model").reindex(models).dropna(subset=["l0"])
     if len(relu):
         out.append("With the ReLU after the top-k (Gao et al.'s TopK) at the same k, the SAEs reach L0 "
-                   + family_list({m: r.l0 for m, r in relu.iterrows()}, 1) + " of k "
-                   + family_list(relu.k.to_dict(), 0) + ".")
+                   + _and([f"{m} {r.l0:.1f} of {r.k:.0f}" for m, r in relu.iterrows()]) + ".")
     signed = sweep[sweep.activation == "topk_signed"]
-    if signed.setting.nunique() > 1:
-        span = {m: g.sort_values("l0") for m, g in signed.groupby("model")}
-        out.append("Over the sparsity sweep (" + ", ".join(
-            f"{m}: L0 {_f(g.l0.iloc[0], 0)}-{_f(g.l0.iloc[-1], 0)}, FVE {_f(g.fve.iloc[0])}-{_f(g.fve.iloc[-1])}, "
-            f"CE increase {_f(g.ce_increase.iloc[0])}-{_f(g.ce_increase.iloc[-1])}"
-            for m, g in ((m, span[m]) for m in models if m in span)) + ").")
+    if signed.setting.nunique() > 1:  # sparsest and densest SAE of each model
+        ends = {m: signed[signed.model == m].sort_values("l0").iloc[[0, -1]] for m in models
+                if (signed.model == m).any()}
+        out.append("Over the sparsity sweep, from the sparsest to the densest SAE: " + "; ".join(
+            f"{m} L0 {_f(g.l0.iloc[0], 0)} -> {_f(g.l0.iloc[1], 0)}, FVE {_f(g.fve.iloc[0])} -> "
+            f"{_f(g.fve.iloc[1])}, CE increase {_f(g.ce_increase.iloc[0])} -> {_f(g.ce_increase.iloc[1])}"
+            for m, g in ends.items()) + ".")
     return out
 
 

@@ -116,7 +116,10 @@ def _inversion(t, cfg):
 
 
 def sae_training(histories: pd.DataFrame) -> plt.Figure:
-    """MSE, L0 and dead fraction per epoch of every SAE (trained networks solid, untrained dotted)."""
+    """MSE, L0 and dead fraction per epoch of every main SAE (trained networks solid, untrained dotted); the
+    sweep's SAEs (setting other than "main") are left to sae_sweep."""
+    if "setting" in histories:
+        histories = histories[histories.setting == "main"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
     seeds = sorted(histories.seed.unique())
     for (name, kind, seed), h in histories.groupby(["model", "network", "seed"], sort=False):
@@ -130,6 +133,28 @@ def sae_training(histories: pd.DataFrame) -> plt.Figure:
         integer_axis(ax)
     axes[0].set_yscale("log")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1, 0.5), fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def sae_sweep(sweep: pd.DataFrame, models: list[str]) -> plt.Figure:
+    """SAEBench's core metrics against the active share L0 / features (log), one line per model over its
+    "topk_signed" SAEs (the main one ringed), Gao et al.'s ReLU'd "topk" as crosses at the share it reached;
+    panels: FVE, alive fraction, CE increase when spliced in (nats), L0 reached / k."""
+    panels = [("fve", "fraction of variance explained"), ("alive_fraction", "fraction of features alive"),
+              ("ce_increase", "CE increase spliced in (nats)"), ("l0_of_k", "L0 reached / k")]
+    sweep = sweep.assign(l0_of_k=sweep.l0 / sweep.k)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.3))
+    for name in models:
+        m = sweep[sweep.model == name]
+        signed, relu = m[m.activation == "topk_signed"].sort_values("active_share"), m[m.activation == "topk"]
+        main = m[m.setting == "main"]
+        for ax, (col, title) in zip(axes, panels, strict=True):
+            ax.plot(signed.active_share, signed[col], "o-", color=color(name), label=name)
+            ax.plot(relu.active_share, relu[col], "x", color=color(name), ms=8, mew=2)
+            ax.plot(main.active_share, main[col], "o", mfc="none", mec="k", ms=10)
+            ax.set(xscale="log", xlabel="L0 / features (log)", title=title)
+    axes[0].legend(fontsize=7, title="o topk_signed, x topk (ReLU)", title_fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -211,6 +236,12 @@ def matching_histograms(per_feature: pd.DataFrame, pairs: list[str]) -> plt.Figu
 @figure("09_dictionary_learning", "sae_training.png", "sae_training.csv")
 def _sae_training(t, cfg):
     return sae_training(t["sae_training.csv"])
+
+
+@figure("09_dictionary_learning", "sae_sweep.png", "sae_sweep.csv")
+def _sae_sweep(t, cfg):
+    sweep = t["sae_sweep.csv"]
+    return sae_sweep(sweep, model_order(cfg, sweep.model))
 
 
 @figure("09_dictionary_learning", "feature_density.png", "feature_selectivity.csv")
