@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import resolve
 from ..hooks import recording, stage_layers
 from ..models import frozen, model_device
 from ..progress import bar as progress_bar
@@ -297,3 +298,53 @@ def pick_layers(model: nn.Module, n: int) -> list[str]:
     if not names:
         raise ValueError("no stem/patch_embed/layerN/blocks.i layers: name the layers yourself")
     return [names[i] for i in sorted(set(np.linspace(0, len(names) - 1, n).round().astype(int)))]
+
+
+# ---------------------------------------------------------------- notebook 08: its knobs
+
+
+@dataclass(frozen=True)
+class Config:
+    """08's knobs. Defaults are full's; SMALLER holds what the other profiles change. quick, measured on 2
+    shared CPU cores, one thread, per step at 28x28: 30 class images mlp_b4_wi256 18 ms, cnn_small 73 ms,
+    vit_mini_p4 121 ms; at 256 steps, trained and random weights: class images ~110 s, units ~70 s,
+    Fourier ~20 s; tile shuffle ~25 s: ~4 min in all."""
+
+    steps: int = 1000  # optimisation steps per image (the original: 1000)
+    n_classes: int = 10  # visualise classes 0 .. n-1
+    n_starts: int = 4  # starting noise images per class (periodicity samples)
+    n_layers: int = 4  # layers per model for unit visualisations
+    n_units: int = 8  # the first units / channels of each layer
+    n_test: int | None = None  # test images for the tile shuffle (the first n); None: all
+    param: str = "pixels"  # "pixels" (the original) | "fourier" (Lucent)
+    step_rule: str = "normalized"  # "normalized" (the original: step lr / mean|g| * g) | "adam"
+    lr: float = 0.01  # the original's step
+    blur_size: int | None = 5  # Gaussian blur after every step, kernel side (the original); None: none
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 0.1])  # (pixels) at the first, last step
+    jitter: int = 0  # random shift of up to +-jitter pixels before every forward pass
+    tv: float = 0.0  # total-variation penalty weight
+    l2: float = 0.0  # L2 penalty weight (around grey 0.5)
+    compare_fourier: bool = True  # also class images in Lucent's setting (Fourier, Adam lr 0.05, jitter 1 px)
+    tile_grids: list[int] = field(default_factory=lambda: [2, 4])  # tile-shuffle grids (2 for 2x2 tiles)
+    invert_depth: float = 0.25  # feature inversion at the stage at this relative depth (pick_at_depth)
+    n_invert: int = 8  # inverted images: the first test image of each of the first n classes
+    invert_steps: int = 1000  # SGD steps of inversion.invert
+
+
+SMALLER = {
+    "quick": dict(steps=256, n_starts=3, n_layers=3, n_units=6, n_test=2000, n_invert=6, invert_steps=300),
+    "smoke": dict(steps=40, n_classes=3, n_starts=2, n_layers=2, n_units=3, n_test=256, n_invert=2,
+                  invert_steps=30),
+    "rehearsal": dict(steps=5, n_classes=2, n_starts=2, n_layers=1, n_units=2, n_test=8, n_invert=2,
+                      invert_steps=5),
+}
+
+
+def config(profile: str | None = None, **overrides) -> Config:
+    """08's config under `profile`, with `overrides` (checked: unknown knobs and wrong types are errors)."""
+    return resolve(Config, profile, SMALLER, overrides)
+
+
+def transforms_of(cfg: Config) -> Transforms:
+    """The regularisers a config asks for."""
+    return Transforms(cfg.blur_size, tuple(cfg.blur_sigma), cfg.jitter, cfg.tv, cfg.l2)
