@@ -38,4 +38,18 @@ def _transfer(folder: Path) -> list[str]:
         if len(probe):
             out.append(f"{target}, {int(best.per_class)} per class, linear probe on frozen features: "
                        + family_list(probe.to_dict()) + f" test top-1; the highest is {probe.idxmax()}'s.")
+        out += _fine_tunes(t)
     return out
+
+
+def _fine_tunes(t) -> list[str]:
+    """Fine-tune (new head), LP-FT and the linear probe per model at the smallest k fine-tuned."""
+    ft = t[t.method.isin(["fine-tune", "LP-FT", "linear probe"])]
+    if not (ft.method == "fine-tune").any():
+        return []
+    k = ft[ft.method == "fine-tune"].per_class.min()
+    w = ft[ft.per_class == k].pivot_table(index="model", columns="method", values="top1", sort=False)
+    w = w.reindex(columns=["fine-tune", "LP-FT", "linear probe"])
+    scores = "; ".join(f"{m} " + " / ".join("-" if v != v else _f(v) for v in r) for m, r in w.iterrows())
+    return [f"{t.target.iloc[0]}, {int(k)} per class, test top-1 of fine-tuning with a new head / LP-FT / "
+            f"the linear probe LP-FT starts from (fine-tuning lr chosen on validation): {scores}."]

@@ -8,7 +8,7 @@ import pandas as pd
 from .base import FAMILY_COLORS, annotated_heatmap, color, figure, log_ticks
 
 METHOD_STYLE = {"linear probe": ("-", "o"), "logistic regression": ("--", "s"), "fine-tune": ("-", "^"),
-                "scratch": (":", "v"), "xgboost (pixels)": ("-.", "D")}
+                "LP-FT": ("--", ">"), "scratch": (":", "v"), "xgboost (pixels)": ("-.", "D")}
 
 
 def cka_heatmaps(cka: pd.DataFrame, title: str = "") -> plt.Figure:
