@@ -4,11 +4,13 @@
         state = load_state(folder)           # last.pt, else prev.pt; unreadable ones set aside, named
         save_state(folder, {...})            # last.pt written atomically, the previous one kept as prev.pt
         write_final(folder, weights, history, card)   # model.safetensors, history.csv, model.json
-        read_final(folder)                   # (weights, card, history); unreadable files named
-                                             # with what to do
+        read_card(folder), read_weights(folder), read_history(folder, epochs)  # Unreadable (a ValueError)
+                                             # naming the file, why and what to do
+        unreadable_finals(folder)            # {final file: why} for those that cannot be used
 
 Nothing here ever overwrites a file it cannot read: an unreadable file is renamed `<name>.corrupt`
-(`<name>.corrupt-2`, ... when that exists) and named in a warning.
+(`<name>.corrupt-2`, ... when that exists) and named in a warning. A write that fails (a full disk) is an
+OSError naming the file and the space left; the file it would have replaced stays as it was.
 """
 
 from __future__ import annotations

@@ -9,8 +9,12 @@ A run is named by its model, optionally with a variant after `@` ("mlp_b12_wi102
 <run>/` holds the run (see utils/train.py and utils/checkpoints.py for its files) and `store.json`, the key it
 was trained under: model, recipe, and the content fingerprints of its training, validation and test images,
 so a changed image folder never gets another folder's model. A finished run with the same key is loaded; a
-half-finished one resumes; one with another key is moved aside to `<run>.replaced-<time>/` (never deleted)
-and trained anew. One process trains a run at a time (a lock per run); a second waits and then loads it.
+half-finished one resumes; one with another key, an unreadable key or none (trained by `utils.train --out`
+into the folder: nothing says what it was trained with) is moved aside to `<run>.replaced-<time>/` (never
+deleted) and trained anew. A final file that cannot be used (unreadable, a model card of another shape, a
+history cut short, NaN weights) is set aside as `<name>.corrupt`, named, and rebuilt from last.pt. Run and
+dataset names are plain folder names (nothing escapes the checkpoints root). One process trains a run at a
+time (a lock per run, keyed by its real path); a second waits and then loads it.
 
 Three splits: the training images of the profile (a stratified subset where the profile or recipe says so)
 lose a seeded, stratified VAL_FRACTION to the validation split, on which every choice (epochs, learning
