@@ -34,6 +34,7 @@ C = TypeVar("C")
 # notebook -> the experiment module holding its Config, SMALLER and config(); notebooks not listed still size
 # their work with per-profile dicts in their parameters cell (results.start(sized=...)) until converted
 CONFIGS = {
+    "01_vit_finetuning": "utils.experiments.zoo",
     "02_adversarial_robustness": "utils.experiments.attacks",
     "03_texture_vs_shape_bias": "utils.experiments.texture_shape",
     "05_inference_time": "utils.experiments.cost",

@@ -21,10 +21,12 @@ flips, mixup) or "no-dropout" (recipes.LADDER_RECIPES).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from ..config import resolve
 from ..models import vit
 from ..profiles import Profile
 from ..recipes import Recipe, tnt_sweep_recipe
@@ -119,3 +121,57 @@ def ladder_table(summary: pd.DataFrame, shapes: dict[str, tuple[int, int]], refe
     table = pd.concat([ours, study], ignore_index=True)
     data = [f"{d}, {int(s)}x{int(s)}" for d, s in zip(table.dataset, table.input_side, strict=True)]
     return table.assign(data=data)
+
+
+# ---------------------------------------------------------------- notebook 01: its knobs
+
+
+@dataclass(frozen=True)
+class Config:
+    """01's knobs (what trains beside the trio). Defaults are full's; SMALLER holds what the other profiles
+    change. Every name is a run of utils/recipes.py."""
+
+    vit_finetune: str = "head"  # full's ViT-S/16: "head" (frozen backbone, the original) | "finetune" (all)
+    zoo: list[str] = field(default_factory=lambda: [  # the week-8 zoo from scratch
+        "swin_tiny_p2", "tnt_small_p4", "mixer_small_p4", "perceiver_base", "perceiver_io_base"])
+    # the paper MLP fine-tuned from its ImageNet-21k weights, timm's ImageNet models with a new head (224x224)
+    pretrained_zoo: list[str] = field(default_factory=lambda: [
+        "mlp_b12_wi1024@in21k", "vit_small_patch16_224", "swin_tiny_patch4_window7_224", "tnt_s_patch16_224",
+        "mixer_b16_224"])
+    sweep_model: str = "vit_small_p4"  # the model of the lr and batch-size sweeps (recipes.SWEEP_BASE)
+    lr_grid: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3])  # peak learning rates
+    batch_grid: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048])  # at the best lr
+    tnt_model: str = "tnt_small_p4"  # TnT's (patch, pixel) sweep; both must divide the image exactly
+    tnt_grid: list[list[int]] = field(default_factory=lambda: [  # [patch, pixel] pairs (the study's)
+        [2, 2], [4, 2], [4, 4], [8, 2], [8, 4], [16, 4]])
+    ladder: list[str] = field(default_factory=lambda: [  # the Perceiver ladder's rungs
+        "perceiver_medium", "perceiver_large", "perceiver_xl"])
+    ladder_ablations: list[str] = field(default_factory=lambda: [  # without augmentation / dropout
+        "perceiver_medium@no-aug", "perceiver_medium@no-dropout"])
+
+
+SMALLER = {
+    # quick: CPU-sized zoo (3 epochs on 10k images), the ladder's rungs only at 14x14 (3 min, not 7 at 28x28)
+    "quick": dict(zoo=["swin_mini_p2", "tnt_mini_p4", "mixer_mini_p4", "perceiver_mini", "perceiver_io_mini"],
+                  pretrained_zoo=[], sweep_model="vit_mini_p4", lr_grid=[5e-4, 2e-3, 8e-3],
+                  batch_grid=[64, 256, 1024], tnt_model="tnt_mini_p4", tnt_grid=[[4, 2], [4, 4], [14, 2]],
+                  ladder=["perceiver_medium@latent16-14px", "perceiver_medium@latent32-14px",
+                          "perceiver_medium@14px"], ladder_ablations=[]),
+    "smoke": dict(zoo=["test_swin", "test_tnt", "test_mixer", "test_perceiver", "test_perceiver_io"],
+                  pretrained_zoo=[], sweep_model="test_vit", lr_grid=[1e-3, 3e-3], batch_grid=[32, 64],
+                  tnt_model="test_tnt", tnt_grid=[[4, 2], [4, 4]],
+                  ladder=["perceiver_medium@latent8", "perceiver_medium@latent16"],
+                  ladder_ablations=["perceiver_medium@latent8-no-aug",
+                                    "perceiver_medium@latent8-no-dropout"]),
+    # rehearsal: full's names at one point each; the pretrained zoo's paper MLP, ViT-S/16 and Swin-T (TNT-S's
+    # and Mixer-B/16's weights files are read by tests/test_rehearsal.py; Mixer-B/16: 12.6 GFLOPs an image)
+    "rehearsal": dict(pretrained_zoo=["mlp_b12_wi1024@in21k", "vit_small_patch16_224",
+                                      "swin_tiny_patch4_window7_224"],
+                      lr_grid=[1e-3], batch_grid=[16], tnt_grid=[[8, 4]], ladder=["perceiver_medium"],
+                      ladder_ablations=["perceiver_medium@no-aug"]),
+}
+
+
+def config(profile: str | None = None, **overrides) -> Config:
+    """01's config under `profile`, with `overrides` (checked: unknown knobs and wrong types are errors)."""
+    return resolve(Config, profile, SMALLER, overrides)
