@@ -410,3 +410,32 @@ def test_a_full_disk_during_a_checkpoint_write_says_so(synth, build, tmp_path, m
         train.fit(build("test_mlp", synth[0]), *train.make_loaders(synth[0], None, cfg), cfg)
     assert "\n" not in str(err.value) and not (tmp_path / "run" / "last.pt").exists()
     assert list((tmp_path / "run").iterdir()) == []  # no temp file left behind
+
+
+def test_a_frozen_backbone_stays_in_eval_mode_while_its_head_trains(synth, build):
+    """trainable="head" (full's ViT-S/16 recipe): the frozen part gives the head the same features every step
+    (no dropout, no drop-path) and keeps its BatchNorm statistics; the head learns (issue 26)."""
+    from utils import store
+
+    net = build("test_cnn", synth[0])
+    store.freeze_except(net, "head")
+    bn = next(m for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    stats = bn.running_mean.clone(), bn.running_var.clone()
+    head = net.head.weight.detach().clone()
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=3e-3, progress=False)
+    train.fit(net, *train.make_loaders(*synth, cfg), cfg)
+    assert torch.equal(bn.running_mean, stats[0]) and torch.equal(bn.running_var, stats[1])
+    assert not torch.equal(net.head.weight, head)
+    train.train_mode(net)
+    frozen = [m for n, m in net.named_modules() if n and n != "head" and any(True for _ in m.parameters())]
+    assert net.head.training and frozen and not any(m.training for m in frozen)
+    from timm.layers import DropPath
+
+    vit = build("test_vit", synth[0])
+    for block in vit.blocks:
+        block.drop_path1 = block.drop_path2 = DropPath(0.5)  # stochastic depth, as full's ViT-S/16 has
+    store.freeze_except(vit, "head")
+    features = [train.train_mode(vit).forward_head(vit.forward_features(synth[1].head(8).as_float()),
+                                                   pre_logits=True) for _ in range(2)]
+    assert torch.equal(*features)  # drop-path off in the frozen blocks
+    assert vit.head.training

@@ -202,6 +202,20 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generat
     return lam * x + (1 - lam) * x[perm], y, y[perm], lam
 
 
+def train_mode(model: nn.Module, frozen_bn_stats: bool = False) -> nn.Module:
+    """model.train(), except that every module whose parameters are all frozen (requires_grad False) runs in
+    eval mode: a frozen backbone gives the head deterministic features (no dropout, no drop-path) and keeps
+    its BatchNorm statistics (issue 26). Modules without parameters (a top-level dropout) follow the model.
+    frozen_bn_stats: every BatchNorm layer normalises with its running statistics (fine-tuning)."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters())
+        frozen = params and not any(p.requires_grad for p in params)
+        if frozen or (frozen_bn_stats and isinstance(module, nn.modules.batchnorm._BatchNorm)):
+            module.eval()
+    return model
+
+
 def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, epoch: int) -> dict:
     """One pass; returns train loss/acc, images/s and the last lr. Updates are counted from epoch * len.
     `forward` trains (the DDP wrapper under torchrun); adversarial examples are crafted on `model` there.
@@ -210,11 +224,7 @@ def train_epoch(model, forward, loader, optimizer, scheduler, cfg: TrainConfig, 
     the loss is checked for finiteness every FINITE_CHECK_EVERY steps and at the end of the epoch (a NaN or
     inf step loss makes the running sum non-finite, so no bad step goes unnoticed). Under torchrun the checks
     and the epoch's sums are over every rank (global train loss/acc, images/s)."""
-    model.train()
-    if cfg.frozen_bn_stats:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+    train_mode(model, cfg.frozen_bn_stats)
     device, steps = model_device(model), len(loader)
     rng = np.random.default_rng(epoch_seed(cfg.seed + 1, epoch))  # mixup draws: a function of (seed, epoch)
     adv_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed + 2, epoch)) if cfg.adversarial else None
