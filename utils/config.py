@@ -38,6 +38,7 @@ CONFIGS = {
     "02_adversarial_robustness": "utils.experiments.attacks",
     "03_texture_vs_shape_bias": "utils.experiments.texture_shape",
     "05_inference_time": "utils.experiments.cost",
+    "06_improving_mlp": "utils.experiments.ablations",
     "08_activation_maximization": "utils.experiments.feature_viz",
 }
 

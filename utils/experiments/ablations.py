@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import models, store, train
+from ..config import resolve
 from ..data import default_augment
 from ..models import model_device
 from ..recipes import Recipe
@@ -468,3 +469,71 @@ def adversarial_study(base: Recipe, model: str, seeds: Sequence[int], *, fgsm_ep
     head = replace(study.ablations[0], change="standard training",
                    tags={"method": "standard", "train_eps": 0.0})
     return replace(study, ablations=(head, *study.ablations[1:]))
+
+
+# ---------------------------------------------------------------- notebook 06: its knobs
+
+
+@dataclass(frozen=True)
+class Config:
+    """06's knobs. Defaults are full's; SMALLER holds what the other profiles change (the rehearsal: full's
+    models and learning rates at smoke's tiny counts, batches within its 50 training images, one seed)."""
+
+    bottleneck: str = "mlp_b6_wi512"  # the tricks' and the ladder's bottleneck MLP
+    train_subset: int | None = None  # training images per point (stratified); None: all
+    epochs: int = 100  # per point (the recipe's lr, warmup and schedule)
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # headline rows; grid points: the first
+    plain: dict[str, int] = field(default_factory=lambda: {"depth": 6, "width": 1024})  # mlp_plain baseline
+    lrs: list[float] = field(default_factory=lambda: [2e-5, 5e-5, 1e-4, 2e-4])  # the plain MLP's lr grid
+    batches: list[int] = field(default_factory=lambda: [256, 1024, 4096])  # its batch sizes
+    depths: list[int] = field(default_factory=lambda: [2, 4, 8, 16])  # its depth x width grid
+    widths: list[int] = field(default_factory=lambda: [256, 1024, 4096])
+    deep: dict[str, int] = field(default_factory=lambda: {"depth": 100, "width": 256})  # the deep narrow MLP
+    grad_every: int = 5  # record gradient norms every k steps
+    # input features: random Fourier features (one point per scale) and sines
+    fourier: dict[str, int | list[float]] = field(default_factory=lambda: {
+        "fourier_features": 4096, "fourier_scale": [0.03, 0.1, 0.3, 1.0]})
+    sine: dict[str, list[float]] = field(default_factory=lambda: {"sine_freqs": [1.0, 2.0, 4.0, 8.0]})
+    trick_batches: list[int] = field(default_factory=lambda: [256, 4096])  # the tricks' batch points
+    full_batch: int = 1024  # `all`s batch (quick: the base batch, so `all` takes as many steps as the others)
+    adv_subset: int | None = None  # adversarial training: training images (the CNN's cost)
+    adv_epochs: int = 30  # adversarial training: epochs
+    adv_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    fgsm_eps_255: list[int] = field(default_factory=lambda: [2, 4, 8])  # FGSM training eps, x 1/255
+    pgd_eps_255: list[int] = field(default_factory=lambda: [4, 8])  # PGD training eps, x 1/255
+    pgd_train_steps: int = 7  # PGD iterations per training batch
+    curve_eps_255: list[int] = field(default_factory=lambda: [0, 2, 4, 8])  # PGD-10 accuracy against eps
+    eval_eps_255: float = 2  # robust accuracy of every point: PGD-10 at this / 255
+    n_robust: int = 2000  # test images attacked for every point's robust accuracy (the first n)
+    n_curve: int = 1000  # ... for the adversarial points' PGD curve
+    n_autoattack: int = 1000  # ... for AutoAttack
+    autoattack_steps: int = 100  # APGD, APGD-T, FAB-T iterations
+    autoattack_queries: int = 5000  # Square's queries
+
+
+_SMALL = dict(plain={"depth": 2, "width": 32}, deep={"depth": 8, "width": 16}, grad_every=1,
+              fourier={"fourier_features": 64, "fourier_scale": [0.1, 1.0]}, sine={"sine_freqs": [1.0, 2.0]},
+              adv_epochs=1, adv_seeds=[0], fgsm_eps_255=[8], pgd_eps_255=[8], pgd_train_steps=2)
+SMALLER = {
+    "quick": dict(bottleneck="mlp_b4_wi256", train_subset=4000, epochs=3, plain={"depth": 4, "width": 256},
+                  lrs=[3e-4, 1e-3, 3e-3, 1e-2], batches=[64, 256, 1024], depths=[1, 2, 4],
+                  widths=[64, 256, 1024],
+                  deep={"depth": 100, "width": 64}, grad_every=1,
+                  fourier={"fourier_features": 1024, "fourier_scale": [0.03, 0.1, 0.3, 1.0]},
+                  trick_batches=[64, 1024], full_batch=256, adv_subset=2000, adv_epochs=2, adv_seeds=[0],
+                  fgsm_eps_255=[2, 8], pgd_eps_255=[8], pgd_train_steps=3, n_robust=200, n_curve=100,
+                  n_autoattack=50, autoattack_steps=10, autoattack_queries=100),
+    "smoke": dict(_SMALL, bottleneck="test_mlp", train_subset=256, epochs=1, lrs=[1e-3, 3e-3],
+                  batches=[32, 64], depths=[1, 2], widths=[16, 32], trick_batches=[32], full_batch=128,
+                  adv_subset=256, n_robust=64, n_curve=32, n_autoattack=16, autoattack_steps=2,
+                  autoattack_queries=10),
+    "rehearsal": dict(_SMALL, train_subset=60, epochs=1, seeds=[0], lrs=[2e-5, 5e-5], batches=[16],
+                      depths=[2], widths=[16],
+                      trick_batches=[16], full_batch=16, adv_subset=60, n_robust=8, n_curve=8, n_autoattack=4,
+                      autoattack_steps=1, autoattack_queries=2),
+}
+
+
+def config(profile: str | None = None, **overrides) -> Config:
+    """06's config under `profile`, with `overrides` (checked: unknown knobs and wrong types are errors)."""
+    return resolve(Config, profile, SMALLER, overrides)
