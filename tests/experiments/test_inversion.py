@@ -165,3 +165,23 @@ def test_the_inversion_figure_and_findings_read_the_saved_tables(tmp_path):
                               "at 0.00, test_cnn stem at 0.00)")
     assert "pixel RMSE test_mlp 0.100 and test_cnn 0.200 (the starting noise: 0.300)" in said[0]
     assert said[1].endswith("the closest reconstruction of the trained models is test_mlp's.")
+
+
+def test_08s_inversion_table_by_hand():
+    """Two networks x the first image of classes 0 and 1: one row each, the stage at the asked depth, the
+    start error of the seeded noise, the images under "<kind>_<model>"."""
+    labels = torch.tensor([1, 0, 1, 0])
+    index = inv.first_of_each_class(labels, 2)
+    assert index.tolist() == [1, 0]
+    x0 = targets(4)[index]
+    nets = {("trained", "test_mlp"): tiny("test_mlp"), ("random", "test_cnn"): tiny("test_cnn")}
+    table, arrays = inv.inversion_table(nets, x0, index, ["zero", "one"], labels[index], depth=1.0, steps=0,
+                                        family=str.upper)
+    assert len(table) == 4 and set(arrays) == {"targets", "trained_test_mlp", "random_test_cnn"}
+    assert table["class"].tolist() == ["zero", "one"] * 2 and table.test_index.tolist() == [1, 0] * 2
+    assert (table.relative_depth == 1.0).all() and table.family.tolist()[0] == "TEST_MLP"
+    assert table.layer.iloc[0] == stage_layers(nets["trained", "test_mlp"])[-1]
+    start = (0.5 + torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)) / 6).clamp(0, 1)
+    rmse = (start - x0).pow(2).mean((1, 2, 3)).sqrt().tolist()
+    assert table.start_pixel_error.tolist() == pytest.approx(rmse * 2)
+    assert table.pixel_error.tolist() == pytest.approx(rmse * 2)  # no steps: still the noise

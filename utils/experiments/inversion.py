@@ -30,11 +30,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..hooks import hooked
+from ..hooks import hooked, stage_layers
 from ..models import frozen, model_device
 from ..progress import bar as progress_bar
 
@@ -190,3 +192,36 @@ def pick_at_depth(layers: Sequence[str], fraction: float) -> str:
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must be in [0, 1]; got {fraction}")
     return layers[math.floor(fraction * (len(layers) - 1) + 0.5)]
+
+
+# ---------------------------------------------------------------- notebook 08's table
+
+
+def first_of_each_class(labels: Tensor, n_classes: int) -> Tensor:
+    """The index of the first image of each class 0 .. n_classes - 1 (the inversion targets)."""
+    return torch.tensor([int(torch.nonzero(labels == c)[0, 0]) for c in range(n_classes)])
+
+
+def inversion_table(networks: dict[tuple[str, str], nn.Module], x0: Tensor, index: Tensor,
+                    classes: Sequence[str], labels: Tensor, *, depth: float, steps: int, seed: int = 0,
+                    family=str, progress: bool = False) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Invert the targets x0 (N, C, H, W) in [0, 1] at the stage at relative `depth` of each network, keyed
+    (kind, model) (kind: "trained" or "random"): one row per network x image (layer, its relative depth, the
+    test index and class, feature distance and pixel RMS error at the start and the end), and the images
+    {"targets": x0, "<kind>_<model>": reconstructions}."""
+    start = start_noise(x0.shape, seed)
+    arrays, rows = {"targets": x0.numpy()}, []
+    for (kind, name), net in networks.items():
+        stages = stage_layers(net)
+        layer = pick_at_depth(stages, depth)
+        out = invert(net, layer, x0, steps=steps, seed=seed, progress=progress)
+        arrays[f"{kind}_{name}"] = out.images.numpy()
+        rows += [{"model": name, "family": family(name), "kind": kind, "layer": layer,
+                  "relative_depth": stages.index(layer) / max(len(stages) - 1, 1), "image": k,
+                  "test_index": int(index[k]), "class": classes[int(labels[k])],
+                  "start_distance": out.distance[0, k].item(),
+                  "feature_distance": out.feature_distance[k].item(),
+                  "pixel_error": out.pixel_error[k].item(),
+                  "start_pixel_error": (start[k] - x0[k]).pow(2).mean().sqrt().item()}
+                 for k in range(len(x0))]
+    return pd.DataFrame(rows), arrays
