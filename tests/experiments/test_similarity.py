@@ -1,0 +1,118 @@
+"""utils.experiments.similarity: error consistency by hand and at its limits; each representational measure
+against a plain numpy/scipy implementation of its published formula, its claimed invariances, a planted
+shared subspace, and the permutation null."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import orthogonal_procrustes
+from scipy.spatial.distance import pdist
+from scipy.stats import spearmanr
+from sklearn.neighbors import NearestNeighbors
+
+from utils.experiments import similarity as sim
+
+# ---------------------------------------------------------------- error consistency
+
+
+def test_kappa_by_hand_and_at_its_limits():
+    a, b = torch.tensor([1, 1, 1, 0]), torch.tensor([1, 1, 0, 0])
+    # p_a 0.75, p_b 0.5: c_exp = 0.375 + 0.125 = 0.5; both right on 2, both wrong on 1: c_obs 0.75
+    assert sim.kappa(a, b) == pytest.approx((0.75 - 0.5) / (1 - 0.5))
+    assert sim.kappa(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0])) == pytest.approx(0.0)
+    assert sim.kappa(a, a) == 1.0
+    assert sim.kappa(torch.tensor([1, 0, 1, 0]), torch.tensor([0, 1, 0, 1])) == -1.0  # opposite mistakes
+    assert math.isnan(sim.kappa(torch.ones(5), torch.ones(5)))  # nothing to agree on beyond chance
+    with pytest.raises(ValueError, match="equal"):
+        sim.kappa(torch.ones(3), torch.ones(4))
+
+
+@pytest.mark.parametrize("p_a, p_b", [(0.9, 0.6), (0.5, 0.5), (0.95, 0.2)])
+def test_independent_errors_give_kappa_near_zero_at_any_accuracy(p_a, p_b):
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(200_000, generator=gen) < p_a, torch.rand(200_000, generator=gen) < p_b
+    assert abs(sim.kappa(a, b)) < 0.01
+
+
+def test_the_bootstrap_interval_holds_the_estimate_and_narrows_with_more_images():
+    gen = torch.Generator().manual_seed(1)
+    wide, narrow = [], []
+    for n, out in ((200, wide), (5000, narrow)):
+        z = torch.rand(n, generator=gen)
+        a = z < 0.7
+        own = torch.rand(n, generator=gen) < 0.7
+        b = torch.where(torch.rand(n, generator=gen) < 0.5, a, own)  # half of b's answers are a's
+        low, high = sim.bootstrap(sim.kappa, a, b, n=300, seed=0)
+        assert low < sim.kappa(a, b) < high
+        out.append(high - low)
+    assert narrow[0] < wide[0] / 3
+    assert sim.bootstrap(sim.kappa, a, b, n=50, seed=3) == sim.bootstrap(sim.kappa, a, b, n=50, seed=3)
+
+
+# ---------------------------------------------------------------- representational similarity
+
+
+def features(n=120, d=6, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def rotation(d, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))[0]
+
+
+def moved(x):
+    """x rotated, scaled by 3 and translated: what every measure here claims not to see."""
+    return 3 * x @ rotation(x.shape[1]) + 5
+
+
+def test_procrustes_equals_scipys_orthogonal_procrustes_and_its_invariances():
+    x, y = features(), features(seed=2)
+    xn, yn = (v - v.mean(0) for v in (x.numpy(), y.numpy()))
+    xn, yn = xn / np.linalg.norm(xn), yn / np.linalg.norm(yn)
+    r, _ = orthogonal_procrustes(yn, xn)  # the rotation of y closest to x
+    assert sim.procrustes_distance(x, y) == pytest.approx(math.acos(np.sum((yn @ r) * xn)), abs=1e-9)
+    assert sim.procrustes_distance(x, moved(x)) == pytest.approx(0.0, abs=1e-6)
+    padded = torch.cat([moved(x), torch.zeros(len(x), 3, dtype=x.dtype)], 1)  # wider, same shape
+    assert sim.procrustes_distance(x, padded) == pytest.approx(0.0, abs=1e-6)
+    assert sim.procrustes_distance(x, moved(y)) == pytest.approx(sim.procrustes_distance(x, y), abs=1e-9)
+
+
+def test_mutual_knn_equals_sklearns_neighbours_and_its_invariances():
+    x, y, k = features(), features(seed=2), 7
+    def sk(v):
+        v = v.numpy() - v.numpy().mean(0)
+        idx = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(v).kneighbors(v)[1]
+        return [set(row) - {i} for i, row in enumerate(idx)]
+    ref = np.mean([len(a & b) / k for a, b in zip(sk(x), sk(y), strict=True)])
+    assert sim.mutual_knn(x, y, k) == pytest.approx(ref)
+    assert sim.mutual_knn(x, moved(x), k) == 1.0
+    assert sim.mutual_knn(x, moved(y), k) == pytest.approx(sim.mutual_knn(x, y, k))
+    with pytest.raises(ValueError, match="k must be"):
+        sim.mutual_knn(x, y, len(x))
+
+
+def test_rsa_equals_scipys_spearman_of_pdist_and_its_invariances():
+    x, y = features(60), features(60, seed=2)
+    ref = spearmanr(pdist(x.numpy()), pdist(y.numpy())).statistic
+    assert sim.rsa(x, y) == pytest.approx(ref, abs=1e-12)
+    assert sim.rsa(x, moved(x)) == pytest.approx(1.0)
+    assert sim.rsa(x, moved(y)) == pytest.approx(sim.rsa(x, y), abs=1e-12)
+    tied = torch.tensor([[0.0], [1.0], [2.0], [4.0]], dtype=torch.float64)  # distance 2 twice: a tie
+    assert sim.rsa(tied, tied.pow(2)) == pytest.approx(spearmanr(pdist(tied), pdist(tied.pow(2))).statistic)
+
+
+def test_a_planted_shared_subspace_is_found_by_every_measure_and_beats_the_null():
+    """x and y share a 3-d signal (rotated in y) beside 3 dimensions of their own noise; z shares none."""
+    signal, noise = features(200, 3, seed=5), 0.5
+    x = torch.cat([signal, noise * features(200, 3, seed=6)], 1)
+    y = torch.cat([signal @ rotation(3, seed=7), noise * features(200, 3, seed=8)], 1) @ rotation(6, seed=9)
+    z = features(200, 6, seed=10)
+    d_null = sim.permutation_null(sim.procrustes_distance, x, y, n=30, seed=0)
+    assert sim.procrustes_distance(x, y) < 0.7 < 1.3 < min(sim.procrustes_distance(x, z), d_null.min())
+    for measure in (sim.rsa, lambda a, b: sim.mutual_knn(a, b, 10)):
+        shared, unrelated = measure(x, y), measure(x, z)
+        null = sim.permutation_null(measure, x, y, n=30, seed=0)
+        assert shared > unrelated + 0.2 and shared > null.max() and abs(null.mean() - unrelated) < 0.15

@@ -1,0 +1,133 @@
+"""Do two networks make the same mistakes, and are their representations alike by measures that agree?
+(issue 27; notebooks 01-04). Everything here takes plain tensors; which models and layers is the notebook's.
+
+    kappa(correct_a, correct_b)                     # error consistency (Geirhos et al. 2020): Cohen's kappa
+    bootstrap(kappa, correct_a, correct_b, n=1000)  # (low, high): a 95% percentile interval over the images
+    procrustes_distance(x, y)                       # angular shape distance (Williams et al. 2021), radians
+    mutual_knn(x, y, k=10)                          # mutual k-nearest-neighbour alignment (Huh et al. 2024)
+    rsa(x, y)                                       # Spearman correlation of the two dissimilarity matrices
+    permutation_null(rsa, x, y, n=200)              # the measure with y's rows shuffled: what chance gives
+
+x, y: (N, D) and (N, E) features of the same N images in the same order (D and E may differ). Invariances,
+each tested in tests/experiments/test_similarity.py: procrustes_distance and mutual_knn are unchanged by a
+rotation, an isotropic scaling or a translation of either side; rsa (Euclidean dissimilarities) by the same.
+Linear CKA is utils.experiments.cka's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+# ---------------------------------------------------------------- error consistency
+
+
+def kappa(correct_a: Tensor, correct_b: Tensor) -> float:
+    """Cohen's kappa of two observers' trial-level correctness (Geirhos et al. 2020): (c_obs - c_exp) /
+    (1 - c_exp), c_obs the share of images both get right or both get wrong, c_exp = p_a p_b + (1 - p_a)
+    (1 - p_b) what two independent observers with those accuracies agree on. 1: the same mistakes; 0: as
+    many shared mistakes as chance; NaN when c_exp is 1 (both always right, or always wrong)."""
+    a, b = correct_a.bool().flatten(), correct_b.bool().flatten()
+    if a.shape != b.shape or a.numel() == 0:
+        raise ValueError(f"need two equal, non-empty sets of trials; got {tuple(a.shape)}, {tuple(b.shape)}")
+    p_a, p_b = a.double().mean(), b.double().mean()
+    c_obs = (a == b).double().mean()
+    c_exp = p_a * p_b + (1 - p_a) * (1 - p_b)
+    return float("nan") if c_exp >= 1 else float((c_obs - c_exp) / (1 - c_exp))
+
+
+def bootstrap(stat: Callable[..., float], *paired: Tensor, n: int = 1000, seed: int = 0,
+              level: float = 0.95) -> tuple[float, float]:
+    """A percentile interval of stat(*paired) over the images: `n` resamples of the rows (the same rows of
+    every tensor, drawn with replacement from a generator seeded by `seed`)."""
+    rows = len(paired[0])
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.tensor([stat(*(t[idx] for t in paired))
+                          for idx in torch.randint(0, rows, (n, rows), generator=gen)], dtype=torch.float64)
+    draws = draws[~draws.isnan()]
+    if not len(draws):
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    return float(draws.quantile(tail)), float(draws.quantile(1 - tail))
+
+
+# ---------------------------------------------------------------- representational similarity
+
+
+def _shape(x: Tensor) -> Tensor:
+    """Rows centred, the whole matrix scaled to Frobenius norm 1 (float64): translation and scale removed."""
+    x = x.double().flatten(1)
+    x = x - x.mean(0)
+    return x / x.norm().clamp_min(1e-300)
+
+
+def procrustes_distance(x: Tensor, y: Tensor) -> float:
+    """The angular Procrustes shape distance (Williams et al. 2021): arccos of max over orthogonal Q of
+    <x, y Q> for centred, unit-Frobenius x and y, which is the nuclear norm of x^T y. 0: the same shape up to
+    rotation, reflection, translation and isotropic scale; pi/2 at most. Features of unequal width are
+    compared as if the narrower were padded with zeros (the nuclear norm needs no padding)."""
+    x, y = _shape(x), _shape(y)
+    nuclear = torch.linalg.svdvals(x.T @ y).sum().clamp(max=1.0)
+    return float(torch.arccos(nuclear))
+
+
+def _neighbours(x: Tensor, k: int) -> Tensor:
+    """(N, k) indices of each row's k nearest other rows by cosine similarity of the centred features."""
+    x = x.double().flatten(1)
+    x = x - x.mean(0)
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    sim = x @ x.T
+    sim.fill_diagonal_(-math.inf)  # never one's own neighbour
+    return sim.topk(k, dim=1).indices
+
+
+def mutual_knn(x: Tensor, y: Tensor, k: int = 10) -> float:
+    """Mutual k-nearest-neighbour alignment (Huh et al. 2024): the mean over images of the share of its k
+    nearest neighbours (cosine, features centred) that the two representations have in common. 1: the same
+    neighbourhoods; k / (N - 1) expected by chance."""
+    if not 0 < k < len(x):
+        raise ValueError(f"k must be in 1 .. N - 1 = {len(x) - 1}; got {k}")
+    a, b = _neighbours(x, k), _neighbours(y, k)
+    shared = (a.unsqueeze(2) == b.unsqueeze(1)).any(2).double().sum(1)  # (N,) neighbours in both
+    return float((shared / k).mean())
+
+
+def _rank(v: Tensor) -> Tensor:
+    """Average ranks (ties share the mean rank), as Spearman's correlation needs."""
+    order = v.argsort()
+    ranks = torch.empty_like(v, dtype=torch.float64)
+    ranks[order] = torch.arange(len(v), dtype=torch.float64)
+    uniq, inverse = torch.unique(v, return_inverse=True)
+    if len(uniq) < len(v):  # ties: replace each rank by the mean rank of its value
+        sums = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inverse, ranks)
+        counts = torch.bincount(inverse, minlength=len(uniq)).double()
+        ranks = (sums / counts)[inverse]
+    return ranks
+
+
+def dissimilarities(x: Tensor) -> Tensor:
+    """The upper triangle (without the diagonal) of the Euclidean distance matrix of the rows (float64)."""
+    x = x.double().flatten(1)
+    i, j = torch.triu_indices(len(x), len(x), offset=1)
+    return torch.cdist(x, x)[i, j]
+
+
+def rsa(x: Tensor, y: Tensor) -> float:
+    """Representational similarity analysis: Spearman's correlation between the two representations'
+    Euclidean dissimilarity matrices (their upper triangles). 1: the same ranking of image pairs by
+    distance; about 0 for unrelated representations."""
+    a, b = _rank(dissimilarities(x)), _rank(dissimilarities(y))
+    a, b = a - a.mean(), b - b.mean()
+    return float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+def permutation_null(measure: Callable[[Tensor, Tensor], float], x: Tensor, y: Tensor, n: int = 100,
+                     seed: int = 0) -> Tensor:
+    """measure(x, y[perm]) for `n` seeded random permutations of y's rows: the values the measure takes when
+    the two representations are paired at random (its floor for this N, D and E)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.tensor([measure(x, y[torch.randperm(len(y), generator=gen)]) for _ in range(n)],
+                        dtype=torch.float64)
