@@ -31,15 +31,16 @@ from .profiles import PROFILES, default_profile_name
 
 C = TypeVar("C")
 
-# notebook -> the experiment module holding its Config, SMALLER and config(); notebooks not listed still size
-# their work with per-profile dicts in their parameters cell (results.start(sized=...)) until converted
+# notebook -> the experiment module holding its Config, SMALLER and config() (07 sizes nothing: it redraws)
 CONFIGS = {
     "01_vit_finetuning": "utils.experiments.zoo",
     "02_adversarial_robustness": "utils.experiments.attacks",
     "03_texture_vs_shape_bias": "utils.experiments.texture_shape",
+    "04_feature_generalizability": "utils.experiments.transfer",
     "05_inference_time": "utils.experiments.cost",
     "06_improving_mlp": "utils.experiments.ablations",
     "08_activation_maximization": "utils.experiments.feature_viz",
+    "09_dictionary_learning": "utils.experiments.dictionary",
 }
 
 

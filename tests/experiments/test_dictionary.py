@@ -207,15 +207,8 @@ def test_logit_weights_map_decoder_directions_through_the_head():
 
 
 def notebook_sae_settings() -> dict:
-    """09's per-profile SAE settings, read from its parameters cell (the values the notebook runs with)."""
-    import ast
-    import json
-    from pathlib import Path
-
-    cells = json.loads((Path(__file__).parents[2] / "09_dictionary_learning.ipynb").read_text())["cells"]
-    source = "".join(next(c for c in cells if "parameters" in c["metadata"].get("tags", []))["source"])
-    assign = next(n for n in ast.parse(source).body if isinstance(n, ast.Assign) and n.targets[0].id == "sae")
-    return ast.literal_eval(assign.value)
+    """09's SAE settings per profile (its typed config: the values the notebook runs with)."""
+    return {p: dictionary.config(p).sae for p in ("smoke", "quick", "full", "rehearsal")}
 
 
 # planted data per profile: the profile's number of fitted vectors, a width its SAEs see (smoke's test

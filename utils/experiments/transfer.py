@@ -20,7 +20,7 @@ probe's (LP-FT), never the source task's classifier. The linear probes on frozen
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import resolve
 from ..data import ImageSet, stratified_index, train_val_split
 from ..files import atomic_write
 from ..recipes import Recipe
@@ -167,3 +168,62 @@ def xgboost_pixels(train: ImageSet, test: ImageSet, *, n_estimators: int = 100, 
     model.fit(x(train), train.labels.numpy())
     top1 = lambda ds: float((model.predict(x(ds)) == ds.labels.numpy()).mean())
     return {"top1": top1(test), "train_top1": top1(train)}
+
+
+# ---------------------------------------------------------------- notebook 04: its knobs
+
+
+@dataclass(frozen=True)
+class Config:
+    """04's knobs (CKA, layer probes, transfer). Defaults are full's; SMALLER holds what the other profiles
+    change."""
+
+    source: str = "cifar10"  # the task the source models train on (a dataset, optionally a class subset)
+    targets: list[str] = field(default_factory=lambda: ["cifar100[0-9]", "stl10"])  # tasks none of them saw
+    # the source recipe: each model's profile recipe with these TrainConfig changes (two seeds of each train)
+    source_changes: dict[str, dict[str, int]] = field(default_factory=lambda: {
+        "mlp_b12_wi1024": {"epochs": 50}, "resnet18_cifar": {"epochs": 20}})
+    n_cka: int = 5000  # test images for CKA
+    n_probe_train: int = 20000  # training images for the layer probes
+    n_probe_test: int = 10000  # test images for the layer probes
+    per_class: list[int | None] = field(default_factory=lambda: [10, 100, 1000, None])  # k (None: all)
+    trained_per_class: list[int | None] = field(default_factory=lambda: [10, 100, 1000, None])  # fine-tune,
+    # LP-FT, scratch
+    n_val: int = 2000  # target validation images (never trained on; scored every epoch of every trained run)
+    steps: int = 1000  # optimizer steps of every fine-tune / LP-FT / scratch run, exactly, at every k
+    max_epochs: int = 200  # ... in at most this many passes over the k images (step_plan)
+    backbone_lr_scale: float = 0.1  # fine-tune / LP-FT: the backbone learns at this times the head's lr
+    frozen_bn_stats: bool = True  # fine-tune / LP-FT: BatchNorm keeps the source's running statistics
+    lr_grid: list[float] = field(default_factory=lambda: [1.0, 0.1])  # fine-tune / LP-FT lr: these times the
+    # recipe's, chosen on the target's validation split
+    lr_per_class: int = 100  # ... at this k per model; reused at every k
+    xgboost: dict[str, int] = field(default_factory=lambda: {"n_estimators": 300, "max_depth": 6})
+
+
+_SMALL_TARGETS = ["fashion-mnist[5-9]", "sklearn-digits"]
+SMALLER = {
+    # quick, 2 idle CPU cores: 5.5 min for the six source runs, 4 of them the ViT's; k=1000 is all of
+    # sklearn-digits (all of Fashion-MNIST 5-9 took 6 min more); 500 validation images took a third of it
+    "quick": dict(source="fashion-mnist[0-4]", targets=_SMALL_TARGETS,
+                  source_changes={"mlp_b4_wi256": {"epochs": 5}, "vit_mini_p4": {"epochs": 2},
+                                  "cnn_small": {"epochs": 1, "warmup_epochs": 0}},
+                  n_cka=1000, n_probe_train=5000, n_probe_test=2000, per_class=[10, 100, 1000],
+                  trained_per_class=[10, 100, 1000], n_val=200, steps=100, max_epochs=40,
+                  xgboost={"n_estimators": 100, "max_depth": 4}),
+    "smoke": dict(source="fashion-mnist[0-4]", targets=_SMALL_TARGETS, source_changes={}, n_cka=128,
+                  n_probe_train=256, n_probe_test=128, per_class=[2, 10], trained_per_class=[2, 10], n_val=50,
+                  steps=4, max_epochs=2, lr_per_class=2, xgboost={"n_estimators": 5, "max_depth": 2}),
+    # rehearsal: stl10's 96x96 images resized into the full models (a class subset is what smoke and quick
+    # take); the six full-size source runs one epoch each
+    "rehearsal": dict(targets=["stl10"],
+                      source_changes={m: {"epochs": 1, "warmup_epochs": 0}
+                                      for m in ("mlp_b12_wi1024", "resnet18_cifar", "vit_small_patch16_224")},
+                      n_cka=16, n_probe_train=40, n_probe_test=16, per_class=[2], trained_per_class=[2],
+                      n_val=10, steps=2, max_epochs=1, lr_per_class=2,
+                      xgboost={"n_estimators": 2, "max_depth": 2}),
+}
+
+
+def config(profile: str | None = None, **overrides) -> Config:
+    """04's config under `profile`, with `overrides` (checked: unknown knobs and wrong types are errors)."""
+    return resolve(Config, profile, SMALLER, overrides)
