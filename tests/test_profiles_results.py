@@ -61,14 +61,16 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     assert path.read_text() == "good" and list(tmp_path.iterdir()) == [path]
 
 
-def test_start_resolves_per_profile_knobs_once_and_saves_only_the_resolved_values(tmp_path, monkeypatch):
+def test_start_saves_the_typed_configs_fields_flat_beside_the_given_values(tmp_path, monkeypatch):
+    from utils.experiments import attacks
+
     monkeypatch.setenv("MLPZOOM_RESULTS", str(tmp_path))
-    run = results.start("99_test", "smoke", sized=dict(n={"smoke": 3, "quick": 30, "full": None}), seed=1)
-    assert run.cfg == {"n": 3, "seed": 1} and run.p is profiles.PROFILES["smoke"]
+    cfg = attacks.config("smoke", n_images=3)
+    run = results.start("99_test", "smoke", cfg=cfg, seed=1)
+    assert run.cfg["n_images"] == 3 and run.cfg["seed"] == 1 and run.p is profiles.PROFILES["smoke"]
     saved = json.loads((run.out / "config.json").read_text())["config"]
-    assert saved["n"] == 3 and saved["seed"] == 1 and saved["models"] == run.models
-    with pytest.raises(KeyError, match="'n' has no value for profile 'smoke' \\(it has: quick\\)"):
-        results.start("99_test", "smoke", sized=dict(n={"quick": 30}))
+    assert saved["n_images"] == 3 and saved["batch_size"] == 32 and saved["seed"] == 1
+    assert saved["models"] == run.models and saved["profile"] == "smoke"
 
 
 def test_a_failed_run_leaves_the_last_complete_results_together(tmp_path, monkeypatch):

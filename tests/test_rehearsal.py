@@ -25,23 +25,13 @@ REHEARSAL = profiles.PROFILES["rehearsal"]
 TRIO = REHEARSAL.trio
 
 
-def parameters(notebook: str) -> dict:
-    """The values a notebook's parameters cell defines (it holds literals only)."""
-    cell = next(c for c in nbformat.read(ROOT / notebook, as_version=4).cells
-                if "parameters" in c.get("metadata", {}).get("tags", []))
-    values: dict = {}
-    exec(cell.source, {}, values)
-    return values
-
-
 def per_profile_knobs(notebook: str) -> dict[str, dict]:
-    """{knob: {profile: value}}: from the notebook's typed config where it has one (utils.config), else from
-    the per-profile dicts of its parameters cell."""
+    """{knob: {profile: value}} of the notebook's typed config (utils.config; 07 has none)."""
     stem = Path(notebook).stem
-    if stem in config.CONFIGS:
-        values = {p: dataclasses.asdict(config.for_notebook(stem, p)) for p in profiles.PROFILES}
-        return {k: {p: v[k] for p, v in values.items()} for k in values["full"]}
-    return {k: v for k, v in parameters(notebook).items() if isinstance(v, dict) and "full" in v}
+    if stem not in config.CONFIGS:
+        return {}
+    values = {p: dataclasses.asdict(config.for_notebook(stem, p)) for p in profiles.PROFILES}
+    return {k: {p: v[k] for p, v in values.items()} for k in values["full"]}
 
 
 def test_the_rehearsal_profile_is_full_at_toy_counts():
@@ -276,12 +266,11 @@ def test_it_catches_a_recipe_field_the_trainer_ignores(rehearsal_env):
 def test_it_catches_a_notebook_branch_only_full_takes(tmp_path, rehearsal_env):
     """The same notebook with an error in its full-only branch: smoke passes, the rehearsal fails."""
     nb = nbformat.v4.new_notebook()
-    knob = 'n = {"smoke": 1, "quick": 1, "full": 1, "rehearsal": 1}'
-    params = nbformat.v4.new_code_cell(f"profile = None\n{knob}")
+    params = nbformat.v4.new_code_cell("profile = None")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(
         "from utils import results\n"
-        "run = results.start('98_branch', profile, sized=dict(n=n))\n"
+        "run = results.start('98_branch', profile)\n"
         "if run.p.code_path == 'full':\n"
         "    pretrained_zoo_loop_with_a_typo\n"
         "run.finish()")]

@@ -1,8 +1,8 @@
 """The run context of a notebook and what is saved beside every number (config + environment).
 
-    run = start("02_adversarial_robustness", profile, dataset, models, device,
-                sized=dict(n_images={"smoke": 32, "quick": 500, "full": None}), seed=0)
-    run.cfg["n_images"]                  # this profile's value, resolved once here
+    cfg = attacks.config(profile, **overrides)   # the notebook's typed config (utils.config)
+    run = start("02_adversarial_robustness", profile, dataset, models, device, cfg=cfg, seed=0)
+    run.cfg["n_images"]                  # what config.json holds: cfg's fields, flat
     save_table(df, run.out / "robust_accuracy.csv")   # tidy tables: one row per model x setting
     run.finish()                         # the last cell: the run's folder replaces the previous one
 
@@ -137,17 +137,6 @@ def read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def resolve_sized(sized: dict[str, dict], profile: str) -> dict:
-    """{knob: {profile: value}} -> {knob: value for `profile`}; a knob without that profile is a KeyError."""
-    out = {}
-    for knob, by_profile in sized.items():
-        if not isinstance(by_profile, dict) or profile not in by_profile:
-            have = ", ".join(by_profile) if isinstance(by_profile, dict) else type(by_profile).__name__
-            raise KeyError(f"parameter {knob!r} has no value for profile {profile!r} (it has: {have})")
-        out[knob] = by_profile[profile]
-    return out
-
-
 @dataclass(frozen=True)
 class NotebookRun:
     """What a notebook works on, resolved once from its `parameters` cell (None: the profile's choice)."""
@@ -213,15 +202,13 @@ def release_notebook(final: Path) -> None:
 
 def start(notebook: str, profile: str | None = None, dataset: str | None = None,
           models: list[str] | None = None, device: str | None = None, *, cfg: object | None = None,
-          sized: dict | None = None, threads: int | dict | None = None, **config) -> NotebookRun:
+          threads: int | None = None, **config) -> NotebookRun:
     """Resolve a notebook's parameters against its profile, create an empty folder for this run and write
     config.json there: the resolved parameters (the fields of `cfg`, the notebook's typed config from
-    utils.config; `sized` knobs at this profile's value; `config` as given) and the environment. threads:
-    torch's CPU threads (an int, or one per profile; None: torch's default), set before the environment is
-    recorded."""
+    utils.config, then `config` as given) and the environment. threads: torch's CPU threads (None: torch's
+    default), set before the environment is recorded."""
     p = get_profile(profile)
     set_cpu_autocast(p.autocast_here)  # the rehearsal: full's bf16 autocast, where this CPU has native bf16
-    threads = resolve_sized({"threads": threads}, p.name)["threads"] if isinstance(threads, dict) else threads
     if threads:
         torch.set_num_threads(threads)
         config["threads"] = threads
@@ -231,7 +218,7 @@ def start(notebook: str, profile: str | None = None, dataset: str | None = None,
     shutil.rmtree(running, ignore_errors=True)  # left by a run that failed: it is not a result
     running.mkdir(parents=True)
     typed = dataclasses.asdict(cfg) if cfg is not None else {}
-    values = {**typed, **resolve_sized(sized or {}, p.name), **config}
+    values = {**typed, **config}
     models = list(models or p.trio)
     run = NotebookRun(notebook, p.name, dataset, models, device or p.device, running, values, p)
     resolved = {"notebook": notebook, "profile": run.profile, "dataset": run.dataset, "models": run.models,

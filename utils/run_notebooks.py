@@ -158,29 +158,27 @@ SHARED = ("dataset", "models", "device", "seed")  # literals of every parameters
 
 
 def notebook_parameters(notebook: str, parameters: dict) -> dict:
-    """One notebook's parameters: the shared ones as given; for a notebook with a typed config
-    (utils.config.CONFIGS), every other key that names one of its knobs joins its `overrides` (type-checked
-    here, before anything runs); a notebook without one gets every key as given."""
+    """One notebook's parameters: the shared ones as given, and every other key that names a knob of its
+    typed config (utils.config.CONFIGS) in its `overrides` (type-checked here, before anything runs)."""
+    shared = {k: v for k, v in parameters.items() if k in SHARED}
     cls = config.config_class(notebook)
-    if cls is None:
-        return dict(parameters)
+    if cls is None:  # 07: nothing to size
+        return shared
     knobs = config.knobs(cls)
     mine = {k: v for k, v in parameters.items() if k in knobs}
     overrides = {**parameters.get("overrides", {}), **mine}
     config.check(cls, overrides)
-    return {**{k: v for k, v in parameters.items() if k in SHARED}, "overrides": overrides}
+    return {**shared, "overrides": overrides}
 
 
 def check_knobs_known(notebooks: list[Path], parameters: dict) -> None:
-    """A key that is neither shared nor a knob of any selected notebook is an error listing the knobs (a
-    notebook without a typed config takes any key, as its parameters cell decides)."""
-    if any(config.config_class(p.stem) is None for p in notebooks):
-        return
-    known = {k for p in notebooks for k in config.knobs(config.config_class(p.stem))}
+    """A key that is neither shared nor a knob of any selected notebook is an error listing the knobs."""
+    typed = [p for p in notebooks if config.config_class(p.stem) is not None]
+    known = {k for p in typed for k in config.knobs(config.config_class(p.stem))}
     unknown = [k for k in parameters if k not in known and k not in (*SHARED, "overrides")]
     if unknown:
         listing = "; ".join(f"{p.stem}: {', '.join(config.knobs(config.config_class(p.stem)))}"
-                            for p in notebooks)
+                            for p in typed) or "none (no selected notebook has a config)"
         raise KeyError(f"no selected notebook has the knob {', '.join(map(repr, unknown))}; shared: "
                        f"{', '.join(SHARED)}; knobs: {listing}")
 
