@@ -3,6 +3,7 @@ k trained for the same number of optimizer steps, the fine-tune head new even wh
 LP-FT's head the probe's (its step-0 logits the probe's), the probe's head in the store key, BatchNorm
 statistics kept while fine-tuning, and the lr chosen on validation."""
 
+import math
 from dataclasses import replace
 
 import pandas as pd
@@ -172,6 +173,23 @@ def test_lr_is_chosen_on_validation():
                            "top1": [0.9, 0.1, 0.2, 0.3]})
     best = transfer.chosen_lr(trials).set_index("method").lr_scale
     assert best["fine-tune"] == 0.1 and best["LP-FT"] == 1.0  # never the test column; ties: the first tried
+    diverged = trials.assign(val_top1=[float("nan"), 0.2, float("nan"), float("nan")])
+    best = transfer.chosen_lr(diverged).set_index("method").lr_scale
+    assert best["fine-tune"] == 0.1 and best["LP-FT"] == 1.0  # a diverged trial loses; all diverged: first
+
+
+def test_a_transfer_run_that_diverges_is_a_row_not_an_error(tmp_path, monkeypatch, synth):
+    """SGD at lr 1e30 turns the loss NaN in the first epoch: NaN scores, diverged=True, nothing stored."""
+    from utils import store
+
+    monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(tmp_path))
+    tr, te = synth
+    budget = transfer.Budget(steps=2, max_epochs=2)
+    recipe = transfer.transfer_recipe("scratch", replace(BASE, optimizer="sgd", lr=1e30), 100, budget)
+    splits = store.Splits(tr.subset(torch.arange(100)), te.subset(torch.arange(50)), te)
+    row = transfer.trained_metrics("test_mlp@scratch-k10", "synthetic", "smoke", recipe, splits)
+    assert row["diverged"] and math.isnan(row["test_top1"]) and math.isnan(row["val_top1"])
+    assert not store.is_stored("test_mlp@scratch-k10", "synthetic", "smoke")
 
 
 def test_run_names_and_methods():

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import store
 from ..config import resolve
 from ..data import ImageSet, stratified_index, train_val_split
 from ..files import atomic_write
@@ -151,9 +152,25 @@ def save_head(head: nn.Linear, path: str | Path) -> Path:
 
 def chosen_lr(trials: pd.DataFrame) -> pd.DataFrame:
     """Per (target, model, method) of a table of lr trials (columns target, model, method, lr_scale,
-    val_top1): the row of the best validation top-1 (ties: the first tried)."""
+    val_top1): the row of the best validation top-1 (ties: the first tried; a trial that diverged has a
+    NaN val_top1 and is never better than one that did not; all diverged: the first tried)."""
     keys = ["target", "model", "method"]
-    return trials.loc[trials.groupby(keys, sort=False).val_top1.idxmax()].reset_index(drop=True)
+    scored = trials.assign(val_top1=trials.val_top1.fillna(-math.inf))
+    return trials.loc[scored.groupby(keys, sort=False).val_top1.idxmax()].reset_index(drop=True)
+
+
+def trained_metrics(name: str, dataset: str, profile, recipe: Recipe, splits, device: str | None = None
+                    ) -> dict:
+    """Train (or load) a transfer run through the store and return its model card's metrics with
+    diverged=False; a run whose loss turns NaN/inf (too high an lr for this start) is a row of NaN scores
+    with diverged=True instead of an error, as 06's ablations record it (nothing is stored; a rerun tries
+    again)."""
+    try:
+        store.get_or_train(name, dataset, profile, recipe=recipe, device=device, splits=splits)
+    except FloatingPointError as err:
+        print(f"{name}: diverged ({err})")
+        return {"val_top1": math.nan, "test_top1": math.nan, "diverged": True}
+    return {**store.model_card(name, dataset, profile)["metrics"], "diverged": False}
 
 
 def xgboost_pixels(train: ImageSet, test: ImageSet, *, n_estimators: int = 100, max_depth: int = 4,
