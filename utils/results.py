@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import cpu as cpu_info
 from .checkpoints import RunBusy, lock_path, run_lock
 from .data.registry import check_dataset_name
 from .files import REPO, atomic_write, checkpoints_root, read_json, results_root, save_json
@@ -78,22 +79,11 @@ def git_revision() -> str:
         return "unknown"
 
 
-def cpu_model() -> str:
-    """The processor's name from /proc/cpuinfo (Linux); platform.processor() is empty there."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def device_name(device: str | torch.device | None = None) -> str:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = cpu_model() or platform.machine()
+    cpu = cpu_info.model()
     return f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
