@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgba
+from matplotlib.ticker import NullFormatter
 
 from .base import color, figure, image_grid, integer_axis, model_order, to_hwc
 
@@ -154,6 +155,7 @@ def sae_sweep(sweep: pd.DataFrame, models: list[str]) -> plt.Figure:
             ax.plot(relu.active_share, relu[col], "x", color=color(name), ms=8, mew=2)
             ax.plot(main.active_share, main[col], "o", mfc="none", mec="k", ms=10)
             ax.set(xscale="log", xlabel="L0 / features (log)", title=title)
+            ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
     axes[0].legend(fontsize=7, title="o topk_signed, x topk (ReLU)", title_fontsize=7)
     fig.tight_layout()
     return fig
