@@ -355,3 +355,22 @@ def test_run_and_dataset_names_cannot_escape_the_checkpoints_root(ck, tmp_path, 
         store.get_or_train(run, dataset, "smoke", recipe=RECIPE, progress=False)
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "ck").exists()  # nothing written
     assert store.run_dir("test_mlp@lr3e-4", "fashion-mnist[0-4]", "quick").name == "test_mlp@lr3e-4"
+
+
+def test_a_run_that_diverged_is_marked_and_not_trained_again(ck, monkeypatch):
+    """SGD at lr 1e30: the loss turns NaN in the first epoch. The store marks the run (diverged.json with its
+    key), a second call raises at once without training, the plan sees it as settled, and another recipe
+    under the same name trains."""
+    calls = count_epochs(monkeypatch)
+    bad = recipes.with_train(RECIPE, optimizer="sgd", lr=1e30)
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        get(recipe=bad)
+    assert calls == [0] and (ck / "test_mlp" / store.DIVERGED).exists()
+    assert store.settled("test_mlp", "synthetic", "smoke") == "diverged"
+    with pytest.raises(FloatingPointError, match="diverged before under this recipe.*delete"):
+        get(recipe=bad)
+    assert calls == [0]  # not trained again
+    get()  # another recipe: trained (the mark is another key's)
+    assert calls == [0, 0, 1] and store.settled("test_mlp", "synthetic", "smoke") == "stored"
+    log = store.requests("smoke")
+    assert log.run.tolist() == ["test_mlp"] * 2 and log.trained.tolist() == [True, True]

@@ -214,4 +214,7 @@ def start(notebook: str, profile: str | None = None, dataset: str | None = None,
     resolved = {"notebook": notebook, "profile": run.profile, "dataset": run.dataset, "models": run.models,
                 "device": run.device, **values}
     save_config(running, resolved, run.device)
+    from . import store  # the store's request log names the notebook that asked (utils.plan's tests)
+
+    store.context["notebook"] = notebook
     return run

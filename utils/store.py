@@ -14,7 +14,11 @@ into the folder: nothing says what it was trained with) is moved aside to `<run>
 deleted) and trained anew. A final file that cannot be used (unreadable, a model card of another shape, a
 history cut short, NaN weights) is set aside as `<name>.corrupt`, named, and rebuilt from last.pt. Run and
 dataset names are plain folder names (nothing escapes the checkpoints root). One process trains a run at a
-time (a lock per run, keyed by its real path); a second waits and then loads it.
+time (a lock per run, keyed by its real path); a second waits and then loads it. A run whose loss diverges
+leaves `diverged.json` (its key and the error): training is seeded, so the same key is not trained again
+(FloatingPointError at once; delete the file to retry). Every request is one line of
+`<checkpoints>/<profile>/requests.jsonl` (notebook, dataset, run, trained or loaded): utils.plan's tests
+compare it with the plan.
 
 Three splits: the training images of the profile (a stratified subset where the profile or recipe says so)
 lose a seeded, stratified VAL_FRACTION to the validation split, on which every choice (epochs, learning
@@ -254,7 +258,10 @@ def get_or_train(
     key = store_key(run, recipe, splits, source)
     with distributed.main_lock(folder):
         if (stored := distributed.on_main(_stored, folder, key)) is not None:  # rank 0 reads; a copy for all
+            distributed.on_main(_log_request, p.name, dataset, run, trained=False)
             return _built(run, *stored, device)
+        if (why := distributed.on_main(diverged_before, folder, key)) is not None:
+            raise FloatingPointError(f"{run}: {why}")
         if net is None:
             net = build(model_of(run), splits.train.info, recipe, source, pretrained=recipe.pretrained)
         freeze_except(net, recipe.trainable)
@@ -263,8 +270,63 @@ def get_or_train(
         test = data.make_loader(splits.test, cfg.eval_batch_size, train=False, device=device)
         backend = training_backend(p)
         loaders = train.make_loaders(splits.train, splits.val, cfg, device=device, backend=backend)
-        train.fit(net, *loaders, cfg, test_loader=test)
+        distributed.on_main(_log_request, p.name, dataset, run, trained=True)
+        try:
+            train.fit(net, *loaders, cfg, test_loader=test)
+        except FloatingPointError as err:
+            distributed.on_main(_mark_diverged, folder, key, str(err))
+            raise
     return net.eval()
+
+
+DIVERGED = "diverged.json"  # beside store.json: this key's run diverged (deterministic: not retried)
+
+
+def _mark_diverged(folder: Path, key: dict, error: str) -> None:
+    checkpoints.write_json({"key": key, "error": error, "time": datetime.now(UTC).isoformat()},
+                           folder / DIVERGED)
+
+
+def diverged_before(folder: Path, key: dict | None = None) -> str | None:
+    """Why the run in `folder` is known to diverge under `key` (None: under its stored key), or None. Training
+    is seeded, so the same key diverges again: it is not retried (delete diverged.json to try anyway)."""
+    try:
+        marked = json.loads((folder / DIVERGED).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if key is not None and not _same(marked.get("key") or {}, key):
+        return None
+    return (f"diverged before under this recipe and data ({marked.get('error', '?')}); delete "
+            f"{folder / DIVERGED} to train it again")
+
+
+def settled(run: str, dataset: str, profile: str) -> str | None:
+    """"stored" (a finished run), "diverged" (known to diverge under its stored key) or None (to train)."""
+    folder = run_dir(run, dataset, profile)
+    return "stored" if checkpoints.has_final(folder) else "diverged" if diverged_before(folder) else None
+
+
+REQUESTS = "requests.jsonl"  # <checkpoints>/<profile>/: a line per get_or_train: who asked, trained or loaded
+context: dict = {}  # what results.start sets ({"notebook": ...}): written into each request line
+
+
+def _log_request(profile: str, dataset: str, run: str, trained: bool) -> None:
+    """Append one line to the profile's request log: the plan's tests compare what notebooks asked for
+    with what the plan lists, and count what they trained."""
+    line = {**context, "dataset": dataset, "run": run, "trained": trained,
+            "time": datetime.now(UTC).isoformat()}
+    path = checkpoints_root() / profile / REQUESTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:  # one short write per line: concurrent workers append whole lines
+        f.write(json.dumps(line) + "\n")
+
+
+def requests(profile: str) -> pd.DataFrame:
+    """The profile's request log as a table (notebook, dataset, run, trained, time); empty when none."""
+    path = checkpoints_root() / profile / REQUESTS
+    if not path.exists():
+        return pd.DataFrame(columns=["notebook", "dataset", "run", "trained", "time"])
+    return pd.DataFrame([json.loads(x) for x in path.read_text().splitlines() if x.strip()])
 
 
 def training_backend(p: Profile) -> str:

@@ -31,7 +31,7 @@ from .. import models, store, train
 from ..config import resolve
 from ..data import default_augment
 from ..models import model_device
-from ..recipes import Recipe
+from ..recipes import Recipe, get_recipe, with_train
 from ..train import TrainConfig
 
 BASELINE = "baseline"  # the name of a study's usual first ablation: the point the others are compared with
@@ -130,7 +130,8 @@ def run_study(study: Study, dataset: str | None = None, profile=None, *,
     """Train (or load) every point and score it: one row per ablation x seed with clean test top-1/top-5
     (the model card), val_top1, `robust_top1` = evaluate(model) (NaN without), params, training minutes,
     training images and steps, the recipe's lr/batch/epochs and the ablation's tags. A point whose loss
-    diverges is a row with NaN scores and diverged=True (its run is not stored; a rerun tries again)."""
+    diverges is a row with NaN scores and diverged=True (no model is stored; the store marks the run as
+    diverging, so a rerun does not train it again)."""
     p = store.get_profile(profile)
     dataset, rows = dataset or p.dataset, []
     for a, seed in points(study):
@@ -469,6 +470,65 @@ def adversarial_study(base: Recipe, model: str, seeds: Sequence[int], *, fgsm_ep
     head = replace(study.ablations[0], change="standard training",
                    tags={"method": "standard", "train_eps": 0.0})
     return replace(study, ablations=(head, *study.ablations[1:]))
+
+
+# ---------------------------------------------------------------- notebook 06: its studies and runs
+
+
+def base_recipe(cfg: Config, models: Sequence[str], profile: str) -> Recipe:
+    """The MLP's recipe (the trio's first) shortened to the config's epochs and training images."""
+    return shortened(get_recipe(models[0], profile), cfg.epochs, cfg.train_subset)
+
+
+def plain_recipe(cfg: Config, base: Recipe) -> Recipe:
+    """The plain MLP's baseline: the base's training on mlp_plain at the config's depth and width."""
+    return Recipe(base.train, overrides=cfg.plain, train_subset=base.train_subset, note="06 plain MLP")
+
+
+def optimisation_studies(cfg: Config, tuned: Recipe) -> list[Study]:
+    """Section 1 after the lr: batch size (fixed epochs, fixed steps), normalisation, depth x width."""
+    return [*batch_studies(tuned, "mlp_plain", cfg.batches, cfg.seeds, "plain"),
+            norm_study(tuned, "mlp_plain", cfg.seeds, "plain"),
+            grid_study(tuned, "mlp_plain", cfg.depths, cfg.widths, cfg.seeds, "plain")]
+
+
+def representation_studies(cfg: Config, base: Recipe, tuned: Recipe, info) -> list[Study]:
+    """Sections 3-4: input features (plain MLP, tuned lr), the tricks and the ladder (bottleneck MLP)."""
+    return [inputs_study(tuned, "mlp_plain", cfg.seeds, "plain", cfg.fourier, cfg.sine),
+            tricks_study(base, cfg.bottleneck, info, cfg.seeds, batches=cfg.trick_batches,
+                         full_batch=cfg.full_batch),
+            ladder_study(base, cfg.bottleneck, info, cfg.seeds, full_batch=cfg.full_batch)]
+
+
+def adversarial_studies(cfg: Config, base: Recipe, models: Sequence[str]) -> list[Study]:
+    """Section 5: adversarial training of the bottleneck MLP and of the CNN (the trio's second)."""
+    adv_base = shortened(base, cfg.adv_epochs, cfg.adv_subset)
+    return [adversarial_study(adv_base, m, cfg.adv_seeds, fgsm_eps=[e / 255 for e in cfg.fgsm_eps_255],
+                              pgd_eps=[e / 255 for e in cfg.pgd_eps_255], pgd_steps=cfg.pgd_train_steps)
+            for m in (cfg.bottleneck, models[1])]
+
+
+def runs(cfg: Config, ctx) -> list:
+    """Every run 06 asks the store for (utils.plan): the lr study, then, at the lr chosen on the validation
+    split (waiting until the lr study is stored), the other plain-MLP studies; the tricks, the ladder and
+    adversarial training."""
+    from ..data.cache import info_of
+
+    base = base_recipe(cfg, ctx.models, ctx.profile.name)
+    plain = plain_recipe(cfg, base)
+    lr = lr_study(plain, "mlp_plain", cfg.lrs, cfg.seeds)
+    point_runs = lambda study, waits="": [
+        ctx.run(run_name(study, a, s), recipe_for(study, a, s), waits_for=waits) for a, s in points(study)]
+    first = point_runs(lr)
+    lrs = [recipe_for(lr, a, s).train.lr for a, s in points(lr)]
+    best = ctx.chosen(first, lambda t: best_by_val(t.assign(lr=lrs), "lr"))
+    tuned = with_train(plain, lr=best) if best is not None else plain  # provisional: the baseline's lr
+    waits = "" if best is not None else "the plain MLP's lr (validation)"
+    deep = depth_study(tuned, "mlp_plain", cfg.seeds, cfg.deep)
+    inputs, *bottleneck = representation_studies(cfg, base, tuned, info_of(ctx.dataset))
+    at_lr = (*optimisation_studies(cfg, tuned), deep, inputs)
+    return [*first, *(r for s in at_lr for r in point_runs(s, waits)),
+            *(r for s in (*bottleneck, *adversarial_studies(cfg, base, ctx.models)) for r in point_runs(s))]
 
 
 # ---------------------------------------------------------------- notebook 06: its knobs

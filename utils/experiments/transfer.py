@@ -32,7 +32,7 @@ from .. import store
 from ..config import resolve
 from ..data import ImageSet, stratified_index, train_val_split
 from ..files import atomic_write
-from ..recipes import Recipe
+from ..recipes import Recipe, get_recipe, with_train
 from ..train import TrainConfig
 
 
@@ -163,8 +163,8 @@ def trained_metrics(name: str, dataset: str, profile, recipe: Recipe, splits, de
                     ) -> dict:
     """Train (or load) a transfer run through the store and return its model card's metrics with
     diverged=False; a run whose loss turns NaN/inf (too high an lr for this start) is a row of NaN scores
-    with diverged=True instead of an error, as 06's ablations record it (nothing is stored; a rerun tries
-    again)."""
+    with diverged=True instead of an error, as 06's ablations record it (no model is stored; the store marks
+    the run as diverging, so a rerun does not train it again)."""
     try:
         store.get_or_train(name, dataset, profile, recipe=recipe, device=device, splits=splits)
     except FloatingPointError as err:
@@ -185,6 +185,148 @@ def xgboost_pixels(train: ImageSet, test: ImageSet, *, n_estimators: int = 100, 
     model.fit(x(train), train.labels.numpy())
     top1 = lambda ds: float((model.predict(x(ds)) == ds.labels.numpy()).mean())
     return {"top1": top1(test), "train_top1": top1(train)}
+
+
+# ---------------------------------------------------------------- notebook 04: its runs
+
+
+def budget(cfg: Config, seed: int = 0) -> Budget:
+    return Budget(cfg.steps, cfg.max_epochs, cfg.backbone_lr_scale, cfg.frozen_bn_stats, seed)
+
+
+def source_runs(cfg: Config, model: str, profile: str) -> dict[str, Recipe]:
+    """A source model's two seeds: run name ("cnn_small@source-s0") -> its profile recipe with the config's
+    changes and the seed."""
+    base = with_train(get_recipe(model, profile), **cfg.source_changes.get(model, {}))
+    return {f"{model}@source-s{s}": with_train(base, seed=s) for s in (0, 1)}
+
+
+def source_of(cfg: Config, model: str) -> str:
+    """The stored run every fine-tune of `model` starts from: "<source>/<model>@source-s0"."""
+    return f"{cfg.source}/{model}@source-s0"
+
+
+def target_splits(profile, target: str, source_info, n_val: int, seed: int = 0
+                  ) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """(pool, validation, test) of a target task at the source's image size and channels."""
+    train, test = (resize(store.load_data(profile, target, s), source_info.image_size, source_info.channels)
+                   for s in ("train", "test"))
+    return (*transfer_splits(train, n_val, seed), test)
+
+
+def head_file(profile: str, target: str, model: str, k: int | None, source: str) -> Path:
+    """Where the linear probe's head of `model` at k images per class of `target` is kept, in the store
+    beside the target's runs and named by the source weights it was fitted on (a retrained source: another
+    file), so the notebook and utils.plan start LP-FT from the same file."""
+    dataset, _, run = source.partition("/")
+    weights = store.run_dir(run, dataset, profile) / "model.safetensors"
+    tag = store._file_hash(weights)[:12]
+    return store.run_dir("heads", target, profile) / f"{model}-k{k or 'all'}-{tag}.safetensors"
+
+
+def probe_head(path: Path, features: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int = 0
+               ) -> Path:
+    """`path` when it exists; else the linear probe fitted on the frozen features, saved there (LP-FT's
+    head)."""
+    if not Path(path).exists():
+        from .probes import fit_linear_probe
+
+        save_head(fit_linear_probe(features, labels, num_classes=num_classes, seed=seed), path)
+    return Path(path)
+
+
+def head_input(net: nn.Module, ds: ImageSet) -> torch.Tensor:
+    """The features the head sees (float32, CPU): what the probes are fitted on."""
+    from ..hooks import collect_activations
+
+    return collect_activations(net, ds, "head:input", dtype=torch.float32, progress=False)
+
+
+@dataclass(frozen=True)
+class TransferTask:
+    """One trained transfer run as utils.plan trains it ahead, exactly as 04 builds it: the target's splits,
+    k images per class, the probe's head (LP-FT) and the recipe."""
+
+    cfg: Config
+    model: str
+    target: str
+    method: str
+    k: int | None
+    lr_scale: float
+    seed: int
+
+    @property
+    def image_dataset(self) -> str:  # the models see the target resized to the source's images
+        return self.cfg.source
+
+    def n_train(self, profile) -> int:
+        """Images of the k-per-class subset, counted from the split sizes (nothing read)."""
+        from ..data.cache import info_of
+        from ..plan import split_size
+
+        n = split_size(profile, self.target, capped=False)
+        n_val = max(info_of(self.target).num_classes, round(min(self.cfg.n_val, round(0.1 * n))))
+        pool = n - n_val
+        return pool if self.k is None else min(pool, self.k * info_of(self.target).num_classes)
+
+    def recipe(self, n_train: int, head: Path | None, profile: str) -> Recipe:
+        return transfer_recipe(self.method, get_recipe(self.model, profile).train, n_train,
+                               budget(self.cfg, self.seed), source=source_of(self.cfg, self.model),
+                               head_file=head, lr_scale=self.lr_scale)
+
+    def provisional(self, profile) -> Recipe:
+        """The recipe at the counted size, the head file not yet known (the plan's cost)."""
+        return self.recipe(self.n_train(profile), Path("probe-head") if self.method == "LP-FT" else None,
+                           profile.name)
+
+    def train(self, run, profile, device: str | None = None) -> None:
+        """Build the splits (and the probe's head) and train the run through the store."""
+        from ..data.cache import info_of
+
+        pool, val, test = target_splits(profile, self.target, info_of(self.cfg.source), self.cfg.n_val,
+                                        self.seed)
+        train_k = per_class(pool, self.k, self.seed)
+        head = None
+        if self.method == "LP-FT":
+            dataset, _, run_name_ = source_of(self.cfg, self.model).partition("/")
+            net = store.get_or_train(run_name_, dataset, profile, device=device, progress=False,
+                                     recipe=source_runs(self.cfg, self.model, profile.name)[run_name_])
+            head = probe_head(head_file(profile.name, self.target, self.model, self.k,
+                                        source_of(self.cfg, self.model)),
+                              head_input(net, train_k), train_k.labels, test.info.num_classes, self.seed)
+        recipe = self.recipe(len(train_k), head, profile.name)
+        store.get_or_train(run.name, self.target, profile, recipe=recipe, device=device, progress=False,
+                           splits=store.Splits(train_k, val, test))
+
+
+def runs(cfg: Config, ctx) -> list:
+    """Every run 04 asks the store for (utils.plan): two seeds of each source model; per target and model
+    the fine-tune and LP-FT lr trials at lr_per_class; then every trained method at each k, fine-tune and
+    LP-FT at the lr chosen on the target's validation split (waiting until the trials are stored)."""
+    P, out = ctx.profile.name, []
+    for m in ctx.models:
+        out += [ctx.run(name, recipe, cfg.source) for name, recipe in source_runs(cfg, m, P).items()]
+    task = lambda m, t, method, k, scale: TransferTask(cfg, m, t, method, k, scale, ctx.seed)
+    for target in cfg.targets:
+        for m in ctx.models:
+            chosen = {}
+            for method in METHODS[:2]:
+                trials = [ctx.run(run_name(m, method, cfg.lr_per_class, scale),
+                                  task(m, target, method, cfg.lr_per_class, scale).provisional(ctx.profile),
+                                  target, task=task(m, target, method, cfg.lr_per_class, scale))
+                          for scale in cfg.lr_grid]
+                out += trials
+                chosen[method] = ctx.chosen(trials, lambda t: cfg.lr_grid[
+                    int(t.val_top1.fillna(-math.inf).to_numpy().argmax())])
+            for k in cfg.trained_per_class:
+                for method in METHODS:
+                    scale = 1.0 if method == "scratch" else chosen[method]
+                    known = scale is not None
+                    t = task(m, target, method, k, scale if known else cfg.lr_grid[0])
+                    name = run_name(m, method, k, scale) if known else f"{run_name(m, method, k)}-lr?"
+                    waits = "" if known else f"the {method} lr of {m} on {target} (validation)"
+                    out.append(ctx.run(name, t.provisional(ctx.profile), target, task=t, waits_for=waits))
+    return out
 
 
 # ---------------------------------------------------------------- notebook 04: its knobs
