@@ -31,7 +31,8 @@ def test_an_override_beats_the_profiles_value_and_an_int_is_a_float():
 
 
 def test_an_unknown_knob_is_one_line_listing_the_knobs():
-    with pytest.raises(KeyError, match=r"unknown override 'n_imgs' .*knobs: n_images: int \| None, lr: float"):
+    listing = r"knobs: n_images: int \| None, lr: float"
+    with pytest.raises(KeyError, match=rf"unknown override 'n_imgs' .*{listing}"):
         config.resolve(Knobs, "quick", SMALLER, {"n_imgs": 3})
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from utils import profiles, run_notebooks
+from utils import plan, profiles, run_notebooks, store
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = [p.name for p in run_notebooks.find_notebooks(ROOT)]
@@ -95,8 +95,16 @@ if NOTEBOOKS:
     @pytest.fixture(scope="session")
     def smoke_dirs(tmp_path_factory):
         """One results and one checkpoints folder for every notebook of the session: later notebooks load the
-        models 01 trained (as `make reproduce` does), and 07 finds every notebook's tables."""
-        return tmp_path_factory.mktemp("smoke") / "results", tmp_path_factory.mktemp("smoke") / "checkpoints"
+        models 01 trained (as `make reproduce` does), and 07 finds every notebook's tables. 04's and 06's runs
+        are trained ahead by the plan on two local workers (README: plan + notebooks on one box), so those two
+        notebooks must train nothing (test_the_plan_is_what_the_notebooks_asked_for)."""
+        dirs = tmp_path_factory.mktemp("smoke") / "results", tmp_path_factory.mktemp("smoke") / "checkpoints"
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MLPZOOM_RESULTS", str(dirs[0]))
+            env.setenv("MLPZOOM_CHECKPOINTS", str(dirs[1]))
+            done = plan.train_ahead("smoke", ["04", "06"], workers=2)
+        assert len(done) and (done.outcome == "stored").all() and set(done.worker) == {0, 1}
+        return dirs
 
     @pytest.mark.parametrize("name", NOTEBOOKS)
     def test_notebook_runs_under_smoke(name, smoke_dirs, monkeypatch):
@@ -166,3 +174,19 @@ if NOTEBOOKS:
         df.to_csv(table, index=False)
         report.write("smoke")
         assert f"{TRIO[0]} 0.123" in (root / "REPORT.md").read_text()  # the sentence follows the table
+
+    def test_the_plan_is_what_the_notebooks_asked_for(smoke_dirs, monkeypatch):
+        """Every notebook asked the store for exactly the runs the plan lists for it (the store's request
+        log), nothing waits any more, and 04 and 06, trained ahead by the plan, trained nothing themselves."""
+        monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(smoke_dirs[1]))
+        asked = store.requests("smoke")
+        planned = plan.plan("smoke")
+        assert not [r.name for r in planned if r.waits_for]
+        for notebook in [Path(n).stem for n in NOTEBOOKS]:
+            mine = asked[asked.notebook == notebook]
+            listed = {(r.dataset, r.name) for r in planned if r.notebook == notebook}
+            assert set(zip(mine.dataset, mine.run, strict=True)) == listed, notebook
+        ahead = asked[asked.notebook.isin(["04_feature_generalizability", "06_improving_mlp"])]
+        assert len(ahead) > 100 and not ahead.trained.any()
+        assert asked[asked.notebook == "plan"].trained.sum() == len(
+            {(r.dataset, r.name) for r in planned if r.notebook[:2] in ("04", "06")})

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..files import atomic_write, data_root
-from .registry import DatasetInfo, ImageSet, get_reader
+from .registry import DatasetInfo, ImageSet, get_info, get_reader
 from .sources import SPLIT_ALIASES, source_dir
 from .splits import stratified_subset
 
@@ -127,6 +127,17 @@ def parse_name(name: str) -> tuple[str, list[int] | None]:
     except ValueError:
         raise ValueError(f"{name!r}: select classes as <dataset>[0-4] or <dataset>[0,3,7]") from None
     return base, classes
+
+
+def info_of(name: str) -> DatasetInfo:
+    """What load_dataset(name) will report as its info, without reading any image: the registered info, for
+    a class selection with only those classes (utils.plan counts with it)."""
+    base, classes = parse_name(name)
+    info = get_info(base)
+    if classes is None:
+        return info
+    kept = tuple(info.classes[c] for c in classes) if info.classes else tuple(map(str, classes))
+    return replace(info, name=name, num_classes=len(classes), classes=kept)
 
 
 def select_classes(ds: ImageSet, name: str, classes: list[int]) -> ImageSet:

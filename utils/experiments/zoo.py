@@ -28,8 +28,8 @@ import pandas as pd
 
 from ..config import resolve
 from ..models import vit
-from ..profiles import Profile
-from ..recipes import Recipe, tnt_sweep_recipe
+from ..profiles import Profile, get_profile
+from ..recipes import Recipe, sweep_recipe, tnt_sweep_recipe
 from ..store import model_card, model_of
 
 ABLATIONS = {"no-aug": "no augmentation", "no-dropout": "no dropout"}  # run suffix -> setting
@@ -121,6 +121,48 @@ def ladder_table(summary: pd.DataFrame, shapes: dict[str, tuple[int, int]], refe
     table = pd.concat([ours, study], ignore_index=True)
     data = [f"{d}, {int(s)}x{int(s)}" for d, s in zip(table.dataset, table.input_side, strict=True)]
     return table.assign(data=data)
+
+
+# ---------------------------------------------------------------- notebook 01: its runs
+
+
+def trio_runs(cfg: Config, models: Sequence[str], profile: str | Profile) -> list[str]:
+    """The trio's run names: under full with vit_finetune="finetune", ViT-S/16's variant that trains every
+    layer ("vit_small_patch16_224@finetune")."""
+    finetune = get_profile(profile).code_path == "full" and cfg.vit_finetune == "finetune"
+    return [m + "@finetune" * (finetune and m == "vit_small_patch16_224") for m in models]
+
+
+def lr_points(cfg: Config, profile: str) -> dict[str, Recipe]:
+    """The lr sweep: run name -> the profile's sweep recipe at each lr of the grid."""
+    return {f"{cfg.sweep_model}@lr{lr:g}": sweep_recipe(profile, lr=lr) for lr in cfg.lr_grid}
+
+
+def best_lr(cfg: Config, table: pd.DataFrame) -> float:
+    """The lr of the sweep's best validation top-1 (`table`: one row per lr point, in grid order)."""
+    return float(cfg.lr_grid[int(np.nanargmax(table["val_top1"].to_numpy(dtype=float)))])
+
+
+def batch_points(cfg: Config, profile: str, lr: float) -> dict[str, Recipe]:
+    """The batch-size sweep at the chosen lr: run name -> recipe."""
+    return {f"{cfg.sweep_model}@lr{lr:g}-bs{bs}": sweep_recipe(profile, lr=lr, batch_size=bs)
+            for bs in cfg.batch_grid}
+
+
+def runs(cfg: Config, ctx) -> list:
+    """Every run 01 asks the store for (utils.plan): the trio, the zoo, the pretrained zoo, the lr sweep, the
+    batch sweep (waiting for the lr chosen on the validation split), the TnT sweep and the Perceiver
+    ladder."""
+    P = ctx.profile.name
+    out = [ctx.run(r) for r in (*trio_runs(cfg, ctx.models, ctx.profile), *cfg.zoo, *cfg.pretrained_zoo)]
+    lrs = [ctx.run(name, recipe) for name, recipe in lr_points(cfg, P).items()]
+    chosen = ctx.chosen(lrs, lambda t: best_lr(cfg, t))
+    waits = "" if chosen is not None else f"the lr of {cfg.sweep_model}'s sweep (validation)"
+    batches = [ctx.run(name if chosen is not None else name.replace(f"lr{cfg.lr_grid[0]:g}", "lr?"), recipe,
+                       waits_for=waits)
+               for name, recipe in batch_points(cfg, P, cfg.lr_grid[0] if chosen is None else chosen).items()]
+    tnt = [ctx.run(name, recipe) for name, recipe in tnt_points(cfg.tnt_model, cfg.tnt_grid, P).items()]
+    return [*out, *lrs, *batches, *tnt, *(ctx.run(r) for r in (*cfg.ladder, *cfg.ladder_ablations))]
 
 
 # ---------------------------------------------------------------- notebook 01: its knobs
