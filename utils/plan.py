@@ -387,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--parameter", type=cli.key_value, action="append", default=[],
                         metavar="KEY=VALUE", help="a knob or shared parameter, as for utils.run_notebooks")
     parser.add_argument("--json", action="store_true", help="print the rows and totals as JSON")
+    parser.add_argument("--estimate", action="store_true", help="what training costs on one H200, counted "
+                        "(utils/estimate.py)")
     parser.add_argument("--train", action="store_true", help="train every run that is not stored")
     parser.add_argument("--workers", type=cli.positive_int, help="parallel workers (default: one per GPU, "
                         "else 1; with --slurm: jobs at once)")
@@ -403,7 +405,23 @@ def main(argv: list[str] | None = None) -> int:
                                pattern=args.run)
             print(done.to_string(index=False) if len(done) else "nothing to train: every run is stored")
             return 1 if (done.outcome == "failed").any() else 0
-        rows = table(_matching(plan(profile, only, parameters), args.run, profile), profile)
+        runs = _matching(plan(profile, only, parameters), args.run, profile)
+        if args.estimate:
+            from . import estimate
+
+            per_run, per_notebook = estimate.estimate(runs, profile)
+            if args.json:
+                print(estimate.as_json(per_notebook, profile.name))
+                return 0
+            t = per_notebook
+            shown = t.assign(pflop=t.flops / 1e15, written_gb=t.bytes_written / 1e9, disk_gb=t.disk_left / 1e9)
+            with pd.option_context("display.width", 200, "display.max_rows", None):
+                print(shown.drop(columns=["flops", "bytes_written", "disk_left"])
+                      .to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            print("counted: training runs only; rates: " + "; ".join(f"{k} = {v.value:g} {v.unit}"
+                                                                    for k, v in estimate.RATES.items()))
+            return 0
+        rows = table(runs, profile)
     except (KeyError, ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
         parser.error(str(err).strip("'\""))
     sums = totals(rows)

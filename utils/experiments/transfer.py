@@ -259,14 +259,20 @@ class TransferTask:
     def image_dataset(self) -> str:  # the models see the target resized to the source's images
         return self.cfg.source
 
+    def n_val(self, profile) -> int:
+        """Validation images held out of the target's training split (transfer_splits), counted."""
+        from ..data.cache import info_of
+        from ..plan import split_size
+
+        n = split_size(profile, self.target, capped=False)
+        return max(info_of(self.target).num_classes, min(self.cfg.n_val, round(0.1 * n)))
+
     def n_train(self, profile) -> int:
         """Images of the k-per-class subset, counted from the split sizes (nothing read)."""
         from ..data.cache import info_of
         from ..plan import split_size
 
-        n = split_size(profile, self.target, capped=False)
-        n_val = max(info_of(self.target).num_classes, round(min(self.cfg.n_val, round(0.1 * n))))
-        pool = n - n_val
+        pool = split_size(profile, self.target, capped=False) - self.n_val(profile)
         return pool if self.k is None else min(pool, self.k * info_of(self.target).num_classes)
 
     def recipe(self, n_train: int, head: Path | None, profile: str) -> Recipe:

@@ -1,0 +1,55 @@
+"""The cost estimate (utils/estimate.py) against a real smoke run: optimizer steps exactly, bytes written to
+within the per-file overheads; every rate named with its source; the JSON's total."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from utils import checkpoints, estimate, plan, train
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    return tmp_path
+
+
+def test_the_counted_steps_and_bytes_are_what_a_smoke_run_does(roots, monkeypatch):
+    """The smoke trio trained through the store, every optimizer step and every file write recorded."""
+    written, steps = [], []
+    save, final, epoch = checkpoints._torch_save, checkpoints.write_final, train.train_epoch
+
+    def recorded_save(obj, path):
+        save(obj, path)
+        written.append(Path(path).stat().st_size)
+
+    def recorded_final(folder, *args):
+        final(folder, *args)
+        written.append((Path(folder) / "model.safetensors").stat().st_size)
+
+    monkeypatch.setattr(checkpoints, "_torch_save", recorded_save)
+    monkeypatch.setattr(checkpoints, "write_final", recorded_final)
+    monkeypatch.setattr(train, "train_epoch", lambda *a: steps.append(len(a[2])) or epoch(*a))
+    for run in plan.notebook_runs("02_adversarial_robustness", "smoke"):
+        written.clear()
+        steps.clear()
+        assert plan.train_run(run, "smoke") == "stored"
+        cost = estimate.run_cost(run, "smoke")
+        assert cost["steps"] == sum(steps) == 14  # 2 epochs of 461 // 64 batches
+        assert cost["checkpoint_saves"] == len(written) - 1 == 2
+        assert abs(cost["bytes_written"] - sum(written)) <= 8192 + 0.01 * sum(written), run.name
+
+
+def test_every_rate_is_named_with_its_unit_and_source():
+    assert {"H200_BF16_FLOPS", "STEP_OVERHEAD_S", "CHECKPOINT_WRITE_BYTES_S"} <= set(estimate.RATES)
+    assert all(r.value > 0 and r.unit and len(r.source) > 10 for r in estimate.RATES.values())
+
+
+def test_the_json_total_holds_the_minutes_and_the_disk(capsys):
+    assert plan.main(["--profile", "full", "--only", "02", "--estimate", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    total = out["total"]
+    assert out["profile"] == "full" and total["minutes_h200"] > 0 and total["disk_gb"] > 0
+    # 02's full trio: B-12/Wi-1024, ResNet-18 and ViT-S/16 (head only) on CIFAR-10 at their recipes' epochs
+    assert total["steps"] == sum(estimate.run_cost(r, "full")["steps"] for r in plan.plan("full", ["02"]))
