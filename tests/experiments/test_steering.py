@@ -199,3 +199,24 @@ def test_the_steering_figure_and_findings_read_the_saved_tables(tmp_path):
                        "predictions on average. At its best the class takes 0.500 of the predictions along "
                        "the feature and 0.500 along random unit directions at the same v (the control: they "
                        "make it the majority in 1 of 2 tries).")
+
+
+def test_steer_features_tables_each_feature_and_the_random_control():
+    """Toy: feature 0 is e0 (class 0 wins from v = 3, class 2 from v = -4), feature 1 is e1 (x0 = 7 stays, so
+    class 1 never wins within |v| <= 6); two random directions as the control, as computed by hand."""
+    directions = torch.eye(2)  # (D, F)
+    features = pd.DataFrame({"feature": [0, 1], "class_index": [0, 1], "youden": [0.9, 0.5]})
+    values = [float(v) for v in range(-6, 7)]
+    steered, control, majority = steering.steer_features(
+        Toy(), "head:input", directions, features, values, toy_images(), ["a", "b", "c", "d"], n_control=2,
+        relative=False)
+    assert len(steered) == 2 * 13 * 4 and set(steered.feature) == {0, 1} and len(control) == 2 * 13 * 4
+    m = majority.set_index("feature")
+    assert m.loc[0, "majority_value"] == 3.0 and m.loc[0, "majority"] == "3" and m.loc[0, "class"] == "a"
+    assert m.loc[0, "share_at_0"] == 0.0 and m.loc[0, "max_share"] == 1.0  # x0 = 0: class 1 (x1 >= 1) wins
+    own = steering.steering_table(Toy(), "head:input", torch.tensor([0.0, 1.0]), values, toy_images(), 4)
+    assert steering.majority_value(own, 1) is None and m.loc[1, "majority"] == "never"
+    by_hand = [steering.steering_table(Toy(), "head:input", r, values, toy_images(), 4)
+               for r in torch.randn(2, 2, generator=torch.Generator().manual_seed(0))]
+    expected = sum(t[t.class_index == 0].share.max() for t in by_hand) / 2
+    assert m.loc[0, "control_max_share"] == pytest.approx(expected) and m.loc[0, "n_control"] == 2

@@ -148,3 +148,69 @@ def majority_value(table: pd.DataFrame, target_class: int, sign: str = "both") -
         return None
     order = sorted(rows.value, key=lambda v: (abs(v), -v))  # outward from 0, positive first at a tie
     return float(order[0])
+
+
+def steer_features(model: nn.Module, layer: str, directions: Tensor, features: pd.DataFrame,
+                   values: Sequence[float], images: Tensor, classes: Sequence[str], *, n_control: int = 0,
+                   generator: torch.Generator | None = None, relative: bool = True, batch_size: int = 500
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """09's section 4 for one model: every feature of `features` (columns feature, class_index, youden)
+    steered along its column of `directions` (D, F), and `n_control` random directions (normal (D,) vectors)
+    as the control. Returns (steered: steering_table per feature with feature and feature_class, control:
+    steering_table per random direction with `control`, majority: one row per feature: the majority value
+    of its class (both signs, positive only; "never" when it never wins), its class's share at 0 and at
+    most, and the control's mean best share of that class and how many random directions made it win).
+    `generator`: where the random directions are drawn from (default: seed 0)."""
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    randoms = torch.randn(n_control, len(directions), generator=gen)  # (n_control, D)
+    table = lambda d: steering_table(model, layer, d, values, images, len(classes), relative=relative,
+                                     batch_size=batch_size)
+    control = pd.concat([table(r).assign(control=j) for j, r in enumerate(randoms)] or [pd.DataFrame()],
+                        ignore_index=True)
+    steered, rows = [], []
+    for feat in features.itertuples():
+        f, c = int(feat.feature), int(feat.class_index)
+        t = table(directions[:, f])
+        steered.append(t.assign(feature=f, feature_class=c))
+        own = t[t.class_index == c].set_index("value").share  # the feature's class's share per value
+        both, positive = majority_value(t, c), majority_value(t, c, sign="positive")
+        mine = control[control.class_index == c] if n_control else control
+        rows.append({"layer": layer, "feature": f, "feature_class": c, "class": classes[c],
+                     "youden": feat.youden, "majority_value": both,
+                     "majority": "never" if both is None else f"{both:g}",
+                     "majority_positive": "never" if positive is None else f"{positive:g}",
+                     "share_at_0": own.get(0.0), "max_share": own.max(), "max_share_value": own.idxmax(),
+                     "n_images": len(images),
+                     "control_max_share": mine.groupby("control").share.max().mean() if n_control else np.nan,
+                     "control_majorities": sum(majority_value(g, c) is not None
+                                               for _, g in control.groupby("control")) if n_control else 0,
+                     "n_control": n_control})
+    steered = pd.concat(steered, ignore_index=True) if steered else pd.DataFrame()
+    if len(steered):
+        steered["class"] = [classes[i] for i in steered.class_index]
+    return steered, control, pd.DataFrame(rows)
+
+
+def steer_models(nets: dict[str, nn.Module], layers: dict[str, str], directions: dict[str, Tensor],
+                 features: dict[str, pd.DataFrame], values: Sequence[float], images: Tensor,
+                 classes: Sequence[str], family: dict[str, str], *, n_control: int = 0, seed: int = 0,
+                 relative: bool = True, batch_size: int = 500
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """steer_features for every model (dicts keyed by model name), the random directions of all models
+    drawn in turn from one generator seeded `seed`: (steered, control, majority) with a `model` column
+    (majority: and `family`)."""
+    gen, parts = torch.Generator().manual_seed(seed), {}
+    for name, net in nets.items():
+        parts[name] = steer_features(net, layers[name], directions[name], features[name], values, images,
+                                     classes, n_control=n_control, generator=gen, relative=relative,
+                                     batch_size=batch_size)
+        print(f"{name}: {len(features[name])} features and {n_control} random directions steered at "
+              f"{len(values)} values on {len(images)} images")
+    join = lambda i, extra: pd.concat([p[i].assign(model=n, **extra(n)) for n, p in parts.items()],
+                                      ignore_index=True)
+    steered = join(0, lambda n: {})
+    tail = ["model", "feature", "feature_class", "class"]
+    steered = steered[[*steered.columns.drop(tail), *tail]]
+    majority = join(2, lambda n: {"family": family[n]})
+    majority = majority[["model", "family", *majority.columns.drop(["model", "family"])]]
+    return steered, join(1, lambda n: {}), majority
