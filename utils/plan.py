@@ -414,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(estimate.as_json(per_notebook, profile.name))
                 return 0
             t = per_notebook
-            shown = t.assign(pflop=t.flops / 1e15, written_gb=t.bytes_written / 1e9, disk_gb=t.disk_left / 1e9)
+            shown = t.assign(pflop=t.flops / 1e15, written_gb=t.bytes_written / 1e9,
+                             disk_gb=t.disk_left / 1e9)
             with pd.option_context("display.width", 200, "display.max_rows", None):
                 print(shown.drop(columns=["flops", "bytes_written", "disk_left"])
                       .to_string(index=False, float_format=lambda v: f"{v:.4g}"))
