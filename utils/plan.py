@@ -246,9 +246,9 @@ def train_run(run: Run, profile: str | Profile, device: str | None = None) -> st
             run.task.train(run, p, device)
         elif run.recipe is None:  # the registry's recipe: pretrained weights fetched here (or the fallback)
             name, net = store.resolve(run.name, run.dataset, p)
-            store.get_or_train(name, run.dataset, p, device=device, net=net, progress=False)
+            store.get_or_train(name, run.dataset, p, device=device, net=net)  # a line per epoch in the log
         else:
-            store.get_or_train(run.name, run.dataset, p, recipe=run.recipe, device=device, progress=False)
+            store.get_or_train(run.name, run.dataset, p, recipe=run.recipe, device=device)
     except FloatingPointError as err:
         print(f"{run.name}: diverged ({str(err).splitlines()[0]})", flush=True)
         return "diverged"

@@ -301,7 +301,7 @@ class TransferTask:
                                         source_of(self.cfg, self.model)),
                               head_input(net, train_k), train_k.labels, test.info.num_classes, self.seed)
         recipe = self.recipe(len(train_k), head, profile.name)
-        store.get_or_train(run.name, self.target, profile, recipe=recipe, device=device, progress=False,
+        store.get_or_train(run.name, self.target, profile, recipe=recipe, device=device,
                            splits=store.Splits(train_k, val, test))
 
 
