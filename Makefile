@@ -46,8 +46,11 @@ reproduce: data
 	@$(PY) -m utils.run_notebooks $(PROFILE_ARG); status=$$?; \
 	$(PY) -m utils.report $(PROFILE_ARG); exit $$status
 
+# two pytest workers, each taking whole test files (session fixtures stay within a file): on 2 cores the
+# rehearsal's large matrix products run beside the smoke notebooks' small, mostly single-threaded steps
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(PY) -m ruff check utils tests benchmarks

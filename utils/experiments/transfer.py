@@ -379,12 +379,13 @@ SMALLER = {
                   n_probe_train=256, n_probe_test=128, per_class=[2, 10], trained_per_class=[2, 10], n_val=50,
                   steps=4, max_epochs=2, lr_per_class=2, xgboost={"n_estimators": 5, "max_depth": 2}),
     # rehearsal: stl10's 96x96 images resized into the full models (a class subset is what smoke and quick
-    # take); the six full-size source runs one epoch each
+    # take); the six full-size source runs one epoch each; one fine-tune lr (the choice among several is
+    # chosen_lr's, tested on its own: two more full-size fine-tunes per model cost CI a minute)
     "rehearsal": dict(targets=["stl10"],
                       source_changes={m: {"epochs": 1, "warmup_epochs": 0}
                                       for m in ("mlp_b12_wi1024", "resnet18_cifar", "vit_small_patch16_224")},
                       n_cka=16, n_probe_train=40, n_probe_test=16, per_class=[2], trained_per_class=[2],
-                      n_val=10, steps=2, max_epochs=1, lr_per_class=2,
+                      n_val=10, steps=2, max_epochs=1, lr_per_class=2, lr_grid=[1.0],
                       xgboost={"n_estimators": 2, "max_depth": 2}),
 }
 
