@@ -2,7 +2,11 @@
 answer, equal-parameter widths, and studies whose names and recipes mean what they say."""
 
 import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,6 +18,8 @@ from utils.experiments import ablations
 from utils.experiments.ablations import Ablation, Study
 from utils.recipes import Recipe
 from utils.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
 
 RECIPE = Recipe(TrainConfig(epochs=2, batch_size=64, eval_batch_size=256, lr=3e-3, progress=False))
 FASHION = data.DatasetInfo("fashion-mnist", 10, tuple("0123456789"), 1, 28, (0.286,), (0.353,))
@@ -234,3 +240,14 @@ def test_the_reading_names_the_best_and_worst_change_with_its_spread():
     assert worst.endswith("it leaves top-1 within the seed spread (+0.010, s.e. 0.014).")
     assert within == ("1 of 3 one-at-a-time changes are within the seed spread of their baseline on test "
                       "top-1 (|delta| <= 2 s.e.): close.")
+
+
+def test_the_tag_columns_keep_the_tables_order_in_every_process():
+    """The summary's extra columns (an ablation's tags) follow the table's order; they came from a set, whose
+    order changes with Python's hash seed, so two runs wrote the same numbers in different column orders."""
+    script = ("import sys; sys.path.insert(0, 'tests/experiments'); from test_ablations import hand_table; "
+              "from utils.experiments import ablations; "
+              "t = hand_table().assign(zeta=1, alpha=2, mid=3); print(list(ablations.aggregate(t).columns)[-3:])")
+    outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert outs == {"['zeta', 'alpha', 'mid']\n"}

@@ -167,7 +167,7 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
     standard errors sqrt(s_a^2 / n_a + s_b^2 / n_b), `within_spread`
     (|delta top-1| <= WITHIN s.e.; NaN when a side has one seed), and what the point cost and used (params,
     minutes, training images, epochs, steps, lr, batch)."""
-    rows, cols = [], set(table.columns)
+    rows = []
     baseline = table.groupby("study", sort=False).ablation.first()
     for (study, name), g in table.groupby(["study", "ablation"], sort=False):
         base = table[(table.study == study) & (table.ablation == baseline[study])]
@@ -183,7 +183,8 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
         row["test_top5_mean"] = g.test_top5.mean()
         row["train_min"] = g.train_min.mean()
         row.update({k: first[k] for k in ("params", "train_images", "epochs", "steps", "lr", "batch_size")})
-        row.update({k: first[k] for k in cols - set(row) - set(_RECIPE_COLUMNS) - _ROW_ONLY})
+        row.update({k: first[k] for k in table.columns  # in the table's order (a set's order varies by run)
+                    if k not in row and k not in _RECIPE_COLUMNS and k not in _ROW_ONLY})
         rows.append(row)
     return pd.DataFrame(rows)
 
