@@ -247,7 +247,9 @@ def test_the_tag_columns_keep_the_tables_order_in_every_process():
     order changes with Python's hash seed, so two runs wrote the same numbers in different column orders."""
     script = ("import sys; sys.path.insert(0, 'tests/experiments'); from test_ablations import hand_table; "
               "from utils.experiments import ablations; "
-              "t = hand_table().assign(zeta=1, alpha=2, mid=3); print(list(ablations.aggregate(t).columns)[-3:])")
-    outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT,
-                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+              "t = hand_table().assign(zeta=1, alpha=2, mid=3); "
+              "print(list(ablations.aggregate(t).columns)[-3:])")
+    outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+            for seed in ("1", "2", "3")}
     assert outs == {"['zeta', 'alpha', 'mid']\n"}

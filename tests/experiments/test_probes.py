@@ -142,7 +142,7 @@ def test_fitted_probe_on_raw_features_is_linear_probes_fit():
     tx = 5 * tx + 3
     head = probes.fit_linear_probe(x, y, num_classes=4, seed=0)
     s = probes.Standardizer.fit(x)
-    ref = probes._fit_lbfgs(s(x), y, 4, 1000, 1.0, 1e-4, 16384, 0)
+    ref = probes.fit_lbfgs(s(x), y, 4, 1000, 1.0, 1e-4, 16384, 0)
     with torch.no_grad():
         torch.testing.assert_close(head(tx), ref(s(tx)), rtol=1e-4, atol=1e-4)
     scores = probes.linear_probe(x, y, tx, ty, num_classes=4, seed=0)

@@ -229,7 +229,7 @@ def probe_head(path: Path, features: torch.Tensor, labels: torch.Tensor, num_cla
     """`path` when it exists; else the linear probe fitted on the frozen features, saved there (LP-FT's
     head)."""
     if not Path(path).exists():
-        from .probes import fit_linear_probe
+        from ..linear import fit_linear_probe
 
         save_head(fit_linear_probe(features, labels, num_classes=num_classes, seed=seed), path)
     return Path(path)
