@@ -1,11 +1,18 @@
 """Shared fixtures: a private data folder, small image sets whose labels are sample ids, the synthetic
 gratings most tests learn on, and the model builder for a dataset."""
 
-import pytest
-import torch
+import os
 
-from utils import data, models
-from utils.data import DatasetInfo, ImageSet
+# A last.pt every epoch in every test and in every process the tests start (notebook kernels, plan workers,
+# torchrun): tests kill and resume runs after a given epoch. The default policy (a state every 10 minutes of
+# training, none kept once finished) has its own tests in test_train.py.
+os.environ["MLPZOOM_CHECKPOINT_EVERY_S"] = "0"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from utils import data, models  # noqa: E402
+from utils.data import DatasetInfo, ImageSet  # noqa: E402
 
 
 @pytest.fixture

@@ -53,3 +53,20 @@ def test_the_json_total_holds_the_minutes_and_the_disk(capsys):
     assert out["profile"] == "full" and total["minutes_h200"] > 0 and total["disk_gb"] > 0
     # 02's full trio: B-12/Wi-1024, ResNet-18 and ViT-S/16 (head only) on CIFAR-10 at their recipes' epochs
     assert total["steps"] == sum(estimate.run_cost(r, "full")["steps"] for r in plan.plan("full", ["02"]))
+
+
+def test_checkpoint_saves_follow_the_wall_time_policy():
+    """utils.train writes a state at the first epoch end >= every_s after the last one (tests/test_train.py
+    checks the training side with a faked clock): 10 epochs of 60 s."""
+    assert estimate.checkpoint_saves(10, 600.0, 0.0) == 10  # every epoch
+    assert estimate.checkpoint_saves(10, 600.0, 60.0) == 10
+    assert estimate.checkpoint_saves(10, 600.0, 150.0) == 3  # after epochs 3, 6, 9
+    assert estimate.checkpoint_saves(10, 600.0, 600.0) == 1
+    assert estimate.checkpoint_saves(10, 599.0, 600.0) == 0  # a run shorter than the interval: none
+
+
+def test_a_finished_run_leaves_only_its_final_weights(monkeypatch):
+    monkeypatch.delenv(train.CHECKPOINT_EVERY_ENV)  # the default policy, as on a GPU box
+    (run, *_) = plan.notebook_runs("02_adversarial_robustness", "smoke")
+    cost = estimate.run_cost(run, "smoke")
+    assert cost["checkpoint_saves"] == 0 and cost["disk_left"] == cost["bytes_written"]

@@ -104,7 +104,7 @@ def pretrained_runs() -> set[str]:
 @pytest.fixture(scope="session")
 def rehearsal_dirs(tmp_path_factory):
     """The rehearsal's folders for the session, removed after it: full-size checkpoints are large (a
-    B-12/Wi-1024 run keeps last.pt and prev.pt with the optimizer state, 2.2 GB)."""
+    B-12/Wi-1024 run's last.pt holds the optimizer state: 1.1 GB while it trains)."""
     base = tmp_path_factory.mktemp("rehearsal")
     dirs = {"MLPZOOM_DATA": base / "data", "MLPZOOM_RESULTS": base / "results",
             "MLPZOOM_CHECKPOINTS": base / "checkpoints", "MLPZOOM_WEIGHTS": base / "weights"}

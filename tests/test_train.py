@@ -8,6 +8,8 @@ import re
 import signal
 import subprocess
 import sys
+import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import safetensors.torch
 import torch
 import torch.nn as nn
 
-from utils import data, metrics, models, train
+from utils import checkpoints, data, metrics, models, train
 from utils.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -340,7 +342,8 @@ def test_a_batch_larger_than_the_data_is_a_clear_error(synth):
         train.fit(models.create_for("test_mlp", synth[0].info), *train.make_loaders(*synth, cfg), cfg)
 
 
-def test_a_field_added_later_at_its_default_does_not_invalidate_stored_runs(synth, tmp_path):
+def test_a_field_added_later_at_its_default_does_not_invalidate_stored_runs(synth, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "drop_states", lambda folder: None)  # killed before the states went
     cfg = resume_cfg(tmp_path)
     train.fit(plain(synth[0]), *train.make_loaders(*synth, cfg), cfg)
     state = torch.load(tmp_path / "last.pt", weights_only=False)
@@ -439,3 +442,41 @@ def test_a_frozen_backbone_stays_in_eval_mode_while_its_head_trains(synth, build
                                                    pre_logits=True) for _ in range(2)]
     assert torch.equal(*features)  # drop-path off in the frozen blocks
     assert vit.head.training
+
+
+# ---------------------------------------------------------------- issue 26: the checkpoint policy
+
+
+def test_states_are_written_by_wall_time_and_removed_once_the_run_is_finished(synth, tmp_path, monkeypatch):
+    """A state once checkpoint_every_s has passed since the start or the last state (train.py's clock faked:
+    10 s per reading); a finished run keeps only its final files, with the weights of a run that saved every
+    epoch."""
+    saves = []
+    real_save = checkpoints.save_state
+    monkeypatch.setattr(checkpoints, "save_state", lambda folder, state: (saves.append(state["epoch"]),
+                                                                          real_save(folder, state)))
+    readings = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: float(next(readings)),
+                                                             perf_counter=time.perf_counter))
+    weights = {}
+    for every_s, expected in ((0.0, [1, 2, 3]), (15.0, [2]), (25.0, [3]), (1e6, [])):
+        saves.clear()
+        cfg = resume_cfg(tmp_path / str(every_s), checkpoint_every_s=every_s)
+        net = plain(synth[0])
+        train.fit(net, *train.make_loaders(*synth, cfg), cfg)
+        assert saves == expected, every_s  # start 0; epoch ends read 10, 20, 30 (+10 after each state)
+        assert sorted(p.name for p in (tmp_path / str(every_s)).iterdir()) == sorted(checkpoints.FINAL_FILES)
+        weights[every_s] = net.state_dict()
+    assert all(torch.equal(weights[0.0][k], w[k]) for w in weights.values() for k in w)
+
+
+def test_the_default_interval_is_ten_minutes_and_the_environment_sets_it(monkeypatch):
+    monkeypatch.delenv(train.CHECKPOINT_EVERY_ENV)
+    assert train.checkpoint_every(TrainConfig()) == train.CHECKPOINT_EVERY_S == 600.0
+    monkeypatch.setenv(train.CHECKPOINT_EVERY_ENV, "30")
+    assert train.checkpoint_every(TrainConfig()) == 30.0
+    assert train.checkpoint_every(TrainConfig(checkpoint_every_s=5.0)) == 5.0  # the config's own wins
+    monkeypatch.setenv(train.CHECKPOINT_EVERY_ENV, "soon")
+    with pytest.raises(ValueError, match=r"^\$MLPZOOM_CHECKPOINT_EVERY_S must be seconds >= 0 .*got 'soon'$"):
+        train.checkpoint_every(TrainConfig())
+    assert "checkpoint_every_s" not in train.resume_config(TrainConfig(checkpoint_every_s=1.0))  # not a key

@@ -4,6 +4,7 @@
         state = load_state(folder)           # last.pt, else prev.pt; unreadable ones set aside, named
         save_state(folder, {...})            # last.pt written atomically, the previous one kept as prev.pt
         write_final(folder, weights, history, card)   # model.safetensors, history.csv, model.json
+        drop_states(folder)                  # last.pt and prev.pt, once the final files exist
         read_card(folder), read_weights(folder), read_history(folder, epochs)  # Unreadable (a ValueError)
                                              # naming the file, why and what to do
         unreadable_finals(folder)            # {final file: why} for those that cannot be used
@@ -146,6 +147,14 @@ def write_final(folder: Path, weights: dict[str, torch.Tensor], history: list[di
     write(folder / "model.safetensors", lambda p: safetensors.torch.save_file(weights, str(p)))
     write(folder / "history.csv", lambda p: pd.DataFrame(history).to_csv(p, index=False))
     write_json(card, folder / "model.json")
+
+
+def drop_states(folder: Path) -> None:
+    """Remove last.pt and prev.pt once every final file exists (a state is ~4x the weights: model, AdamW's
+    two moments, RNG); until then they are what a damaged final file is rebuilt from."""
+    if has_final(folder):
+        for name in ("last.pt", "prev.pt"):
+            (Path(folder) / name).unlink(missing_ok=True)
 
 
 def write_json(obj, path: Path) -> None:

@@ -9,9 +9,10 @@ Per run (utils.plan.Run), from its recipe and its counted training images:
   image-steps = steps x batch; adversarial training adds its attack's forward-backward passes per step;
 - evaluation passes: the validation split every epoch, the test split once (utils.train.fit);
 - FLOPs = TRAIN_FLOPS_PER_FORWARD x forward x image-steps x (1 + attack passes) + forward x evaluated images;
-- bytes written: a `last.pt` every epoch (the model's state, the optimizer's state of the trainable
-  parameters, OPTIMIZER_STATES per parameter), then the final weights (utils.train._save, write_final); disk
-  left behind: the final weights and the last two states (last.pt, prev.pt: utils.checkpoints);
+- bytes written: a `last.pt` (the model's state, the optimizer's state of the trainable parameters,
+  OPTIMIZER_STATES per parameter) each time the recipe's checkpoint_every_s of training has passed (every
+  epoch when it is 0: utils.train's policy), then the final weights (write_final); disk left behind: the
+  final weights (a finished run removes its states: utils.checkpoints.drop_states);
 - minutes on one H200 = FLOPs / (H200_BF16_FLOPS x the model family's efficiency) + steps x STEP_OVERHEAD_S +
   bytes written / CHECKPOINT_WRITE_BYTES_S.
 
@@ -22,12 +23,13 @@ notebooks' analysis passes (attacks, features, CKA, SAEs) are not yet counted (i
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from . import models
+from . import models, train
 from .plan import TRAIN_FLOPS_PER_FORWARD, Run, forward_flops, profile_of, split_size, train_images
 from .profiles import Profile
 
@@ -117,13 +119,24 @@ def run_cost(run: Run, profile: str | Profile) -> dict:
     final = (params + buffers) * BYTES_PER_PARAM + tensors * SAFETENSORS_TENSOR_BYTES
     flops = TRAIN_FLOPS_PER_FORWARD * fwd * steps * cfg.batch_size * (1 + attack_passes(run, p)) \
         + fwd * evaluated
-    written = cfg.epochs * state + final
-    seconds = (flops / (rate("H200_BF16_FLOPS") * efficiency(run.model)) + steps * rate("STEP_OVERHEAD_S")
-               + written / rate("CHECKPOINT_WRITE_BYTES_S"))
+    training = flops / (rate("H200_BF16_FLOPS") * efficiency(run.model)) + steps * rate("STEP_OVERHEAD_S")
+    saves = checkpoint_saves(cfg.epochs, training, train.checkpoint_every(cfg))
+    written = saves * state + final
+    seconds = training + written / rate("CHECKPOINT_WRITE_BYTES_S")
     return {"notebook": run.notebook, "run": run.name, "dataset": run.dataset, "steps": steps,
             "image_steps": steps * cfg.batch_size, "evaluated_images": evaluated, "flops": flops,
-            "checkpoint_saves": cfg.epochs, "bytes_written": written, "disk_left": final + 2 * state,
+            "checkpoint_saves": saves, "bytes_written": written, "disk_left": final,
             "minutes_h200": seconds / 60}
+
+
+def checkpoint_saves(epochs: int, seconds: float, every_s: float) -> int:
+    """How many last.pt a run of `epochs` epochs over `seconds` writes under utils.train's policy (a state at
+    the first epoch end at least every_s after the previous one; epochs of equal length)."""
+    if every_s <= 0:
+        return epochs
+    epoch_s = seconds / epochs
+    per_state = max(1, math.ceil(every_s / epoch_s)) if epoch_s > 0 else epochs + 1
+    return epochs // per_state
 
 
 def estimate(runs: Sequence[Run], profile: str | Profile) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -419,8 +419,11 @@ def main(argv: list[str] | None = None) -> int:
             with pd.option_context("display.width", 200, "display.max_rows", None):
                 print(shown.drop(columns=["flops", "bytes_written", "disk_left"])
                       .to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-            print("counted: training runs only; rates: " + "; ".join(f"{k} = {v.value:g} {v.unit}"
-                                                                    for k, v in estimate.RATES.items()))
+            from .train import CHECKPOINT_EVERY_ENV, TrainConfig, checkpoint_every
+
+            rates = "; ".join(f"{k} = {v.value:g} {v.unit}" for k, v in estimate.RATES.items())
+            print(f"counted: training runs only; a last.pt every {checkpoint_every(TrainConfig()):g} s of "
+                  f"training (${CHECKPOINT_EVERY_ENV}), none kept once a run is finished; rates: {rates}")
             return 0
         rows = table(runs, profile)
     except (KeyError, ValueError, TypeError, FileNotFoundError, RuntimeError) as err:

@@ -12,7 +12,8 @@ so a changed image folder never gets another folder's model. A finished run with
 half-finished one resumes; one with another key, an unreadable key or none (trained by `utils.train --out`
 into the folder: nothing says what it was trained with) is moved aside to `<run>.replaced-<time>/` (never
 deleted) and trained anew. A final file that cannot be used (unreadable, a model card of another shape, a
-history cut short, NaN weights) is set aside as `<name>.corrupt`, named, and rebuilt from last.pt. Run and
+history cut short, NaN weights) is set aside as `<name>.corrupt`, named, and rebuilt from last.pt where the
+run still has one (a finished run removes its states: then it is trained again). Run and
 dataset names are plain folder names (nothing escapes the checkpoints root). One process trains a run at a
 time (a lock per run, keyed by its real path); a second waits and then loads it. A run whose loss diverges
 leaves `diverged.json` (its key and the error): training is seeded, so the same key is not trained again

@@ -7,11 +7,13 @@
 
 A plain loop: timm's optimiser factory (adamw, sgd, nesterov, lion, lamb) and warmup + cosine schedule stepped
 per update, label smoothing, batch mixup, bf16 autocast on CUDA, optional torch.compile. With a
-checkpoint_dir, every epoch writes `last.pt` atomically (model, optimiser, RNG, history, the data's
-fingerprints); a later `fit` with the same config and data resumes from it and reproduces the uninterrupted
-run exactly on CPU (the loaders' batches depend only on (seed, epoch)). A finished run writes
-`model.safetensors`, `model.json` (the model card, with the test score) and `history.csv`; the run folder's
-file handling (lock, corrupt files, rebuilding) is utils.checkpoints'.
+checkpoint_dir, an epoch's end writes `last.pt` atomically (model, optimiser, RNG, history, the data's
+fingerprints) once checkpoint_every_s seconds have passed since the run started or last saved (runs shorter
+than that write none); a later `fit` with the same config and data resumes from it and reproduces the
+uninterrupted run exactly on CPU (the loaders' batches depend only on (seed, epoch)). A finished run writes
+`model.safetensors`, `model.json` (the model card, with the test score) and `history.csv`, then removes
+`last.pt` and `prev.pt`; the run folder's file handling (lock, corrupt files, rebuilding) is
+utils.checkpoints'.
 
 CLI: `python -m utils.train --model cnn_small --dataset fashion-mnist --epochs 5` (every TrainConfig field is
 a flag; `python -m utils.train --help`). Multi-GPU: `torchrun --standalone --nproc_per_node=N -m utils.train
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -47,7 +50,29 @@ from .results import environment
 
 OPTIMIZERS = ("adamw", "sgd", "nesterov", "lion", "lamb")  # sgd: heavy-ball momentum; nesterov: Nesterov's
 FINITE_CHECK_EVERY = 50  # steps between loss finiteness checks (each is a host-device sync)
-_NOT_RESUME_RELEVANT = {"checkpoint_dir", "progress"}  # may change between a run and its resumption
+_NOT_RESUME_RELEVANT = {"checkpoint_dir", "progress", "checkpoint_every_s"}  # may change between a run
+# and its resumption
+# Seconds of training between two last.pt (issue 26): a full B-12/Wi-1024 state is ~0.9 GB, and saving it
+# every epoch wrote ~9.9 TB per `full` reproduce (utils.estimate, before this policy). Ten minutes bounds what
+# a killed run loses; $MLPZOOM_CHECKPOINT_EVERY_S sets it
+# (0: every epoch, as the tests use to kill and resume)
+CHECKPOINT_EVERY_S = 600.0
+CHECKPOINT_EVERY_ENV = "MLPZOOM_CHECKPOINT_EVERY_S"
+
+
+def checkpoint_every(cfg: TrainConfig) -> float:
+    """cfg.checkpoint_every_s, else $MLPZOOM_CHECKPOINT_EVERY_S, else CHECKPOINT_EVERY_S (read when asked)."""
+    if cfg.checkpoint_every_s is not None:
+        return cfg.checkpoint_every_s
+    text = os.environ.get(CHECKPOINT_EVERY_ENV, "").strip()
+    try:
+        value = float(text) if text else CHECKPOINT_EVERY_S
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"${CHECKPOINT_EVERY_ENV} must be seconds >= 0 (0: a last.pt every epoch); "
+                         f"got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -83,6 +108,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model for training and evaluation
     seed: int = 0  # loaders, mixup and dropout (and initialisation, in the CLI and the store)
     checkpoint_dir: str | None = None  # None: no checkpoints, no resume
+    # seconds between two last.pt (0: every epoch); None: $MLPZOOM_CHECKPOINT_EVERY_S, else CHECKPOINT_EVERY_S
+    checkpoint_every_s: float | None = None
     progress: bool = True  # a line per epoch (and tqdm bars in a terminal)
 
     def __post_init__(self) -> None:
@@ -444,6 +471,7 @@ def _fit_in(folder: Path, model, train_loader, val_loader, cfg: TrainConfig, tes
         test = evaluate(model, test_loader, cfg.amp) if test_loader is not None else None
         distributed.on_main(lambda: checkpoints.write_final(folder, model.state_dict(), history,
                                                             model_card(model, history, cfg, data, test)))
+    distributed.on_main(checkpoints.drop_states, folder)  # the final files replace them (disk: issue 26)
     return pd.DataFrame(history)
 
 
@@ -469,6 +497,10 @@ def _save(folder: Path, model, optimizer, epoch: int, history: list[dict], cfg: 
         **({"rng_ranks": ranks} if ranks else {})})
 
 
+def _due(saved_at: float, every_s: float) -> bool:
+    return time.time() - saved_at >= every_s
+
+
 def _train(model, train_loader, val_loader, cfg: TrainConfig, folder: Path | None, history: list[dict],
            start: int, state: dict | None) -> tuple[list[dict], bool]:
     """Epochs start .. cfg.epochs (restoring `state` first); returns (history, whether any epoch ran)."""
@@ -479,6 +511,8 @@ def _train(model, train_loader, val_loader, cfg: TrainConfig, folder: Path | Non
     else:  # dropout / drop-path streams (one per rank); initialisation happened in the caller
         torch.manual_seed(distributed.rank_seed(cfg.seed))
     name, begin = folder.name if folder is not None else getattr(model, "model_name", "model"), time.time()
+    saved_at, saved_epoch = begin, start  # when, and after which epoch, last.pt was written (0: none)
+    every_s = checkpoint_every(cfg)
     loud = cfg.progress and distributed.is_main()
     with distributed.batchnorm_synced(model):  # SyncBatchNorm under torchrun on CUDA
         forward = torch.compile(model) if cfg.compile else model  # evaluation (and training in one process)
@@ -491,18 +525,20 @@ def _train(model, train_loader, val_loader, cfg: TrainConfig, folder: Path | Non
                 row = {"epoch": epoch + 1,
                        **train_epoch(model, train_forward, train_loader, optimizer, scheduler, cfg, epoch)}
             except FloatingPointError as err:
-                raise FloatingPointError(f"{name}: {err}{_kept(folder, epoch)}") from None
+                raise FloatingPointError(f"{name}: {err}{_kept(folder, saved_epoch)}") from None
             distributed.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank (CPU: per-rank BN)
             if val_loader is not None:
                 row.update({f"val_{k}": v for k, v in evaluate(forward, val_loader, cfg.amp).items()})
-            check_diverged(model, row, name, _kept(folder, epoch))
+            check_diverged(model, row, name, _kept(folder, saved_epoch))
             history.append(row)
             if loud:
                 val = f", val top-1 {row['val_top1']:.4f}" if "val_top1" in row else ""
                 say(f"{name}: epoch {epoch + 1}/{cfg.epochs}, train loss {row['train_loss']:.4f}{val} "
                     f"({time.time() - begin:.0f} s)")
-            if folder is not None:
+            if folder is not None and distributed.on_main(  # rank 0's clock decides for every rank
+                    _due, saved_at, every_s):
                 _save(folder, model, optimizer, epoch, history, cfg, data_keys(train_loader, val_loader))
+                saved_at, saved_epoch = time.time(), epoch + 1
     model.eval()
     return history, start < cfg.epochs
 
