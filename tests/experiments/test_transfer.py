@@ -197,3 +197,16 @@ def test_run_names_and_methods():
     assert transfer.run_name("cnn_small", "fine-tune", None) == "cnn_small@ft-kall"
     with pytest.raises(ValueError, match="head file"):
         transfer.transfer_recipe("LP-FT", BASE, 100, transfer.Budget(4, 4), source="x/y")
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_no_two_ks_train_on_the_same_images(profile):
+    """A k at or above a target's images per class is all of it: two such ks would train the same run twice
+    (issue 26: full's k=1000 was all 450 per class of both targets)."""
+    from utils.plan import profile_of
+
+    cfg = transfer.config(profile)
+    for target in cfg.targets:
+        sizes = [transfer.TransferTask(cfg, "resnet18_cifar", target, "scratch", k, 1.0, 0).n_train(
+            profile_of(profile)) for k in cfg.trained_per_class]
+        assert len(set(sizes)) == len(sizes), (target, cfg.trained_per_class, sizes)

@@ -351,9 +351,12 @@ class Config:
     n_cka: int = 5000  # test images for CKA
     n_probe_train: int = 20000  # training images for the layer probes
     n_probe_test: int = 10000  # test images for the layer probes
-    per_class: list[int | None] = field(default_factory=lambda: [10, 100, 1000, None])  # k (None: all)
-    trained_per_class: list[int | None] = field(default_factory=lambda: [10, 100, 1000, None])  # fine-tune,
-    # LP-FT, scratch
+    # k images per class (None: all). Both targets hold 450 per class once validation is held out (5,000
+    # training images, 10% held out), so a k of 1000 would be "all" trained twice (issue 26):
+    # full stops at 100.
+    per_class: list[int | None] = field(default_factory=lambda: [10, 100, None])
+    trained_per_class: list[int | None] = field(default_factory=lambda: [10, 100, None])  # fine-tune, LP-FT,
+    # scratch
     n_val: int = 2000  # target validation images (never trained on; scored every epoch of every trained run)
     steps: int = 1000  # optimizer steps of every fine-tune / LP-FT / scratch run, exactly, at every k
     max_epochs: int = 200  # ... in at most this many passes over the k images (step_plan)
