@@ -46,11 +46,11 @@ reproduce: data
 	@$(PY) -m utils.run_notebooks $(PROFILE_ARG); status=$$?; \
 	$(PY) -m utils.report $(PROFILE_ARG); exit $$status
 
-# two pytest workers, each taking whole test files (session fixtures stay within a file): on 2 cores the
-# rehearsal's large matrix products run beside the smoke notebooks' small, mostly single-threaded steps
-TEST_WORKERS ?= 2
+# one process: two pytest-xdist workers on 2 cores were slower, not faster (CI at 1651cc7: 2010 s of tests
+# against 926 s in one process at 4bde60d; the rehearsal's 01 took 952 s instead of 133 s, its GEMM threads
+# fighting the other worker's for the same cores)
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest
 
 lint: install
 	$(PY) -m ruff check utils tests benchmarks

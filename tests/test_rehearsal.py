@@ -43,7 +43,7 @@ def test_the_rehearsal_profile_is_full_at_toy_counts():
         if profile != "full":
             continue
         ours = recipes.get_recipe(run, "rehearsal")
-        assert (ours.train.epochs, ours.train.batch_size) == (2, 8)
+        assert (ours.train.epochs, ours.train.batch_size) == (1, 8)
         changed = {f.name for f in dataclasses.fields(TrainConfig)
                    if getattr(ours.train, f.name) != getattr(r.train, f.name)}
         assert changed <= {"epochs", "warmup_epochs", "batch_size", "eval_batch_size"}, (run, changed)
@@ -202,7 +202,7 @@ def test_every_field_of_a_full_recipe_is_read_by_the_training_path(run, rehearsa
     unread = unread_fields(recipes.get_recipe(run, "rehearsal"), run, "rehearsal")
     assert not unread, f"{run}: recipe fields the trainer never read: {unread}"
     card = store.model_card(run, REHEARSAL.dataset, "rehearsal")
-    assert card["epochs"] == 2 and card["data"]["train"]["n"] == 50 and 0 <= card["metrics"]["test_top1"] <= 1
+    assert card["epochs"] == 1 and card["data"]["train"]["n"] == 50 and 0 <= card["metrics"]["test_top1"] <= 1
 
 
 # ----------------------------------------------------------------------------------- every notebook, in order
