@@ -4,6 +4,7 @@ within the per-file overheads; every rate named with its source; the JSON's tota
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from utils import checkpoints, estimate, plan, train
@@ -70,3 +71,17 @@ def test_a_finished_run_leaves_only_its_final_weights(monkeypatch):
     (run, *_) = plan.notebook_runs("02_adversarial_robustness", "smoke")
     cost = estimate.run_cost(run, "smoke")
     assert cost["checkpoint_saves"] == 0 and cost["disk_left"] == cost["bytes_written"]
+
+
+def test_the_reports_caveat_states_the_counted_minutes_and_disk(monkeypatch, tmp_path):
+    from utils import report
+
+    table = pd.DataFrame({"notebook": ["01_vit_finetuning", "04_feature_generalizability", "all"],
+                          "minutes_h200": [30.4, 20.0, 50.4], "bytes_written": [1e9, 2e9, 3e9],
+                          "disk_left": [1e9, 1e9, 2e9]})
+    line = estimate.caveat(table)
+    assert "50 minutes on one H200 (01: 30, 04: 20), 3 GB written, 2 GB left on disk" in line
+    monkeypatch.setattr(estimate, "estimate", lambda runs, profile: (None, table))
+    monkeypatch.setenv("MLPZOOM_RESULTS", str(tmp_path))
+    markdown, _ = report.build("full", "cifar10")
+    assert line in markdown.split("## 1.")[0]  # among the caveats

@@ -215,3 +215,16 @@ def test_ffcv_loaders_of_one_file_and_settings_share_a_compiled_loader(tmp_path,
     (tmp_path / "shared.beton").unlink()
     changed = make(other, "ffcv", tmp_path, train=False)
     assert changed.loader is not first.loader and torch.equal(run_epoch(changed)[0], other.images)
+
+
+def test_loader_workers_are_sized_to_the_host(monkeypatch):
+    """A 16-core GPU box decodes on 16 threads, not 2 (issue 26); torchrun's processes share the cores."""
+    from utils.data import loaders
+
+    monkeypatch.setattr(loaders.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert loaders.host_workers() == loaders.MAX_LOADER_WORKERS == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert loaders.host_workers() == 8
+    monkeypatch.setattr(loaders.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert loaders.host_workers() == 1

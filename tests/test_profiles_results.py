@@ -147,3 +147,16 @@ def test_dataset_names_never_become_paths(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written anywhere
     out = results.results_dir("smoke", "fashion-mnist[0-4]", "99_test")  # a class selection is a name
     assert out == tmp_path / "results" / "smoke" / "fashion-mnist[0-4]" / "99_test"
+
+
+def test_one_cuda_float32_precision_for_every_notebook():
+    """TF32 for float32 matmuls as for convolutions (issue 26), set by every notebook's results.start."""
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "ieee"
+        results.set_cuda_fp32_precision()
+        assert matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == "tf32"
+        assert results.environment()["cuda_fp32"] is None  # no CUDA here: nothing to state
+    finally:
+        matmul.fp32_precision = before

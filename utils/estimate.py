@@ -161,3 +161,15 @@ def as_json(per_notebook: pd.DataFrame, profile: str) -> str:
                        "total": {"minutes_h200": total.minutes_h200, "disk_gb": total.disk_left / 1e9,
                                  "written_gb": total.bytes_written / 1e9, "steps": int(total.steps),
                                  "flops": total.flops}}, indent=1, default=float)
+
+
+def caveat(per_notebook: pd.DataFrame) -> str:
+    """The report's sentence on what a profile's training was counted to cost before it ran."""
+    rows = per_notebook[per_notebook.notebook != "all"]
+    total = per_notebook[per_notebook.notebook == "all"].iloc[0]
+    parts = ", ".join(f"{r.notebook[:2]}: {r.minutes_h200:.0f}" for r in rows.itertuples())
+    return (f"Counted before it ran (`python -m utils.plan --profile full --estimate`, training only; the "
+            f"analysis passes are not counted): {total.minutes_h200:.0f} minutes on one H200 ({parts}), "
+            f"{total.bytes_written / 1e9:.0f} GB written, {total.disk_left / 1e9:.0f} GB left on disk. "
+            "The rates behind it are assumed (estimate.RATES) until the device script measures them.")
+

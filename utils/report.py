@@ -123,7 +123,18 @@ def environment(root: Path) -> str:
         return "(no notebook has run)"
     rows = [{"notebook": k, "git revision": e.get("git_revision"), "device": e.get("device"),
              "torch": e.get("torch"), "time (UTC)": e.get("time_utc")} for k, e in envs.items()]
-    return _markdown_table(pd.DataFrame(rows))
+    cuda = {e.get("cuda_fp32") for e in envs.values()} - {None}
+    precision = ("" if not cuda else "\n\nFloat32 work on CUDA (attacks, features, analyses; training is "
+                 f"bf16 autocast): {', '.join(sorted(cuda))} (utils.results.CUDA_FP32_PRECISION).")
+    return _markdown_table(pd.DataFrame(rows)) + precision
+
+
+def full_cost() -> str:
+    """The estimate of full's training (counted from the code and configs, not read from results: it is what
+    the run was expected to cost; utils/estimate.py)."""
+    from . import estimate, plan
+
+    return estimate.caveat(estimate.estimate(plan.plan("full"), "full")[1])
 
 
 def build(profile: str, dataset: str) -> tuple[str, list[Path]]:
@@ -135,6 +146,8 @@ def build(profile: str, dataset: str) -> tuple[str, list[Path]]:
              f"from `{root}`. "
              "Every number is read from a table saved there; the figures are drawn from the same tables.", "",
              "## Caveats", "", CAVEATS.get(profile, profile), ""]
+    if profile == "full":
+        lines += [full_cost(), ""]
     figures = []
     for i, (title, notebook, (table, columns), figs) in enumerate(SECTIONS, 1):
         folder = root / notebook

@@ -87,6 +87,18 @@ def device_name(device: str | torch.device | None = None) -> str:
     return f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
+# One precision for float32 work on CUDA (issue 26): cuDNN already runs float32 convolutions in TF32, so the
+# CNN's attacks and features were TF32 while the MLP's and ViT's matmuls ran in IEEE float32 (about a sixth
+# of the TF32 rate). Every notebook sets matmuls to TF32 too (CPU arithmetic is untouched); training runs in
+# bf16 autocast either way.
+CUDA_FP32_PRECISION = "tf32"
+
+
+def set_cuda_fp32_precision() -> None:
+    torch.backends.cuda.matmul.fp32_precision = CUDA_FP32_PRECISION
+    torch.backends.cudnn.conv.fp32_precision = CUDA_FP32_PRECISION
+
+
 def environment(device: str | torch.device | None = None) -> dict:
     """What a number depends on besides the config: code revision, versions, device, time."""
     return {
@@ -95,6 +107,8 @@ def environment(device: str | torch.device | None = None) -> dict:
         "torch": torch.__version__,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "device": device_name(device),
+        "cuda_fp32": (f"matmul {torch.backends.cuda.matmul.fp32_precision}, conv "
+                      f"{torch.backends.cudnn.conv.fp32_precision}") if torch.cuda.is_available() else None,
         "hostname": platform.node(),
         "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -199,6 +213,7 @@ def start(notebook: str, profile: str | None = None, dataset: str | None = None,
     default), set before the environment is recorded."""
     p = get_profile(profile)
     set_cpu_autocast(p.autocast_here)  # the rehearsal: full's bf16 autocast, where this CPU has native bf16
+    set_cuda_fp32_precision()
     if threads:
         torch.set_num_threads(threads)
         config["threads"] = threads

@@ -199,6 +199,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return scheduler
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`; to CUDA through pinned memory without blocking (a copy from pageable memory
+    waits for the GPU: a host sync every step, issue 26). The values are the CPU draw's, on any device."""
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def adversarial_batch(forward, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator
                       ) -> torch.Tensor:
     """The batch x (B, C, H, W) in [0, 1] replaced by L-inf adversarial examples against the model as it is
@@ -210,7 +218,7 @@ def adversarial_batch(forward, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
     alpha = cfg.adv_step_size or (1.25 * eps if cfg.adversarial == "fgsm" else 2.5 * eps / steps)
     b, r = len(x), distributed.rank()  # under torchrun: this rank's part of the global batch's draw
     start = torch.rand((b * distributed.world_size(), *x.shape[1:]), generator=gen)[r * b : r * b + b]
-    delta = ((start * 2 - 1) * eps).to(x.device, x.dtype)
+    delta = to_device((start * 2 - 1) * eps, x.device).to(x.dtype)
     delta = (x + delta).clamp(0, 1) - x
     for _ in range(steps):
         delta.requires_grad_(True)
@@ -225,7 +233,7 @@ def adversarial_batch(forward, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generator):
     """x mixed with a permutation of itself: (x', y, y[perm], lam), lam ~ Beta(alpha, alpha)."""
     lam = float(rng.beta(alpha, alpha))
-    perm = torch.from_numpy(rng.permutation(len(y))).to(y.device)
+    perm = to_device(torch.from_numpy(rng.permutation(len(y))), y.device)
     return lam * x + (1 - lam) * x[perm], y, y[perm], lam
 
 

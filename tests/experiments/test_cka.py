@@ -194,6 +194,25 @@ def test_model_cka_on_two_copies_of_one_model():
     assert streamed.loc["blocks.1", "blocks.1"] < 0.999
 
 
+@pytest.mark.parametrize("debiased", [True, False])
+def test_grams_on_the_device_equal_cka_on_cached_features(debiased):
+    """04's CKA from each layer's centred Gram (no (N, D) features kept) equals cka_matrix on cached
+    features (issue 26), for two models of another seed and for a model with itself."""
+    ds = data.load_dataset("synthetic", "train", n=96, size=8, channels=1, cache=False)
+    net, other = (models.create_for("test_mlp", ds.info, seed=s) for s in (0, 1))
+    layers = ["stem", "blocks.0", "blocks.1", "head"]
+    grams, other_grams = (cka.centred_grams(n, ds, layers, debiased=debiased, batch_size=40)
+                          for n in (net, other))
+    assert all(g.shape == (96, 96) and g.dtype == torch.float64 for g in grams.values())
+    feats, other_feats = (collect_many(n, ds, layers, progress=False) for n in (net, other))
+    np.testing.assert_allclose(cka.gram_matrix(grams, other_grams).to_numpy(),
+                               cka.cka_matrix(feats, other_feats, debiased=debiased).to_numpy(), atol=1e-9)
+    mine = cka.gram_matrix(grams, grams)
+    np.testing.assert_allclose(np.diag(mine.to_numpy()), 1.0, atol=1e-12)
+    assert mine.index.tolist() == layers and mine.attrs["images"] == 96
+    assert not any(m._forward_hooks for m in net.modules())
+
+
 def _best(rows: list[tuple]) -> pd.DataFrame:
     cols = ["kind", "model_a", "model_b", "mean_best", "mean_best_b", "peak", "peak_layer_a", "peak_layer_b"]
     return pd.DataFrame([(*r, 0.9, "x", "y") for r in rows], columns=cols)

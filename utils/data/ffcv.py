@@ -178,7 +178,10 @@ class FFCVLoader(EpochLoader):
                 str(self.path), batch_size=self.local_batch, num_workers=num_workers, seed=self.seed,
                 order=OrderOption.RANDOM if self.train else OrderOption.SEQUENTIAL, drop_last=self.drop_last,
                 distributed=self.world_size > 1,
-                pipelines={"image": self._image_pipeline(), "label": [IntDecoder(), ToTensor()]},  # (B, 1)
+                # labels (B, 1) reach the device as the images do, from ffcv's pinned buffers without a
+                # host sync per step (issue 26)
+                pipelines={"image": self._image_pipeline(),
+                           "label": [IntDecoder(), ToTensor(), ToDevice(self.device)]},
             )
         finally:
             torch.set_num_threads(threads)
@@ -198,6 +201,6 @@ class FFCVLoader(EpochLoader):
         try:
             for x, y in self.loader:  # ffcv reuses its buffers: convert/copy before the next batch
                 torch.set_num_threads(threads)  # its epoch thread set it to num_workers
-                yield to_float(x), y.reshape(-1).to(self.device, torch.int64, copy=True)
+                yield to_float(x), y.reshape(-1).to(torch.int64, copy=True)
         finally:
             torch.set_num_threads(threads)

@@ -11,6 +11,7 @@ serves its slice of every batch (EpochLoader, utils/distributed.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import torch
@@ -179,21 +180,34 @@ BACKENDS.add("ffcv", lambda ds, bs, num_workers, path, **kw: _ffcv_loader(ds, bs
                                                                           path=path, **kw))
 
 
+MAX_LOADER_WORKERS = 16  # decoding threads (ffcv) or processes (torch) per training process, at most
+
+
+def host_workers() -> int:
+    """Loader workers sized to the host (issue 26: a fixed 2 left a 16-core GPU box decoding on 2 threads):
+    the cores this process may use, shared by the torchrun processes of this node, at most
+    MAX_LOADER_WORKERS; at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_LOADER_WORKERS, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 def make_loader(ds: ImageSet, batch_size: int, *, train: bool, device: str | torch.device = "cpu",
                 backend: str = "resident", augment: Augment | None = None, seed: int = 0,
-                drop_last: bool | None = None, num_workers: int = 2, path: str | None = None,
+                drop_last: bool | None = None, num_workers: int | None = None, path: str | None = None,
                 shard: tuple[int, int] | None = None) -> EpochLoader:
     """An iterable of (x float32 (B, C, H, W) in [0, 1], y int64 (B,)) on `device`.
 
     train: shuffle, and augment by default (`Augment()`; no flip for mnist/svhn); eval: in order, no
     augmentation. augment=Augment(pad=0, flip=False) switches augmentation off. drop_last defaults to train.
-    num_workers: DataLoader processes (torch) or decoding threads (ffcv). path: the .beton file (ffcv;
-    an existing file is used as is, a missing one is written from ds; None: next to the cache).
+    num_workers: DataLoader processes (torch) or decoding threads (ffcv); None: host_workers(). path: the
+    .beton file (ffcv; an existing file is used as is, a missing one is written from ds; None: next to the
+    cache).
     shard: (rank, world size) whose slice of each batch of `batch_size` (the global batch) to serve; None:
     the torchrun process group's, (0, 1) without one (see EpochLoader).
     """
     factory = BACKENDS[backend]  # KeyError listing the backends
     augment = default_augment(ds.info, train) if augment is None else augment
-    return factory(ds, batch_size, num_workers=num_workers, path=path, train=train, device=device,
+    workers = host_workers() if num_workers is None else num_workers
+    return factory(ds, batch_size, num_workers=workers, path=path, train=train, device=device,
                    augment=augment, seed=seed, drop_last=train if drop_last is None else drop_last,
                    shard=shard)

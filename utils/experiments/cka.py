@@ -6,6 +6,8 @@ images, within one model or across models (notebook 04).
     rbf_cka(x, y, sigma=0.8)                     # RBF kernel, bandwidth sigma x median distance
     cka_matrix(feats_a, feats_b, batch_size=256)  # layer x layer DataFrame from cached (N, D) features
     model_cka(net_a, net_b, loader, layers_a, layers_b)  # the same, streamed over a loader, nothing cached
+    grams = centred_grams(net, ds, layers)       # layer -> centred (N, N) Gram, on the model's device
+    gram_matrix(grams_a, grams_b)                # the layer x layer DataFrame from those (04)
 
 CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) on Gram matrices K_ij = k(x_i, x_j) (Kornblith et al.
 2019). Biased: HSIC = tr(K H L H) / (n-1)^2, H the centring matrix. Debiased: the unbiased estimator of Song
@@ -253,6 +255,49 @@ def model_cka(model_a: nn.Module, model_b: nn.Module, loader: Iterable, layers_a
             acc.update({k: acts_a[k].flatten(1) for k in layers_a},
                        {k: acts_b[k].flatten(1) for k in layers_b})
     return acc.compute()
+
+
+@torch.no_grad()
+def centred_grams(model: nn.Module, ds, layers: Sequence[str], *, debiased: bool = True,
+                  batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Each layer's centred linear Gram (N, N) float64 over the images of ds (an ImageSet), computed on the
+    model's device one layer at a time (a forward pass per layer): a layer's (N, D) features exist only
+    while its Gram is formed, so nothing of size N x D is kept or cached (issue 26:
+    04's full CKA held ~71 GB of features of 9 networks in host RAM and on disk; its Grams are 0.2 GB each
+    at N = 5,000). The full-batch CKA of two layers is then gram_cka's, to float64 rounding."""
+    from ..data import make_loader
+    from ..hooks import hooked
+
+    device, out = model_device(model), {}
+    loader = make_loader(ds, batch_size, train=False, device=device)
+    with eval_mode(model):
+        for layer in layers:
+            chunks: list[torch.Tensor] = []
+            with hooked(model, layer, lambda t, c=chunks: c.append(t.detach().flatten(1).float())):
+                for x, _ in loader:
+                    model(x)
+            x = _centred(torch.cat(chunks))  # (N, D) float64, centred columns
+            chunks.clear()
+            gram = x @ x.T
+            del x
+            out[layer] = center_gram(gram, debiased).div_(math.sqrt(_scale(len(gram), debiased)))
+    return out
+
+
+@torch.no_grad()
+def gram_matrix(grams_a: Mapping[str, torch.Tensor], grams_b: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+    """CKA of every layer of a (index) with every layer of b (columns) from centred_grams of the same images
+    and estimator: the DataFrame cka_matrix gives with batch_size None."""
+    a, b = list(grams_a), list(grams_b)
+    norm = lambda g: (g * g).sum().sqrt()
+    xy = torch.tensor([[float((grams_a[i] * grams_b[j].to(grams_a[i].device)).sum()) for j in b] for i in a],
+                      dtype=torch.float64)
+    xx = torch.tensor([float(norm(grams_a[i])) for i in a], dtype=torch.float64)
+    yy = torch.tensor([float(norm(grams_b[j])) for j in b], dtype=torch.float64)
+    table = pd.DataFrame((xy / (xx[:, None] * yy[None, :])).numpy(), index=pd.Index(a, name="layer_a"),
+                         columns=pd.Index(b, name="layer_b"))
+    table.attrs.update(images=len(next(iter(grams_a.values()))), skipped=0)
+    return table
 
 
 # ---------------------------------------------------------------- tables for notebook 04

@@ -139,12 +139,13 @@ def project_decoder_grad(sae: SparseAutoencoder) -> None:
 def sae_loss(sae: SparseAutoencoder, x: torch.Tensor,
              l1_coef: float) -> tuple[torch.Tensor, dict, torch.Tensor]:
     """x: (B, D) layer units. MSE in normalised units (x / scale; mean over vectors and dims) + l1_coef *
-    mean_n sum_f h; also the parts (floats) and the codes h (B, F)."""
+    mean_n sum_f h; also the parts (detached 0-d tensors on x's device: reading them is a host sync, so
+    fit_sae sums them on the device and reads once an epoch, issue 26) and the codes h (B, F)."""
     h = sae.encode(x)
     mse = ((sae.decode(h) - x) / sae.scale).pow(2).mean()
     l1 = h.abs().sum(1).mean()  # the unit-norm columns make sum_f |h_f| ||d_f|| = sum_f |h_f|
     coef = l1_coef if sae.activation == "relu" else 0.0
-    parts = {"mse": mse.item(), "l1": l1.item(), "l0": (h != 0).sum(1).float().mean().item()}
+    parts = {"mse": mse.detach(), "l1": l1.detach(), "l0": (h != 0).sum(1).float().mean()}
     return mse + coef * l1, parts, h
 
 
@@ -221,13 +222,13 @@ def fit_sae(acts: torch.Tensor, cfg: SAEConfig = ORIGINAL, sae: SparseAutoencode
             project_decoder_grad(sae)
             opt.step()
             normalize_decoder(sae)
-            sums = {k: sums.get(k, 0.0) + v for k, v in {"loss": loss.item(), **parts}.items()}
+            sums = {k: sums.get(k, 0.0) + v for k, v in {"loss": loss.detach(), **parts}.items()}
             steps += 1
         lr = opt.param_groups[0]["lr"]
         sched.step()
         resample = cfg.resample_every and epoch % cfg.resample_every == 0 and epoch <= cfg.epochs / 2
         n_new = resample_dead(sae, x, ~fired, opt, gen) if resample else 0
-        rows.append({"epoch": epoch, **{k: v / steps for k, v in sums.items()},
+        rows.append({"epoch": epoch, **{k: float(v) / steps for k, v in sums.items()},
                      "dead_fraction": 1 - fired.float().mean().item(), "resampled": n_new, "lr": lr})
     return sae.eval(), pd.DataFrame(rows)
 
