@@ -67,3 +67,18 @@ def key_value(text: str) -> tuple[str, object]:
 # dataclass field annotation (a string under `from __future__ import annotations`) -> argument type
 FIELD_TYPES = {"int": int, "float": float, "str": str, "bool": boolean, "int | None": optional(int),
                "float | None": optional(float), "bool | None": optional(boolean), "str | None": optional(str)}
+
+
+def notebook_parser(description: str, verb: str, profiles: list[str]) -> argparse.ArgumentParser:
+    """The options utils.run_notebooks and utils.plan share, so that one selection means the same to both:
+    --profile, --only, --dataset and -p KEY=VALUE (verb: what the command does to the notebooks)."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", help=f"{' | '.join(profiles)} (default: full with CUDA, else quick)")
+    parser.add_argument("--only", help="comma-separated notebook numbers or names, e.g. '01,03' or '01, 03'")
+    parser.add_argument("--dataset", help=f"{verb} every notebook on this dataset instead of the profile's")
+    parser.add_argument("-p", "--parameter", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="a value for the notebooks' parameters or a knob of their configs (repeatable), "
+                             "e.g. -p seed=1")
+    return parser
+

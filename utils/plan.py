@@ -22,7 +22,6 @@ and training FLOPs = TRAIN_FLOPS_PER_FORWARD x forward x images x epochs.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import functools
 import importlib
@@ -379,13 +378,7 @@ def _matching(runs: list[Run], pattern: str | None, p: Profile) -> list[Run]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", help=f"{' | '.join(PROFILES)} (default: full with CUDA, else quick)")
-    parser.add_argument("--only", help="comma-separated notebook numbers or names, e.g. '04,06'")
-    parser.add_argument("--dataset", help="plan every notebook on this dataset instead of the profile's")
-    parser.add_argument("-p", "--parameter", type=cli.key_value, action="append", default=[],
-                        metavar="KEY=VALUE", help="a knob or shared parameter, as for utils.run_notebooks")
+    parser = cli.notebook_parser(__doc__, "plan", list(PROFILES))
     parser.add_argument("--json", action="store_true", help="print the rows and totals as JSON")
     parser.add_argument("--estimate", action="store_true", help="what training costs on one H200, counted "
                         "(utils/estimate.py)")

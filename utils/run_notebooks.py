@@ -15,7 +15,6 @@ reported by name and cell and the rest still run; the exit code is 1 if any fail
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -195,14 +194,7 @@ def check_parameters(parameters: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", help=f"{' | '.join(PROFILES)} (default: full with CUDA, else quick)")
-    parser.add_argument("--only", help="comma-separated numbers or names, e.g. '01,03' or '01, 03'")
-    parser.add_argument("--dataset", help="run every notebook on this dataset instead of the profile's")
-    parser.add_argument("-p", "--parameter", type=cli.key_value, action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="a value for every notebook's parameters cell (repeatable), e.g. -p seed=1")
+    parser = cli.notebook_parser(__doc__, "run", list(PROFILES))
     parser.add_argument("--root", type=Path, default=REPO, help="folder holding the notebooks")
     parser.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
     args = parser.parse_args(argv)
