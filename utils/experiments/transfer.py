@@ -125,7 +125,7 @@ def transfer_recipe(method: str, base: TrainConfig, n_train: int, budget: Budget
     The recipe's `trainable` is not carried over, on purpose (issue 26): ViT-S/16's full recipe trains only
     its head on CIFAR-10, but a fine-tune that never moves the backbone would be the linear probe again; all
     three methods train every weight (the backbone at budget.backbone_lr_scale), and "scratch" is what the
-    pretrained weights are worth on the same steps. At 224 px this costs ViT-S/16 about 1.4 min per run on
+    pretrained weights are worth on the same steps. At 224 px this costs ViT-S/16 up to 1.4 min a run on
     one H200 (counted: `python -m utils.plan --profile full --only 04 --estimate`)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
