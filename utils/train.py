@@ -50,12 +50,11 @@ from .results import environment
 
 OPTIMIZERS = ("adamw", "sgd", "nesterov", "lion", "lamb")  # sgd: heavy-ball momentum; nesterov: Nesterov's
 FINITE_CHECK_EVERY = 50  # steps between loss finiteness checks (each is a host-device sync)
-_NOT_RESUME_RELEVANT = {"checkpoint_dir", "progress", "checkpoint_every_s"}  # may change between a run
-# and its resumption
+# fields that may change between a run and its resumption
+_NOT_RESUME_RELEVANT = {"checkpoint_dir", "progress", "checkpoint_every_s"}
 # Seconds of training between two last.pt (issue 26): a full B-12/Wi-1024 state is ~0.9 GB, and saving it
 # every epoch wrote ~9.9 TB per `full` reproduce (utils.estimate, before this policy). Ten minutes bounds what
-# a killed run loses; $MLPZOOM_CHECKPOINT_EVERY_S sets it
-# (0: every epoch, as the tests use to kill and resume)
+# a killed run loses; $MLPZOOM_CHECKPOINT_EVERY_S sets it (0: every epoch, as the tests use).
 CHECKPOINT_EVERY_S = 600.0
 CHECKPOINT_EVERY_ENV = "MLPZOOM_CHECKPOINT_EVERY_S"
 
