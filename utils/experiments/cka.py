@@ -76,6 +76,13 @@ def center_gram(gram: torch.Tensor, debiased: bool = False) -> torch.Tensor:
     return g.fill_diagonal_(0)
 
 
+def hsic_gram(feats: torch.Tensor, debiased: bool) -> torch.Tensor:
+    """The centred (N, N) Gram of (N, ...) features, divided by sqrt(scale): the dot product of two is their
+    HSIC (MinibatchCKA per batch, centred_grams per layer)."""
+    x = _centred(feats)
+    return center_gram(x @ x.T, debiased).div_(math.sqrt(_scale(len(x), debiased)))
+
+
 def _cka(xy: torch.Tensor, xx: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
     # sqrt of each factor, not of the product: no underflow for tiny features; no epsilon (see module doc)
     return xy / (xx.sqrt() * yy.sqrt())
@@ -174,11 +181,9 @@ class MinibatchCKA:
         self.images, self.skipped = 0, 0
 
     def _gram(self, feats: torch.Tensor, n: int) -> torch.Tensor:
-        """The centred Gram of one layer's batch, divided by sqrt(scale): Gram dot products are HSICs."""
-        x = _centred(feats)
-        if len(x) != n:
-            raise ValueError(f"every layer needs the same images: {len(x)} vs {n} rows")
-        return center_gram(x @ x.T, self.debiased).div_(math.sqrt(_scale(n, self.debiased))).flatten()
+        if len(feats) != n:
+            raise ValueError(f"every layer needs the same images: {len(feats)} vs {n} rows")
+        return hsic_gram(feats, self.debiased).flatten()
 
     @torch.no_grad()
     def update(self, feats_a: Mapping[str, torch.Tensor], feats_b: Mapping[str, torch.Tensor]) -> None:
@@ -261,10 +266,10 @@ def model_cka(model_a: nn.Module, model_b: nn.Module, loader: Iterable, layers_a
 def centred_grams(model: nn.Module, ds, layers: Sequence[str], *, debiased: bool = True,
                   batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Each layer's centred linear Gram (N, N) float64 over the images of ds (an ImageSet), computed on the
-    model's device one layer at a time (a forward pass per layer): a layer's (N, D) features exist only
-    while its Gram is formed, so nothing of size N x D is kept or cached (issue 26:
-    04's full CKA held ~71 GB of features of 9 networks in host RAM and on disk; its Grams are 0.2 GB each
-    at N = 5,000). The full-batch CKA of two layers is then gram_cka's, to float64 rounding."""
+    model's device one layer at a time (a forward pass per layer), scaled as hsic_gram's: a layer's (N, D)
+    features exist only while its Gram is formed, so nothing of size N x D is kept or cached (issue 26: 04's
+    full CKA held ~71 GB of features of 9 networks in host RAM and on disk; its Grams are 0.2 GB each at
+    N = 5,000)."""
     from ..data import make_loader
     from ..hooks import hooked
 
@@ -276,11 +281,8 @@ def centred_grams(model: nn.Module, ds, layers: Sequence[str], *, debiased: bool
             with hooked(model, layer, lambda t, c=chunks: c.append(t.detach().flatten(1).float())):
                 for x, _ in loader:
                     model(x)
-            x = _centred(torch.cat(chunks))  # (N, D) float64, centred columns
+            out[layer] = hsic_gram(torch.cat(chunks), debiased)
             chunks.clear()
-            gram = x @ x.T
-            del x
-            out[layer] = center_gram(gram, debiased).div_(math.sqrt(_scale(len(gram), debiased)))
     return out
 
 
@@ -289,12 +291,11 @@ def gram_matrix(grams_a: Mapping[str, torch.Tensor], grams_b: Mapping[str, torch
     """CKA of every layer of a (index) with every layer of b (columns) from centred_grams of the same images
     and estimator: the DataFrame cka_matrix gives with batch_size None."""
     a, b = list(grams_a), list(grams_b)
-    norm = lambda g: (g * g).sum().sqrt()
-    xy = torch.tensor([[float((grams_a[i] * grams_b[j].to(grams_a[i].device)).sum()) for j in b] for i in a],
-                      dtype=torch.float64)
-    xx = torch.tensor([float(norm(grams_a[i])) for i in a], dtype=torch.float64)
-    yy = torch.tensor([float(norm(grams_b[j])) for j in b], dtype=torch.float64)
-    table = pd.DataFrame((xy / (xx[:, None] * yy[None, :])).numpy(), index=pd.Index(a, name="layer_a"),
+    hsic = lambda g, h: float((g * h.to(g.device)).sum())
+    xy = torch.tensor([[hsic(grams_a[i], grams_b[j]) for j in b] for i in a], dtype=torch.float64)
+    xx = torch.tensor([hsic(grams_a[i], grams_a[i]) for i in a], dtype=torch.float64)
+    yy = torch.tensor([hsic(grams_b[j], grams_b[j]) for j in b], dtype=torch.float64)
+    table = pd.DataFrame(_cka(xy, xx[:, None], yy[None, :]).numpy(), index=pd.Index(a, name="layer_a"),
                          columns=pd.Index(b, name="layer_b"))
     table.attrs.update(images=len(next(iter(grams_a.values()))), skipped=0)
     return table
