@@ -15,7 +15,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from utils import config, data, models, profiles, recipes, run_notebooks, store
+from utils import config, data, models, profiles, recipes, run_notebooks, store, train
 from utils.data import fake
 from utils.train import TrainConfig
 
@@ -128,8 +128,11 @@ def keep_only_the_trio(checkpoints: Path) -> None:
 
 @pytest.fixture
 def rehearsal_env(rehearsal_dirs, monkeypatch):
+    """The rehearsal's folders, and full's checkpoint policy (utils.train.CHECKPOINT_EVERY_S: no training
+    state is written by a run shorter than it) instead of the tests' state every epoch (conftest.py)."""
     for key, path in rehearsal_dirs.items():
         monkeypatch.setenv(key, str(path))
+    monkeypatch.delenv(train.CHECKPOINT_EVERY_ENV)
     return rehearsal_dirs
 
 

@@ -213,6 +213,28 @@ def test_grams_on_the_device_equal_cka_on_cached_features(debiased):
     assert not any(m._forward_hooks for m in net.modules())
 
 
+def test_grams_take_one_pass_per_group_of_layers_that_fits_and_equal_a_layer_at_a_time():
+    """Layers whose features fit in max_bytes share a forward pass; the Grams do not depend on grouping."""
+    ds = data.load_dataset("synthetic", "train", n=50, size=8, channels=1, cache=False)
+    net = models.create_for("test_mlp", ds.info, seed=0)
+    layers = ["stem", "blocks.0", "blocks.1", "head"]
+    per_layer = {layer: np.prod(collect_many(net, ds.head(1), [layer], progress=False)[layer].shape) * 4 * 50
+                 for layer in layers}
+    passes = []
+    net.register_forward_pre_hook(lambda *_: passes.append(1))
+    budget = per_layer["stem"] + per_layer["blocks.0"]
+    assert cka.feature_groups(net, ds, layers, budget) == [["stem", "blocks.0"], ["blocks.1", "head"]]
+    assert cka.feature_groups(net, ds, layers, 0) == [[layer] for layer in layers]
+    passes.clear()
+    together = cka.centred_grams(net, ds, layers, batch_size=20)  # one image to size the layers, 3 batches
+    assert len(passes) == 1 + 3
+    passes.clear()
+    apart = cka.centred_grams(net, ds, layers, batch_size=20, max_bytes=0)
+    assert len(passes) == 1 + 4 * 3  # a pass over the 3 batches per layer
+    for layer in layers:
+        torch.testing.assert_close(together[layer], apart[layer], rtol=0, atol=0)
+
+
 def _best(rows: list[tuple]) -> pd.DataFrame:
     cols = ["kind", "model_a", "model_b", "mean_best", "mean_best_b", "peak", "peak_layer_a", "peak_layer_b"]
     return pd.DataFrame([(*r, 0.9, "x", "y") for r in rows], columns=cols)

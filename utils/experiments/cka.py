@@ -32,11 +32,14 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ..hooks import recording
+from ..hooks import hooked, recording
 from ..models import eval_mode, model_device
 from ..progress import bar as progress_bar
 
 Method = Literal["auto", "features", "gram"]
+# centred_grams: the float32 features held at once (one forward pass per group of layers that fits): at
+# N = 5,000 a ViT-S/16 block's tokens are 1.5 GB, so its 13 layers take 3 passes on an H200, not 13
+GRAM_FEATURE_BYTES = 8 << 30
 
 
 def _centred(x) -> torch.Tensor:
@@ -264,26 +267,48 @@ def model_cka(model_a: nn.Module, model_b: nn.Module, loader: Iterable, layers_a
 
 @torch.no_grad()
 def centred_grams(model: nn.Module, ds, layers: Sequence[str], *, debiased: bool = True,
-                  batch_size: int = 256) -> dict[str, torch.Tensor]:
+                  batch_size: int = 256, max_bytes: int = GRAM_FEATURE_BYTES) -> dict[str, torch.Tensor]:
     """Each layer's centred linear Gram (N, N) float64 over the images of ds (an ImageSet), computed on the
-    model's device one layer at a time (a forward pass per layer), scaled as hsic_gram's: a layer's (N, D)
-    features exist only while its Gram is formed, so nothing of size N x D is kept or cached (issue 26: 04's
-    full CKA held ~71 GB of features of 9 networks in host RAM and on disk; its Grams are 0.2 GB each at
-    N = 5,000)."""
+    model's device, scaled as hsic_gram's. The layers are taken in groups whose float32 (N, D) features fit in
+    `max_bytes` together, one forward pass per group (`feature_groups`): a group's features exist only while
+    its Grams are formed, so nothing of size N x D is cached (issue 26: 04's full CKA held ~71 GB of features
+    of 9 networks in host RAM and on disk; its Grams are 0.2 GB each at N = 5,000), and a network whose
+    features fit passes over the images once, not once per layer."""
     from ..data import make_loader
-    from ..hooks import hooked
 
     device, out = model_device(model), {}
     loader = make_loader(ds, batch_size, train=False, device=device)
     with eval_mode(model):
-        for layer in layers:
-            chunks: list[torch.Tensor] = []
-            with hooked(model, layer, lambda t, c=chunks: c.append(t.detach().flatten(1).float())):
+        for group in feature_groups(model, ds, layers, max_bytes):
+            chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in group}
+            with ExitStack() as stack:
+                for layer in group:
+                    stack.enter_context(hooked(model, layer, lambda t, c=chunks[layer]: c.append(
+                        t.detach().flatten(1).float())))
                 for x, _ in loader:
                     model(x)
-            out[layer] = hsic_gram(torch.cat(chunks), debiased)
-            chunks.clear()
+            for layer in group:
+                out[layer] = hsic_gram(torch.cat(chunks.pop(layer)), debiased)
     return out
+
+
+@torch.no_grad()
+def feature_groups(model: nn.Module, ds, layers: Sequence[str], max_bytes: int) -> list[list[str]]:
+    """`layers` in order, cut into runs whose float32 features of all len(ds) images add up to at most
+    max_bytes (a layer larger than that alone), each layer's size read from one image's forward pass."""
+    from ..data import make_loader
+
+    with eval_mode(model), recording(model, layers) as acts:
+        x, _ = next(iter(make_loader(ds.head(1), 1, train=False, device=model_device(model))))
+        model(x)
+        sizes = {layer: acts[layer][0].numel() * 4 * len(ds) for layer in layers}
+    groups: list[list[str]] = []
+    for layer in layers:
+        if groups and sum(sizes[g] for g in groups[-1]) + sizes[layer] <= max_bytes:
+            groups[-1].append(layer)
+        else:
+            groups.append([layer])
+    return groups
 
 
 @torch.no_grad()
