@@ -68,7 +68,8 @@ def test_choices_wait_until_the_runs_they_are_made_from_are_stored(roots):
     assert set(k10[k10.status == "waiting"].run.str.split("@").str[1].str[:2]) == {"ft", "lp"}
     assert (k10[k10.run.str.contains("scratch")].status == "to train").all()
     sums = plan.totals(rows).set_index("notebook")
-    assert sums.loc["all", "runs"] == rows.drop_duplicates(["dataset", "run"]).shape[0]
+    trainings = rows[rows.twin_of == ""].drop_duplicates(["dataset", "run"])  # 04's seed-0 sources: 01's
+    assert sums.loc["all", "runs"] == len(trainings) == rows.drop_duplicates(["dataset", "run"]).shape[0] - 6
 
 
 def test_overrides_reach_the_plan_and_a_bad_knob_lists_the_valid_ones():
@@ -89,6 +90,29 @@ def test_runs_are_dealt_longest_first_to_the_least_loaded_worker():
     assert shares[0] == [biggest] and sorted(r.name for r in shares[1]) == sorted(r.name for r in runs
                                                                                    if r is not biggest)
     assert len(plan.shares(runs, 8, FULL)) == 3  # no empty worker
+
+
+def test_twins_are_trained_and_counted_once_and_dealt_to_one_worker():
+    """full's 04 seed-0 ViT source has 01's ViT recipe (04 changes the MLP's and the CNN's epochs only): one
+    training, counted and trained under 01, linked for 04 (store._link_twin); other sources are no twins."""
+    from utils import estimate
+
+    runs = plan.plan(FULL, ["01", "04"])
+    rows = plan.table(runs, FULL).set_index(["notebook", "run"])
+    vit = "vit_small_patch16_224"
+    assert rows.loc[("04_feature_generalizability", f"{vit}@source-s0"), "twin_of"] == vit
+    assert rows.loc[("04_feature_generalizability", f"{vit}@source-s1"), "twin_of"] == ""
+    assert rows.loc[("04_feature_generalizability", "resnet18_cifar@source-s0"), "twin_of"] == ""
+    per_run, _ = estimate.estimate(runs, FULL)
+    assert f"{vit}@source-s0" not in set(per_run.run) and f"{vit}@source-s1" in set(per_run.run)
+    own = rows[rows.twin_of == ""].reset_index().drop_duplicates(["dataset", "run"])
+    assert plan.totals(rows.reset_index()).set_index("notebook").loc["all", "runs"] == len(own)
+    pair = list({r.name: r for r in runs if r.name in (vit, f"{vit}@source-s0")}.values())  # 01 asks twice
+    others = [r for r in runs if r.notebook.startswith("04") and "@source" in r.name and vit not in r.name]
+    many = pair + others
+    shares = plan.shares(many, 8, FULL)
+    (together,) = [s for s in shares if any(r.name == vit for r in s)]
+    assert [r.name for r in together] == [vit, f"{vit}@source-s0"] and len(shares) == 5
 
 
 def test_a_killed_worker_resumes_to_the_same_weights(roots):

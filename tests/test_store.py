@@ -75,6 +75,25 @@ def test_changed_recipe_retrains_and_keeps_the_old_run(ck, monkeypatch):
     )
 
 
+def test_a_run_stored_under_the_same_key_by_another_name_is_linked_not_trained(ck, monkeypatch, capsys):
+    """04's seed-0 source is 01's model when their recipes agree: its files are linked (the same inode, no
+    copy), the request is logged as not trained, and a recipe that differs in any field still trains."""
+    first = get()
+    calls = count_epochs(monkeypatch)
+    twin = get("test_mlp@source-s0")
+    assert calls == [] and "the same model, recipe and data as the stored test_mlp" in capsys.readouterr().out
+    for name in checkpoints.FINAL_FILES:
+        assert os.path.samefile(ck / "test_mlp" / name, ck / "test_mlp@source-s0" / name)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), twin.state_dict().values(),
+                                                 strict=True))
+    asked = store.requests("smoke")
+    assert asked.set_index("run").trained.to_dict() == {"test_mlp": True, "test_mlp@source-s0": False}
+    get("test_mlp@source-s1", recipes.with_train(RECIPE, seed=1))
+    assert calls == [0, 1]
+    get()  # retraining the first (here: loading it) leaves the twin's files as they were
+    assert store.is_stored("test_mlp@source-s0", "synthetic", "smoke")
+
+
 def test_killed_run_resumes(ck, monkeypatch):
     real = train.train_epoch
 

@@ -140,12 +140,13 @@ def checkpoint_saves(epochs: int, seconds: float, every_s: float) -> int:
 
 
 def estimate(runs: Sequence[Run], profile: str | Profile) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per run, trained where it is first asked for; per notebook with a last row `all`)."""
+    """(one row per training, counted where it is first asked for: a run asked for again, or a twin of one
+    trained before (Run.trained_as), costs nothing more; per notebook with a last row `all`)."""
     p = profile_of(profile)
     seen, rows = set(), []
     for r in runs:
-        if (r.dataset, r.name) not in seen:
-            seen.add((r.dataset, r.name))
+        if r.trained_as(p.name) not in seen:
+            seen.add(r.trained_as(p.name))
             rows.append(run_cost(r, p))
     per_run = pd.DataFrame(rows)
     sums = per_run.drop(columns=["run", "dataset"]).groupby("notebook", sort=False).sum()

@@ -76,6 +76,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+def link_or_copy(source: Path, target: Path) -> Path:
+    """`target` as a hard link to `source` (no bytes copied), or, where the filesystem has none, an atomic
+    copy. Safe with atomic_write: a later write of either name makes a new file, never changing the other."""
+    def link(tmp: Path) -> None:
+        try:
+            os.link(source, tmp)
+        except OSError:  # another filesystem, or none with hard links
+            shutil.copyfile(source, tmp)
+    return atomic_write(target, link)
+
+
 def free_space(path: str | Path) -> str:
     """The space left on the disk holding `path` (its nearest existing folder), e.g. "1.2 GB"."""
     folder = Path(path).absolute()

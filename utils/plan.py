@@ -75,6 +75,14 @@ class Run:
         """"<dataset>/<run>" it is initialised from, or None."""
         return self.recipe_under(profile).init_from
 
+    def trained_as(self, profile: str) -> tuple:
+        """What training it means: its dataset, model and recipe (its own data for a task's run). Two runs of
+        one training are twins: the store trains the first and links its files for the other
+        (store._link_twin), so the plan trains and counts it once."""
+        if self.task is not None or "?" in self.name:
+            return self.dataset, self.name
+        return self.dataset, self.model, repr(self.recipe_under(profile))
+
 
 @dataclass
 class Context:
@@ -204,12 +212,13 @@ def forward_flops(run: Run, profile: Profile) -> tuple[int, int]:
 def table(runs: Sequence[Run], profile: str | Profile) -> pd.DataFrame:
     """One row per run: notebook, run, model, dataset, epochs, train_images, images_x_epochs,
     gflops_per_image (forward), train_pflop, params, status (stored / diverged / waiting / to train),
-    waits_for, starts_from, and `first`: the notebook that trains it (a later one loads it)."""
+    waits_for, starts_from, `first`: the notebook that trains it (a later one loads it), and `twin_of`: the
+    run of the same training asked for before under another name ("": none; Run.trained_as)."""
     p, rows, first = profile_of(profile), [], {}
     for r in runs:
         recipe = r.recipe_under(p.name)
         n, (flops, params) = train_images(r, p), forward_flops(r, p)
-        first.setdefault((r.dataset, r.name), r.notebook)
+        first_notebook, first_name = first.setdefault(r.trained_as(p.name), (r.notebook, r.name))
         status = store.settled(r.name, r.dataset, p.name) if "?" not in r.name else None
         rows.append({"notebook": r.notebook, "run": r.name, "model": r.model, "dataset": r.dataset,
                      "epochs": recipe.train.epochs, "train_images": n,
@@ -217,14 +226,15 @@ def table(runs: Sequence[Run], profile: str | Profile) -> pd.DataFrame:
                      "gflops_per_image": flops / 1e9, "params": params,
                      "train_pflop": TRAIN_FLOPS_PER_FORWARD * flops * n * recipe.train.epochs / 1e15,
                      "status": status or ("waiting" if r.waits_for else "to train"), "waits_for": r.waits_for,
-                     "starts_from": recipe.init_from or "", "first": first[r.dataset, r.name]})
+                     "starts_from": recipe.init_from or "", "first": first_notebook,
+                     "twin_of": first_name if first_name != r.name else ""})
     return pd.DataFrame(rows)
 
 
 def totals(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per notebook, over the runs it trains first (a run it loads is counted where it is trained): runs,
-    stored, images_x_epochs, train_pflop; and a last row `all`."""
-    own = rows.drop_duplicates(["dataset", "run"])  # the first ask: where it is trained
+    """Per notebook, over the runs it trains first (a run it loads, or a twin of one trained before, counts
+    where it is trained): runs, stored, images_x_epochs, train_pflop; and a last row `all`."""
+    own = rows[rows.twin_of == ""].drop_duplicates(["dataset", "run"])  # the first ask: where it is trained
     out = own.groupby("notebook", sort=False).agg(runs=("run", "size"),
                                                   stored=("status", lambda s: int((s == "stored").sum())),
                                                   waiting=("status", lambda s: int((s == "waiting").sum())),
@@ -291,14 +301,18 @@ def ready(runs: Sequence[Run], profile: Profile) -> list[Run]:
 
 def shares(runs: Sequence[Run], workers: int, profile: Profile) -> list[list[Run]]:
     """The runs dealt to `workers` workers, longest first onto the least loaded (by training FLOPs, at least
-    one image-epoch's worth so that tiny runs spread too); empty shares dropped."""
+    one image-epoch's worth so that tiny runs spread too); empty shares dropped. Twins (Run.trained_as) go to
+    one worker, one after the other: the first trains, the others link its files."""
     cost = lambda r: max(1.0, forward_flops(r, profile)[0] * train_images(r, profile)
                          * r.recipe_under(profile.name).train.epochs)
+    twins: dict[tuple, list[Run]] = {}
+    for r in runs:
+        twins.setdefault(r.trained_as(profile.name), []).append(r)
     loads, dealt = [0.0] * workers, [[] for _ in range(workers)]
-    for r in sorted(runs, key=cost, reverse=True):
+    for group in sorted(twins.values(), key=lambda g: cost(g[0]), reverse=True):
         i = loads.index(min(loads))
-        dealt[i].append(r)
-        loads[i] += cost(r)
+        dealt[i] += group
+        loads[i] += cost(group[0])
     return [d for d in dealt if d]
 
 

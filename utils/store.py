@@ -39,7 +39,7 @@ from typing import NamedTuple
 import pandas as pd
 import torch.nn as nn
 
-from . import checkpoints, data, distributed, models, train
+from . import checkpoints, data, distributed, files, models, train
 from .files import checkpoints_root
 from .profiles import Profile, get_profile
 from .recipes import Recipe, get_recipe
@@ -258,7 +258,10 @@ def get_or_train(
     source = source_dir(recipe, p.name)
     key = store_key(run, recipe, splits, source)
     with distributed.main_lock(folder):
-        if (stored := distributed.on_main(_stored, folder, key)) is not None:  # rank 0 reads; a copy for all
+        stored = distributed.on_main(_stored, folder, key)  # rank 0 reads; a copy for all
+        if stored is None and distributed.on_main(_link_twin, folder, key):  # trained before by another name
+            stored = distributed.on_main(_stored, folder, key)
+        if stored is not None:
             distributed.on_main(_log_request, p.name, dataset, run, trained=False)
             return _built(run, *stored, device)
         if (why := distributed.on_main(diverged_before, folder, key)) is not None:
@@ -278,6 +281,29 @@ def get_or_train(
             distributed.on_main(_mark_diverged, folder, key, str(err))
             raise
     return net.eval()
+
+
+def _link_twin(folder: Path, key: dict) -> str | None:
+    """Link into `folder` the final files of a finished run of another name stored under the same key (the
+    same model, recipe and data: e.g. 04's seed-0 ViT source is 01's ViT when their recipes agree), instead of
+    training it again; the twin's name, or None. Final files are replaced atomically (a new file under the
+    name), so a later retraining of either never changes the other's."""
+    for other in sorted(folder.parent.iterdir()) if folder.parent.is_dir() else []:
+        if other == folder or not checkpoints.has_final(other):
+            continue
+        stored = read_key(other / "store.json")
+        if stored is None or not _same(stored, key) or checkpoints.unreadable_finals(other):
+            continue
+        _write_key(folder, key)  # first: files linked half-way are a run without finals, trained anew
+        try:
+            for name in checkpoints.FINAL_FILES:
+                files.link_or_copy(other / name, folder / name)
+        except OSError as err:  # the twin moved away meanwhile (set aside, deleted): train this one
+            print(f"{folder.name}: could not link {other.name}'s files ({err}); training it")
+            return None
+        print(f"{folder.name}: the same model, recipe and data as the stored {other.name}: its files linked")
+        return other.name
+    return None
 
 
 DIVERGED = "diverged.json"  # beside store.json: this key's run diverged (deterministic: not retried)
