@@ -68,8 +68,12 @@ def test_choices_wait_until_the_runs_they_are_made_from_are_stored(roots):
     assert set(k10[k10.status == "waiting"].run.str.split("@").str[1].str[:2]) == {"ft", "lp"}
     assert (k10[k10.run.str.contains("scratch")].status == "to train").all()
     sums = plan.totals(rows).set_index("notebook")
-    trainings = rows[rows.twin_of == ""].drop_duplicates(["dataset", "run"])  # 04's seed-0 sources: 01's
+    trainings = rows[rows.twin_of == ""].drop_duplicates(["dataset", "run"])  # 06: its baselines, twice
     assert sums.loc["all", "runs"] == len(trainings) == rows.drop_duplicates(["dataset", "run"]).shape[0] - 6
+    twins = rows[rows.twin_of != ""]
+    pairs = {frozenset(p) for p in zip(twins.run, twins.twin_of, strict=True)}
+    assert {frozenset({"mlp_plain@abl-lr-baseline-s0", "mlp_plain@abl-plain-baseline-s0"}),
+            frozenset({"test_mlp@abl-adv-baseline-s0", "test_mlp@abl-tricks-baseline-s0"})} <= pairs
 
 
 def test_overrides_reach_the_plan_and_a_bad_knob_lists_the_valid_ones():

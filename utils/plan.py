@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import cli, config, store
+from . import cli, config, store, train
 from .data.cache import info_of
 from .data.registry import check_dataset_name
 from .files import checkpoints_root
@@ -76,12 +76,16 @@ class Run:
         return self.recipe_under(profile).init_from
 
     def trained_as(self, profile: str) -> tuple:
-        """What training it means: its dataset, model and recipe (its own data for a task's run). Two runs of
-        one training are twins: the store trains the first and links its files for the other
-        (store._link_twin), so the plan trains and counts it once."""
+        """What training it means: its dataset, model and the recipe's fields the store's key holds (its own
+        data for a task's run). Two runs of one training are twins: the store trains the first and links its
+        files for the other (store._link_twin), so the plan trains and counts it once."""
         if self.task is not None or "?" in self.name:
             return self.dataset, self.name
-        return self.dataset, self.model, repr(self.recipe_under(profile))
+        r = self.recipe_under(profile)
+        key = {"overrides": r.overrides, "pretrained": r.pretrained, "trainable": r.trainable,
+               "subset": r.train_subset, "init_from": r.init_from, "head_init": r.head_init,
+               "train": train.comparable(train.resume_config(r.train))}  # as store.store_key has it
+        return self.dataset, self.model, json.dumps(key, sort_keys=True, default=str)
 
 
 @dataclass
