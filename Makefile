@@ -29,11 +29,14 @@ sysdeps:
 		echo "note: missing Debian packages: $$missing (sudo apt-get install $$missing)"; \
 	fi
 
+# uv (a maintained installer, from PyPI) fetches and unpacks the wheels in parallel: torch's CUDA libraries
+# alone are ~4 GB. pip took UVPIP on a clean machine here; uv UVUV (issue 24).
+UV := $(VENV)/bin/uv pip install -q --python $(PY)
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-ffcv.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
-	$(PY) -m pip install -q -r requirements-ffcv.txt || echo "note: FFCV did not build; see README (backend 'ffcv' only)"
+	$(PY) -m pip install -q --upgrade pip uv
+	$(UV) -r requirements.txt -r requirements-dev.txt
+	$(UV) -r requirements-ffcv.txt || echo "note: FFCV did not build; see README (backend 'ffcv' only)"
 	@touch $@
 
 install: sysdeps $(VENV)/.installed
