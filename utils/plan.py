@@ -82,9 +82,9 @@ class Run:
         if self.task is not None or "?" in self.name:
             return self.dataset, self.name
         r = self.recipe_under(profile)
-        key = {"overrides": r.overrides, "pretrained": r.pretrained, "trainable": r.trainable,
-               "subset": r.train_subset, "init_from": r.init_from, "head_init": r.head_init,
-               "train": train.comparable(train.resume_config(r.train))}  # as store.store_key has it
+        key = {**store.recipe_key(r), "subset": r.train_subset, "init_from": r.init_from,
+               "head_init": r.head_init}
+        key["train"] = train.comparable(key["train"])  # as store._same compares them
         return self.dataset, self.model, json.dumps(key, sort_keys=True, default=str)
 
 

@@ -120,15 +120,14 @@ def store_key(run: str, recipe: Recipe, splits: Splits, source: Path | None = No
                                                         "weights": _file_hash(source / "model.safetensors")}}
     head = {} if recipe.head_init is None else {"head_init": recipe.head_init if recipe.head_init == "new"
                                                  else {"weights": _file_hash(Path(recipe.head_init))}}
-    return {**started, **head,
-        "model": model_of(run),
-        "dataset": splits.train.info.name,
-        "data": {k: getattr(splits, k).data_key() for k in Splits._fields},
-        "overrides": recipe.overrides,
-        "pretrained": recipe.pretrained,
-        "trainable": recipe.trainable,
-        "train": train.resume_config(recipe.train),
-    }
+    return {**started, **head, "model": model_of(run), "dataset": splits.train.info.name,
+            "data": {k: getattr(splits, k).data_key() for k in Splits._fields}, **recipe_key(recipe)}
+
+
+def recipe_key(recipe: Recipe) -> dict:
+    """The recipe's part of a store key (store_key; the plan's Run.trained_as)."""
+    return {"overrides": recipe.overrides, "pretrained": recipe.pretrained, "trainable": recipe.trainable,
+            "train": train.resume_config(recipe.train)}
 
 
 def _file_hash(path: Path) -> str:
