@@ -145,8 +145,8 @@ def estimate(runs: Sequence[Run], profile: str | Profile) -> tuple[pd.DataFrame,
     p = profile_of(profile)
     seen, rows = set(), []
     for r in runs:
-        if r.trained_as(p.name) not in seen:
-            seen.add(r.trained_as(p.name))
+        if (training := r.trained_as(p.name)) not in seen:
+            seen.add(training)
             rows.append(run_cost(r, p))
     per_run = pd.DataFrame(rows)
     sums = per_run.drop(columns=["run", "dataset"]).groupby("notebook", sort=False).sum()
