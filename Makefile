@@ -50,11 +50,12 @@ reproduce: data
 	@$(PY) -m utils.run_notebooks $(PROFILE_ARG); status=$$?; \
 	$(PY) -m utils.report $(PROFILE_ARG); exit $$status
 
-# one process: two pytest-xdist workers on 2 cores were slower, not faster (CI at 1651cc7: 2010 s of tests
-# against 926 s in one process at 4bde60d; the rehearsal's 01 took 952 s instead of 133 s, its GEMM threads
-# fighting the other worker's for the same cores)
+# Two pytest-xdist workers, one GEMM thread each (tests/conftest.py sets it for them and every process they
+# start), the notebook runs first: two workers with two threads each on two cores ran 7x slower (CI at
+# 1651cc7). --maxschedchunk 1: a free worker takes the next test, never a batch queued behind a long one.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load --maxschedchunk 1
 
 lint: install
 	$(PY) -m ruff check utils tests benchmarks

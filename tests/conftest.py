@@ -8,11 +8,70 @@ import os
 # training, none kept once finished) has its own tests in test_train.py.
 os.environ["MLPZOOM_CHECKPOINT_EVERY_S"] = "0"
 
+# `make test` runs two pytest-xdist workers (issue 24): each gets its share of the cores, and so does every
+# process it starts (OMP_NUM_THREADS is read by torch at import). Two workers with two GEMM threads each on
+# two cores ran 7x slower (CI at 1651cc7); one thread each ran two rehearsal notebooks in 77 s against 118 s
+# one after the other with two threads (README).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+
+import pickle  # noqa: E402
+import shutil  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TypeVar  # noqa: E402
+
+import filelock  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from utils import data, models  # noqa: E402
 from utils.data import DatasetInfo, ImageSet  # noqa: E402
+
+if _WORKERS > 1:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory) -> Path:
+    """A folder shared by every pytest-xdist worker of this session (the session's temp folder without xdist):
+    the smoke and rehearsal notebooks run in it, each once, whichever worker asks first (`once`)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def once(folder: Path, key: str, work: Callable[[], T], timeout_s: float = 3600) -> T:
+    """work() run by exactly one process of the session, whichever asks first; every other process waits for
+    it and gets the same value (pickled in `folder`), or fails naming the error. Only work that has started
+    is ever waited for, so two workers cannot wait for each other: a test that needs several results asks for
+    each (running the ones nobody took yet). pytest-xdist orders nothing between workers; this is the
+    smallest thing that lets notebooks that depend on one another run on both (issue 24)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done, claim = folder / f"{key}.pkl", filelock.FileLock(folder / f"{key}.lock")
+    if not done.exists():
+        claim.acquire(timeout=timeout_s)  # another worker at it: wait until it lets go (or dies)
+        try:
+            if not done.exists():
+                try:
+                    value = work()
+                    outcome = ("ok", value)
+                    return value
+                except BaseException as err:  # pytest.fail's Failed too
+                    outcome = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
+                    raise
+                finally:
+                    tmp = done.with_name(f"{done.name}.tmp{os.getpid()}")
+                    tmp.write_bytes(pickle.dumps(outcome))
+                    tmp.replace(done)
+        finally:
+            claim.release()
+    status, value = pickle.loads(done.read_bytes())
+    if status != "ok":
+        pytest.fail(f"{key} failed in another test: {value}")
+    return value
 
 
 @pytest.fixture
@@ -92,3 +151,42 @@ def pytest_terminal_summary(terminalreporter):
         if file in _SECONDS_PER_FILE:
             seconds = _SECONDS_PER_FILE[file]
             terminalreporter.write_line(f"{file}: {seconds:.0f} s (setup, calls and teardown)")
+
+
+# ------------------------------------------------------------ two workers, the long tests first (issue 24)
+
+# The notebook runs, longest first (the rehearsal's timings of CI at ba3a1d0 and of a run alone here), in
+# pairs that mix the profiles: pytest-xdist hands each worker two tests to start with, then one whenever it
+# is free. The rehearsal's 01 trains its trio first (every rehearsal notebook waits for it), while the other
+# worker runs smoke's plan and 04.
+_FIRST = [("rehearsal", "01"), ("smoke", "01"), ("smoke", "04"), ("rehearsal", "04"), ("rehearsal", "09"),
+          ("smoke", "09"), ("smoke", "06"), ("rehearsal", "06"), ("rehearsal", "08"), ("smoke", "08"),
+          ("smoke", "02"), ("rehearsal", "02"), ("rehearsal", "03"), ("smoke", "03"), ("smoke", "05"),
+          ("rehearsal", "05")]
+
+
+def _place(item) -> tuple[int, int]:
+    """Sort key: the notebook runs in _FIRST's order, then the short tests, then the tests that need every
+    notebook of a profile (07 and what reads its output), when the others are done or running."""
+    file, name = item.nodeid.split("::")[0], item.name
+    notebook = item.callspec.params.get("name", "")[:2] if hasattr(item, "callspec") else ""
+    for profile, test in (("smoke", "test_notebook_runs_under_smoke"),
+                          ("rehearsal", "test_notebook_runs_under_the_rehearsal")):
+        if name.startswith(test):
+            return (0, _FIRST.index((profile, notebook))) if (profile, notebook) in _FIRST else (2, 0)
+    if file.endswith("test_notebooks.py") and not name.startswith("test_notebook_is_committed_clean"):
+        return (2, 1)  # the redraw, the report, the plan
+    return (1, 0)
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=_place)  # stable: the order within a place stays the files' order
+
+
+def pytest_sessionfinish(session):
+    """The rehearsal's shared folder (GBs of full-size checkpoints) goes once every worker is done: here in
+    the pytest-xdist controller, or in the only process."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        factory = getattr(session.config, "_tmp_path_factory", None)
+        if factory is not None:
+            shutil.rmtree(factory.getbasetemp() / "rehearsal", ignore_errors=True)

@@ -5,7 +5,6 @@ values: no hub is reachable). The last tests show what it catches that smoke doe
 
 import dataclasses
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import nbformat
 import pytest
 import timm
 import torch
+from conftest import once
 from safetensors.torch import save_file
 
 from utils import config, data, models, profiles, recipes, run_notebooks, store, train
@@ -102,28 +102,25 @@ def pretrained_runs() -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def rehearsal_dirs(tmp_path_factory):
-    """The rehearsal's folders for the session, removed after it: full-size checkpoints are large (a
-    B-12/Wi-1024 run's last.pt holds the optimizer state: 1.1 GB while it trains)."""
-    base = tmp_path_factory.mktemp("rehearsal")
+def rehearsal_dirs(shared_tmp):
+    """The rehearsal's folders for the session, shared by every pytest-xdist worker; removed after the session
+    (conftest.pytest_sessionfinish): full-size checkpoints are large (a B-12/Wi-1024 run's final weights are
+    0.4 GB, its last.pt 1.1 GB while it trains)."""
+    base = shared_tmp / "rehearsal"
     dirs = {"MLPZOOM_DATA": base / "data", "MLPZOOM_RESULTS": base / "results",
             "MLPZOOM_CHECKPOINTS": base / "checkpoints", "MLPZOOM_WEIGHTS": base / "weights"}
-    fake.write_rehearsal(dirs["MLPZOOM_DATA"] / "rehearsal")
-    for run in pretrained_runs():
-        model = store.model_of(run)
-        if model.startswith("mlp_"):
-            write_paper_checkpoint(model, "in21k", dirs["MLPZOOM_CHECKPOINTS"])
-        else:
-            write_timm_weights(model, dirs["MLPZOOM_WEIGHTS"])
-    yield dirs
-    shutil.rmtree(base, ignore_errors=True)
 
+    def write_files():
+        fake.write_rehearsal(dirs["MLPZOOM_DATA"] / "rehearsal")
+        for run in pretrained_runs():
+            model = store.model_of(run)
+            if model.startswith("mlp_"):
+                write_paper_checkpoint(model, "in21k", dirs["MLPZOOM_CHECKPOINTS"])
+            else:
+                write_timm_weights(model, dirs["MLPZOOM_WEIGHTS"])
 
-def keep_only_the_trio(checkpoints: Path) -> None:
-    """Remove every stored run but the trio's (later notebooks load only those), and activation caches."""
-    for folder in checkpoints.glob("rehearsal/*/*"):
-        if folder.name not in TRIO or folder.parent.name != REHEARSAL.dataset:
-            shutil.rmtree(folder, ignore_errors=True)
+    once(base, "files", write_files)
+    return dirs
 
 
 @pytest.fixture
@@ -200,9 +197,19 @@ def unread_fields(recipe: recipes.Recipe, run: str, profile: str, **kw) -> set[s
     return changed - read
 
 
-@pytest.mark.parametrize("run", TRIO + ["mlp_b12_wi1024@in21k"])
+TRACKED = TRIO + ["mlp_b12_wi1024@in21k"]
+
+
+def trained_trio(env: dict) -> dict[str, set[str]]:
+    """The trio (and 01's paper MLP) trained once per session through a recipe that records what the trainer
+    reads, before any notebook asks for them: {run: the fields it never read}."""
+    return once(env["MLPZOOM_CHECKPOINTS"].parent, "trio", lambda: {
+        run: unread_fields(recipes.get_recipe(run, "rehearsal"), run, "rehearsal") for run in TRACKED})
+
+
+@pytest.mark.parametrize("run", TRACKED)
 def test_every_field_of_a_full_recipe_is_read_by_the_training_path(run, rehearsal_env):
-    unread = unread_fields(recipes.get_recipe(run, "rehearsal"), run, "rehearsal")
+    unread = trained_trio(rehearsal_env)[run]
     assert not unread, f"{run}: recipe fields the trainer never read: {unread}"
     card = store.model_card(run, REHEARSAL.dataset, "rehearsal")
     assert card["epochs"] == 1 and card["data"]["train"]["n"] == 50 and 0 <= card["metrics"]["test_top1"] <= 1
@@ -211,10 +218,22 @@ def test_every_field_of_a_full_recipe_is_read_by_the_training_path(run, rehearsa
 # ----------------------------------------------------------------------------------- every notebook, in order
 
 
+def rehearsal_run(name: str, env: dict) -> run_notebooks.Executed:
+    """The notebook's rehearsal run, once per session, in whichever worker asks first; after the trio, and for
+    07 after every other notebook (it redraws their tables)."""
+    def work():
+        trained_trio(env)
+        if name.startswith("07"):
+            for other in NOTEBOOKS:
+                if not other.startswith("07"):
+                    rehearsal_run(other, env)
+        return run_notebooks.run("rehearsal", only=[name[:2]], root=ROOT, stream=False)[0]
+    return once(env["MLPZOOM_CHECKPOINTS"].parent, Path(name).stem, work)
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_under_the_rehearsal(name, rehearsal_env):
-    (result,) = run_notebooks.run("rehearsal", only=[name[:2]], root=ROOT, stream=False)
-    keep_only_the_trio(rehearsal_env["MLPZOOM_CHECKPOINTS"])
+    result = rehearsal_run(name, rehearsal_env)
     assert result.ok, result
     out = rehearsal_env["MLPZOOM_RESULTS"] / "rehearsal" / "cifar10" / Path(name).stem
     if out.name == "07_plots":
@@ -228,7 +247,8 @@ def test_notebook_runs_under_the_rehearsal(name, rehearsal_env):
 def test_the_frozen_backbone_stayed_the_written_weights_and_the_head_trained(rehearsal_env):
     from safetensors.torch import load_file
 
-    net = store.get_or_train("vit_small_patch16_224", profile="rehearsal")  # stored by the tests above
+    trained_trio(rehearsal_env)
+    net = store.get_or_train("vit_small_patch16_224", profile="rehearsal")
     hub = load_file(str(write_timm_weights("vit_small_patch16_224", rehearsal_env["MLPZOOM_WEIGHTS"])))
     assert torch.equal(net.blocks[11].mlp.fc2.weight, hub["blocks.11.mlp.fc2.weight"])
     fresh = models.create_model("vit_small_patch16_224", num_classes=10, pretrained=True)
