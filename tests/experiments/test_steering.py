@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from utils import findings, models, plots
 from utils.experiments import steering
-from utils.hooks import recording
+from utils.hooks import hooked, recording
 from utils.metrics import predict_logits
 
 
@@ -75,6 +75,45 @@ def test_pinning_an_images_own_projection_changes_nothing_on_a_conv_layer():
     out = steering.steer(net, "layer1", direction, [own, own + 5.0], image, return_logits=True)
     assert torch.allclose(out[0], predict_logits(net, image), atol=1e-5)
     assert (out[1] - out[0]).abs().max() > 1e-3  # the hook does act
+
+
+def one_value_at_a_time(net, layer, direction, values, images):
+    """The plain way: a whole forward per value (what steer did before issue 26)."""
+    u = steering.unit_direction(direction)
+    out = []
+    for v in values:
+        with torch.no_grad(), hooked(net, layer, lambda t, v=v: steering.edit(t, u, v)):
+            out.append(predict_logits(net.eval(), images))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(("name", "layer"), [("test_mlp", "head:input"), ("test_cnn", "layer1"),
+                                             ("test_vit", "blocks.1"), ("test_vit", "head:input")])
+def test_the_network_runs_to_the_layer_once_and_equals_a_forward_per_value(name, layer):
+    net, images = tiny(name), torch.rand(7, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), recording(net, [layer]) as acts:
+        net.eval()(images[:1])
+    direction = torch.randn(acts[layer][0].numel(), generator=torch.Generator().manual_seed(6))
+    values = [-3.0, 0.0, 1.0, 4.0]
+    first = next(m for m in net.modules() if not list(m.children()))  # the first leaf runs before any layer
+    calls = []
+    handle = first.register_forward_hook(lambda m, a, o: calls.append(len(a[0])))
+    got = steering.steer(net, layer, direction, values, images, return_logits=True, batch_size=8)
+    handle.remove()
+    assert sum(calls) == len(images)  # each image once (2 images a forward: 8 // 4 values)
+    assert calls == [2, 2, 2, 1]
+    assert torch.allclose(got, one_value_at_a_time(net, layer, direction, values, images), atol=1e-5)
+
+
+def test_a_layer_inside_a_residual_branch_is_a_shape_error_not_a_wrong_number():
+    net, images = tiny("test_vit"), torch.rand(3, 1, 8, 8)
+    hooks = lambda: [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in net.modules()]
+    before = hooks()  # the model's own (its input adapter's pre-hook)
+    with torch.no_grad(), recording(net, ["blocks.0.mlp"]) as acts:
+        net.eval()(images[:1])
+    with pytest.raises(RuntimeError, match="size"):  # x + mlp(x): 3 images against 2 x 3 edits
+        steering.steer(net, "blocks.0.mlp", torch.randn(acts["blocks.0.mlp"][0].numel()), [0.0, 1.0], images)
+    assert hooks() == before
 
 
 def test_activation_scale_is_the_mean_vector_norm():

@@ -92,9 +92,12 @@ def layer_scale(model: nn.Module, layer: str, images: Tensor, batch_size: int = 
 
 
 def raw_values(model: nn.Module, layer: str, values: Sequence[float], images: Tensor, relative: bool,
-               batch_size: int = 500) -> list[float]:
-    """`values` in the layer's units: as given, or times layer_scale when `relative`."""
-    scale = layer_scale(model, layer, images, batch_size) if relative else 1.0
+               batch_size: int = 500, scale: float | None = None) -> list[float]:
+    """`values` in the layer's units: as given, or times the layer's scale when `relative` (`scale` when
+    given, else layer_scale on the images)."""
+    if relative and scale is None:
+        scale = layer_scale(model, layer, images, batch_size)
+    scale = scale if relative else 1.0
     return [float(v) * scale for v in values]
 
 
@@ -103,23 +106,30 @@ def steer(model: nn.Module, layer: str, direction: Tensor, values: Sequence[floa
           relative: bool = False, return_logits: bool = False, batch_size: int = 500) -> Tensor:
     """Predictions with the layer's component along `direction` pinned to each of `values` (the edit in
     the module docstring): (V, N) int64 top-1 classes, or (V, N, K) float32 logits with return_logits, on
-    the CPU. images (N, C, H, W) in [0, 1]; eval mode inside, the model's mode and hooks restored after."""
+    the CPU. images (N, C, H, W) in [0, 1]; eval mode inside, the model's mode and hooks restored after.
+
+    The network runs up to the layer once per image: the hook turns the layer's (B, ...) tensor into its V
+    edits (V * B, ...), value-major, and only the rest of the network runs V times (issue 26: for the head's
+    input, one forward instead of V). A layer whose tensor the rest of the network does not take alone (one
+    inside a residual branch) gets a shape error from the first forward, not a wrong number."""
     u, device = unit_direction(direction), model_device(model)
+    raw = raw_values(model, layer, values, images, relative, batch_size)
+    per = max(1, batch_size // max(1, len(raw)))  # images per forward: V * per tensors after the layer
+    every_value = lambda t: torch.cat([edit(t, u, v) for v in raw])  # (B, ...) -> (V * B, ...)
     out = []
-    with eval_mode(model):
-        for v in raw_values(model, layer, values, images, relative, batch_size):
-            with hooked(model, layer, lambda t, v=v: edit(t, u, v)):
-                out.append(torch.cat([model(images[i : i + batch_size].to(device)).float().cpu()
-                                      for i in range(0, len(images), batch_size)]))
-    logits = torch.stack(out)  # (V, N, K)
+    with eval_mode(model), hooked(model, layer, every_value):
+        for i in range(0, len(images), per):
+            out.append(model(images[i : i + per].to(device)).float().cpu().unflatten(0, (len(raw), -1)))
+    logits = torch.cat(out, dim=1) if out else torch.empty(len(raw), 0, 0)  # (V, N, K)
     return logits if return_logits else logits.argmax(2)
 
 
 def steering_table(model: nn.Module, layer: str, direction: Tensor, values: Sequence[float], images: Tensor,
-                   num_classes: int, *, relative: bool = False, batch_size: int = 500) -> pd.DataFrame:
+                   num_classes: int, *, relative: bool = False, scale: float | None = None,
+                   batch_size: int = 500) -> pd.DataFrame:
     """One row per value x class, values in the order given: value (as given), raw_value (layer units),
-    class_index, count and share of the images predicted as that class."""
-    raw = raw_values(model, layer, values, images, relative, batch_size)  # one scale for the whole table
+    class_index, count and share of the images predicted as that class. `scale`: the layer's, when known."""
+    raw = raw_values(model, layer, values, images, relative, batch_size, scale)  # one scale for the table
     classes = steer(model, layer, direction, raw, images, batch_size=batch_size)  # (V, N)
     if classes.numel() and classes.max() >= num_classes:
         top = classes.max().item()
@@ -163,8 +173,9 @@ def steer_features(model: nn.Module, layer: str, directions: Tensor, features: p
     `generator`: where the random directions are drawn from (default: seed 0)."""
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     randoms = torch.randn(n_control, len(directions), generator=gen)  # (n_control, D)
+    scale = layer_scale(model, layer, images, batch_size) if relative else None  # one for every direction
     table = lambda d: steering_table(model, layer, d, values, images, len(classes), relative=relative,
-                                     batch_size=batch_size)
+                                     scale=scale, batch_size=batch_size)
     control = pd.concat([table(r).assign(control=j) for j, r in enumerate(randoms)] or [pd.DataFrame()],
                         ignore_index=True)
     steered, rows = [], []
