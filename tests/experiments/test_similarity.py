@@ -5,6 +5,7 @@ shared subspace, and the permutation null."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.linalg import orthogonal_procrustes
@@ -116,3 +117,29 @@ def test_a_planted_shared_subspace_is_found_by_every_measure_and_beats_the_null(
         shared, unrelated = measure(x, y), measure(x, z)
         null = sim.permutation_null(measure, x, y, n=30, seed=0)
         assert shared > unrelated + 0.2 and shared > null.max() and abs(null.mean() - unrelated) < 0.15
+
+
+def test_error_consistency_tables_every_pair_per_setting_with_a_hand_checked_kappa():
+    correct = {"a": [1, 1, 1, 0], "b": [1, 1, 0, 0], "c": [1, 1, 1, 0]}  # a-b by hand: (0.75 - 0.5) / 0.5
+    table = pd.concat([pd.DataFrame({"model": m, "setting": s, "image": range(4),
+                                     "correct": np.array(c, bool)})
+                       for s in ("clean", "pgd") for m, c in correct.items()], ignore_index=True)
+    table = table[~((table.setting == "pgd") & (table.model == "c") & (table.image == 3))]  # c lost an image
+    out = sim.error_consistency(table, n_boot=200).set_index(["setting", "model_a", "model_b"])
+    assert list(out.index.get_level_values(0).unique()) == ["clean", "pgd"] and len(out) == 6
+    assert out.loc[("clean", "a", "b"), "kappa"] == pytest.approx(0.5)
+    assert out.loc[("clean", "a", "c"), "kappa"] == 1.0 and out.loc[("clean", "a", "b"), "top1_b"] == 0.5
+    assert out.loc[("pgd", "a", "c"), "n"] == 3 and math.isnan(out.loc[("pgd", "a", "c"), "kappa"])
+    row = out.loc[("clean", "a", "b")]
+    assert row.kappa_lo <= row.kappa <= row.kappa_hi
+
+
+def test_predictions_table_is_one_row_per_model_and_image():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    images, labels = torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
+    t = sim.predictions_table({"x": net, "y": net}, images, labels, "clean", index=torch.arange(10, 15))
+    assert len(t) == 10 and list(t.image[:5]) == [10, 11, 12, 13, 14]
+    pred = net(images).argmax(1)
+    assert (t.pred[:5].to_numpy() == pred.numpy()).all()
+    assert (t.correct[:5].to_numpy() == (pred == labels).numpy()).all()

@@ -3,6 +3,8 @@
 
     kappa(correct_a, correct_b)                     # error consistency (Geirhos et al. 2020): Cohen's kappa
     bootstrap(kappa, correct_a, correct_b, n=1000)  # (low, high): a 95% percentile interval over the images
+    predictions_table(nets, images, labels, "clean")  # one row per model x image: pred, correct
+    error_consistency(table)                        # kappa of every pair of models per setting, with interval
     procrustes_distance(x, y)                       # angular shape distance (Williams et al. 2021), radians
     mutual_knn(x, y, k=10)                          # mutual k-nearest-neighbour alignment (Huh et al. 2024)
     rsa(x, y)                                       # Spearman correlation of the two dissimilarity matrices
@@ -16,9 +18,11 @@ Linear CKA is utils.experiments.cka's.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -52,6 +56,38 @@ def bootstrap(stat: Callable[..., float], *paired: Tensor, n: int = 1000, seed: 
         return float("nan"), float("nan")
     tail = (1 - level) / 2
     return float(draws.quantile(tail)), float(draws.quantile(1 - tail))
+
+
+def predictions_table(nets: Mapping[str, torch.nn.Module], images: Tensor, labels: Tensor, setting: str,
+                      index: Tensor | None = None, batch_size: int = 1000) -> pd.DataFrame:
+    """Trial-level predictions, one row per model x image: model, setting, image (`index`, default 0..N-1:
+    the image's index in its split), label, pred, correct. images (N, C, H, W) in [0, 1]."""
+    from ..metrics import predict_classes
+
+    index = torch.arange(len(images)) if index is None else index
+    parts = [pd.DataFrame({"model": name, "setting": setting, "image": index.numpy(), "label": labels.numpy(),
+                           "pred": (pred := predict_classes(net, images, batch_size)).numpy(),
+                           "correct": (pred == labels).numpy()})
+             for name, net in nets.items()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def error_consistency(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per setting, kappa between every pair of models (a predictions_table: model, setting, image,
+    correct), on the images both were scored on: setting, model_a, model_b, n, top1_a, top1_b, kappa, and its
+    bootstrap interval kappa_lo / kappa_hi (`n_boot` resamples of the images, seeded). 0 is what independent
+    errors give; the same-architecture two-seed kappa is the ceiling to read a pair against."""
+    rows = []
+    for setting, part in table.groupby("setting", sort=False):
+        wide = part.pivot(index="image", columns="model", values="correct")
+        for a, b in itertools.combinations(list(dict.fromkeys(part.model)), 2):
+            both = wide[[a, b]].dropna().astype(bool)
+            ca, cb = (torch.tensor(both[m].to_numpy()) for m in (a, b))
+            lo, hi = bootstrap(kappa, ca, cb, n=n_boot, seed=seed)
+            rows.append({"setting": setting, "model_a": a, "model_b": b, "n": len(both),
+                         "top1_a": ca.double().mean().item(), "top1_b": cb.double().mean().item(),
+                         "kappa": kappa(ca, cb), "kappa_lo": lo, "kappa_hi": hi})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- representational similarity
