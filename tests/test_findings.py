@@ -150,3 +150,16 @@ def test_a_perceiver_ladder_that_falls_says_lowers():
     (said,) = training._ladder(ladder)
     assert said.endswith("Going from the smallest to the largest rung (4.0x the parameters) lowers test "
                          "top-1 by 0.050.")
+
+
+def test_error_consistency_is_stated_per_pair_with_its_interval_and_the_most_shared():
+    from utils.findings.training import _consistency
+
+    table = pd.DataFrame({"setting": ["clean", "clean", "clean", "pgd"],
+                          "model_a": ["mlp", "mlp", "cnn", "mlp"],
+                          "model_b": ["cnn", "vit", "vit", "cnn"], "kappa": [0.31, 0.42, 0.2, 0.9],
+                          "kappa_lo": [0.25, 0.36, 0.15, 0.8], "kappa_hi": [0.37, 0.48, 0.26, 1.0]})
+    (sentence,) = _consistency(table)
+    assert "mlp and cnn 0.310 [0.250, 0.370]" in sentence and "cnn and vit 0.200" in sentence
+    assert sentence.endswith("mlp and vit share the most mistakes (no two-seed ceiling yet).")
+    assert _consistency(table[table.setting == "pgd"]) == []

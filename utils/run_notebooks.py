@@ -36,6 +36,12 @@ class Executed:
     error: str = ""  # "cell N: ErrorName: message" when it failed
 
 
+
+# papermill's default, 60 s, is shorter than a kernel's start (its imports: torch, timm) on two busy cores:
+# a clean-clone .ci/run at 60221fc lost smoke's 02 to "Kernel didn't respond in 60 seconds" while the other
+# test worker trained.
+KERNEL_START_TIMEOUT_S = 600
+
 def find_notebooks(root: Path = REPO, only: list[str] | None = None) -> list[Path]:
     """`NN_*.ipynb` in root, in order; `only` keeps those whose number (NN), stem or file name is listed
     (exactly: "0" matches nothing). An unmatched entry is a ValueError listing the notebooks."""
@@ -115,7 +121,8 @@ def run_one(path: Path, profile: str, out_dir: Path, parameters: dict | None = N
                                    parameters={"profile": profile, **(parameters or {})},
                                    cwd=str(path.parent), kernel_name="python3", language="python",
                                    progress_bar=False, stdout_file=printed,
-                                   kernel_manager_class=_ipc_kernel_manager())
+                                   kernel_manager_class=_ipc_kernel_manager(),
+                                   start_timeout=KERNEL_START_TIMEOUT_S)
         atomic_write(final, lambda p: working.replace(p))
         return Executed(path.name, True, time.perf_counter() - start, final)
     except Exception as err:  # a notebook's own failure (PapermillExecutionError) or the kernel's

@@ -25,6 +25,8 @@ def _training(folder: Path) -> list[str]:
     if len(mlp) and mlp[0] != best:
         out.append(f"The highest test top-1 is {best}'s; the MLP {mlp[0]} is "
                    f"{summary.test_top1[best] - summary.test_top1[mlp[0]]:.3f} behind it.")
+    if (Path(folder) / "error_consistency.csv").exists():
+        out += _consistency(_csv(folder, "error_consistency.csv"))
     lr, bs = _csv(folder, "lr_sweep.csv"), _csv(folder, "batch_sweep.csv")
     pick = lr.loc[lr.val_top1.idxmax()]
     out.append(f"The learning-rate sweep of {pick.model} picks lr {pick.lr:g} on the validation split "
@@ -42,6 +44,19 @@ def _training(folder: Path) -> list[str]:
     if (Path(folder) / "perceiver_ladder.csv").exists():
         out += _ladder(_csv(folder, "perceiver_ladder.csv"))
     return out
+
+
+def _consistency(table) -> list[str]:
+    """Error consistency of the trio's pairs on the clean test set, with the bootstrap interval."""
+    clean = table[table.setting == "clean"]
+    if clean.empty:
+        return []
+    pairs = "; ".join(f"{r.model_a} and {r.model_b} {_f(r.kappa)} [{_f(r.kappa_lo)}, {_f(r.kappa_hi)}]"
+                      for r in clean.itertuples())
+    top = clean.loc[clean.kappa.idxmax()]
+    return [f"Error consistency on the clean test set (Cohen's kappa of which images each gets right; 0: "
+            f"independent errors, 1: the same mistakes; 95% bootstrap interval): {pairs}. "
+            f"{top.model_a} and {top.model_b} share the most mistakes (no two-seed ceiling yet)."]
 
 
 def _tnt_sweep(sweep) -> list[str]:
