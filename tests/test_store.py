@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
@@ -292,14 +293,24 @@ TRAIN_ONE = ("import sys\nfrom utils import store\nfrom utils.recipes import Rec
 
 
 def test_two_processes_on_one_run_train_it_once(ck, data_root, tmp_path):
+    """Both start while this process holds the run's lock (so they overlap however busy the machine is: on two
+    pytest-xdist workers one could finish before the other started), then one trains and the other loads."""
     env = {**os.environ, "MLPZOOM_CHECKPOINTS": str(tmp_path / "ck"), "MLPZOOM_DATA": str(data_root)}
-    procs = [subprocess.Popen([sys.executable, "-c", TRAIN_ONE], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    logs = [tmp_path / f"out{i}.txt" for i in range(2)]
+    waiting = "another process is training this run"
+    with checkpoints.run_lock(ck / "test_mlp"):
+        procs = [subprocess.Popen([sys.executable, "-c", TRAIN_ONE], cwd=ROOT, env=env, stdout=log.open("w"),
+                                  stderr=subprocess.STDOUT, text=True) for log in logs]
+        deadline = time.time() + 240
+        while not all(waiting in log.read_text() for log in logs) and time.time() < deadline:
+            time.sleep(0.2)
+    for proc in procs:
+        proc.wait(timeout=300)
+    outs = [log.read_text() for log in logs]
     assert [p.returncode for p in procs] == [0, 0], outs
+    assert all(waiting in out for out in outs), outs
     epochs = [line for out in outs for line in out.splitlines() if ": epoch " in line]
     assert len(epochs) == 3, epochs  # one process trained 3 epochs, the other waited and loaded
-    assert any("another process is training this run" in out for out in outs)
     sums = {line for out in outs for line in out.splitlines() if line.startswith("sum ")}
     assert len(sums) == 1  # both have the same model
 
