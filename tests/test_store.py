@@ -299,8 +299,11 @@ def test_two_processes_on_one_run_train_it_once(ck, data_root, tmp_path):
     logs = [tmp_path / f"out{i}.txt" for i in range(2)]
     waiting = "another process is training this run"
     with checkpoints.run_lock(ck / "test_mlp"):
-        procs = [subprocess.Popen([sys.executable, "-c", TRAIN_ONE], cwd=ROOT, env=env, stdout=log.open("w"),
-                                  stderr=subprocess.STDOUT, text=True) for log in logs]
+        procs = []
+        for log in logs:
+            with log.open("w") as out:  # the child keeps its own descriptor
+                procs.append(subprocess.Popen([sys.executable, "-c", TRAIN_ONE], cwd=ROOT, env=env,
+                                              stdout=out, stderr=subprocess.STDOUT, text=True))
         deadline = time.time() + 240
         while not all(waiting in log.read_text() for log in logs) and time.time() < deadline:
             time.sleep(0.2)
