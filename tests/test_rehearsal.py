@@ -215,7 +215,7 @@ def test_every_field_of_a_full_recipe_is_read_by_the_training_path(run, rehearsa
     assert card["epochs"] == 1 and card["data"]["train"]["n"] == 50 and 0 <= card["metrics"]["test_top1"] <= 1
 
 
-# ----------------------------------------------------------------------------------- every notebook, in order
+# ------------------------------------------------ every notebook, once per session, on whichever worker
 
 
 def rehearsal_run(name: str, env: dict) -> run_notebooks.Executed:
