@@ -153,13 +153,17 @@ def test_a_perceiver_ladder_that_falls_says_lowers():
 
 
 def test_error_consistency_is_stated_per_pair_with_its_interval_and_the_most_shared():
-    from utils.findings.training import _consistency
+    from utils.findings import consistency
 
     table = pd.DataFrame({"setting": ["clean", "clean", "clean", "pgd"],
                           "model_a": ["mlp", "mlp", "cnn", "mlp"],
                           "model_b": ["cnn", "vit", "vit", "cnn"], "kappa": [0.31, 0.42, 0.2, 0.9],
                           "kappa_lo": [0.25, 0.36, 0.15, 0.8], "kappa_hi": [0.37, 0.48, 0.26, 1.0]})
-    (sentence,) = _consistency(table)
+    (sentence,) = consistency(table, {"clean": "on the clean test set"})
     assert "mlp and cnn 0.310 [0.250, 0.370]" in sentence and "cnn and vit 0.200" in sentence
     assert sentence.endswith("mlp and vit share the most mistakes (no two-seed ceiling yet).")
-    assert _consistency(table[table.setting == "pgd"]) == []
+    assert sentence.startswith("Error consistency on the clean test set (Cohen's kappa")
+    assert consistency(table[table.setting == "pgd"], {"clean": "on the clean test set"}) == []
+    (both, pgd) = consistency(table, {"clean": "clean", "pgd": "under PGD"})
+    assert both == sentence.replace("on the clean test set", "clean")
+    assert pgd.startswith("Error consistency under PGD: mlp and cnn 0.900 [0.800, 1.000]")  # kappa said once

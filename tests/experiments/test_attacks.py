@@ -271,6 +271,23 @@ class Constant(nn.Module):
         return self.logits.expand(len(x), 6) + 0 * x.flatten(1).sum(1, keepdim=True)
 
 
+def test_robust_predictions_are_what_robust_accuracy_counts(trained, synth):
+    """Per image, the same attacked predictions: their means are robust_accuracy's top-1 and top-5 at every
+    eps, and at eps 0 the prediction is the model's clean argmax."""
+    test = synth[1].head(64)
+    loader = data.make_loader(test, 16, train=False)
+    eps = [0.0, 0.05]
+    acc = attacks.robust_accuracy(trained, loader, attacks.fgsm, eps, progress=False)
+    per_image = attacks.robust_predictions(trained, loader, attacks.fgsm, eps, progress=False)
+    assert len(per_image) == 2 * 64 and per_image.label.tolist()[:64] == test.labels.tolist()
+    means = per_image.groupby("eps")[["correct", "top5"]].mean()
+    assert means.correct.tolist() == pytest.approx(acc.top1.tolist())
+    assert means.top5.tolist() == pytest.approx(acc.top5.tolist())
+    clean = per_image[per_image.eps == 0]
+    assert clean.pred.tolist() == metrics.predict_classes(trained, test.as_float()).tolist()
+    assert 0.5 < clean.correct.mean() and per_image[per_image.eps > 0].correct.mean() < clean.correct.mean()
+
+
 def test_the_tables_of_02_by_hand():
     """A model that always says 0 keeps its clean accuracy (3 of 8 labels are 0) under every setting."""
     x = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
@@ -282,8 +299,15 @@ def test_the_tables_of_02_by_hand():
     grids = attacks.grid_table(nets, loader, cfg, family=str.upper)
     assert len(grids) == 2 * (cfg.fgsm_points + cfg.pgd_points) and (grids.top1 == 3 / 8).all()
     assert grids[grids.attack == "pgd"].steps.unique().tolist() == [cfg.max_pgd_steps]
-    std = attacks.settings_table(nets, loader, attacks.standard_settings(2), family=str.upper)
-    assert (std.top1 == 3 / 8).all() and std[std.setting == "FGSM"].top5.notna().all()
+    per_image = attacks.settings_predictions(nets, loader, [attacks.CLEAN, *attacks.standard_settings(2)],
+                                             family=str.upper)
+    assert len(per_image) == 2 * 6 * 8 and per_image.image.tolist()[:8] == list(range(8))
+    assert (per_image.pred == 0).all() and per_image.correct.tolist() == (y == 0).tolist() * 12
+    assert per_image.groupby(["model", "setting"]).top5.mean().eq(7 / 8).all()  # label 5 is the 6th logit
+    std = attacks.settings_table(per_image, attacks.standard_settings(2))
+    assert std.setting.tolist() == ["FGSM", "PGD-10", "PGD-50", "PGD-10 L2", "PGD-50 L2"] * 2  # no "clean"
+    assert std.model.tolist() == ["m"] * 5 + ["n"] * 5 and std.family.tolist() == ["M"] * 5 + ["N"] * 5
+    assert (std.top1 == 3 / 8).all() and (std.n == 8).all() and std[std.setting == "FGSM"].top5.notna().all()
     assert std[std.setting != "FGSM"].top5.isna().all()  # early stop: no top-5
     transfer = attacks.transfer_table(nets, loader, attacks.transfer_settings(2))
     assert len(transfer) == 2 * 4 and set(transfer.setting) == {"FGSM", "PGD-10"}

@@ -45,11 +45,16 @@ def test_the_bootstrap_interval_holds_the_estimate_and_narrows_with_more_images(
         a = z < 0.7
         own = torch.rand(n, generator=gen) < 0.7
         b = torch.where(torch.rand(n, generator=gen) < 0.5, a, own)  # half of b's answers are a's
-        low, high = sim.bootstrap(sim.kappa, a, b, n=300, seed=0)
+        low, high = sim.kappa_interval(a, b, n=300, seed=0)
         assert low < sim.kappa(a, b) < high
         out.append(high - low)
     assert narrow[0] < wide[0] / 3
-    assert sim.bootstrap(sim.kappa, a, b, n=50, seed=3) == sim.bootstrap(sim.kappa, a, b, n=50, seed=3)
+    assert sim.kappa_interval(a, b, n=50, seed=3) == sim.kappa_interval(a, b, n=50, seed=3)
+    # the four-cell draw is the bootstrap of the images: the interval of 2,000 resamples drawn image by image
+    idx = torch.randint(0, len(a), (2000, len(a)), generator=torch.Generator().manual_seed(0))
+    by_image = torch.tensor([sim.kappa(a[i], b[i]) for i in idx])
+    assert sim.kappa_interval(a, b, n=2000) == pytest.approx(
+        (by_image.quantile(0.025).item(), by_image.quantile(0.975).item()), abs=0.01)
 
 
 # ---------------------------------------------------------------- representational similarity

@@ -290,14 +290,18 @@ class Const(nn.Module):
         return self.logits.expand(len(x), 4)
 
 
-def test_evaluate_modifications_tidy_rows_and_overall():
+def test_modification_predictions_per_class_and_overall():
     gen = torch.Generator().manual_seed(0)
     y = torch.randint(0, 3, (40,), generator=gen)
     x = torch.rand(40, 1, 8, 8, generator=gen)
     x[:, 0, 0, 0] = torch.randint(0, 3, (40,), generator=gen) / 10  # what Echo will answer
     nets = {"echo": Echo(), "echo2": Echo()}
     names, classes = ["original", "grayscale"], ("a", "b", "c")
-    per_class = ts.evaluate_modifications(nets, x, y, names, classes, progress=False)
+    predictions = ts.modification_predictions(nets, x, y, names, progress=False, index=torch.arange(40) + 100)
+    assert len(predictions) == 2 * 2 * 40 and predictions.image.tolist()[:40] == list(range(100, 140))
+    echo = metrics.predict_classes(Echo(), x)
+    assert predictions.pred.tolist() == echo.tolist() * 4 and predictions.label.tolist() == y.tolist() * 4
+    per_class = ts.per_class_table(predictions, classes, channels=1, size=8)
     assert len(per_class) == 2 * 2 * 3  # modification x model x class
     gray_notes = set(per_class["note"][per_class["modification"] == "grayscale"])
     assert gray_notes == {"identity: the images have 1 channel"}
@@ -314,8 +318,11 @@ def test_evaluate_modifications_tidy_rows_and_overall():
 def test_cue_conflict_bias_scores_shape_and_texture_labels():
     y = torch.arange(60) % 4
     x = torch.rand(60, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    table = ts.cue_conflict_bias({"zero": Const(0), "one": Const(1)}, x, y, seed=5)
+    predictions = ts.cue_conflict_predictions({"zero": Const(0), "one": Const(1)}, x, y, seed=5)
     texture = y[ts.partners(y, seed=5)]
+    assert len(predictions) == 120 and predictions.texture_label.tolist() == texture.tolist() * 2
+    assert predictions.correct.tolist() == (y == 0).tolist() + (y == 1).tolist()  # the shape class named
+    table = ts.cue_conflict_bias(predictions)
     for k, row in zip((0, 1), table.itertuples(), strict=True):
         assert row.shape_decisions == (y == k).sum() and row.texture_decisions == (texture == k).sum()
         assert row.n == 60 and row.excluded == 0

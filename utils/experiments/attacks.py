@@ -4,6 +4,7 @@
     x_adv = fgsm(model, x, y, eps=8/255)
     x_adv, log = autoattack(model, x, y, eps=8/255, norm="linf", return_log=True)
     robust_accuracy(model, loader, pgd, [0, 2/255, 8/255], steps=10)  # DataFrame: attack, eps, top1, top5
+    robust_predictions(model, loader, pgd, [8/255], steps=10)          # the same, one row per image
     autoattack_report(model, loader, 8/255)                            # DataFrame: top1 after each attack
     transfer_matrix({"mlp": m1, "cnn": m2}, loader, pgd, 8/255)       # DataFrame: a row per source x target
 
@@ -197,24 +198,52 @@ def _bar(loader: Iterable, per_batch: int, desc: str, progress: bool) -> object:
     return progress_bar(total=total, desc=desc, leave=False, disable=not progress)
 
 
-def robust_accuracy(model: nn.Module, loader: Iterable, attack: Attack, eps_list: Sequence[float], *,
-                    progress: bool = True, **kw) -> pd.DataFrame:
-    """Top-1 and top-5 accuracy on `attack(model, x, y, eps, **kw)` images for each eps: one row per eps
-    (columns attack, eps, top1, top5, n). loader: (x in [0, 1], y) batches; one pass, every eps per batch."""
-    device, eps_list, name = model_device(model), list(eps_list), getattr(attack, "__name__", str(attack))
-    hits = torch.zeros(len(eps_list), 2, dtype=torch.long)  # (eps, [top1, top5])
-    n = 0
+def _attacked(model: nn.Module, loader: Iterable, attack: Attack, eps_list: Sequence[float], progress: bool,
+              **kw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pred (E, N), top5 (E, N) bool, labels (N,)), on the CPU: the top-1 class and whether the label is
+    among the top-5 (top-min(5, classes)) on `attack(model, x, y, eps, **kw)` images, for each of the E eps
+    values; N images in the loader's order. One pass, every eps per batch, read to the host at the end."""
+    device, name = model_device(model), getattr(attack, "__name__", str(attack))
+    pred, top5, labels = [[] for _ in eps_list], [[] for _ in eps_list], []
     with _bar(loader, len(eps_list), name, progress) as bar:
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             for i, eps in enumerate(eps_list):
                 logits = metrics.logits(model, attack(model, x, y, eps, **kw))
-                hits[i] += torch.stack(metrics.topk_hits(logits, y)).cpu()
+                pred[i].append(logits.argmax(1))
+                top5[i].append((logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]).any(1))
                 bar.update()
-            n += len(y)
-    acc = (hits.double() / max(n, 1)).tolist()
-    return pd.DataFrame([{"attack": name, "eps": eps, "top1": a[0], "top5": a[1], "n": n}
-                         for eps, a in zip(eps_list, acc, strict=True)])
+            labels.append(y)
+    if not labels:
+        empty = torch.zeros(len(eps_list), 0, dtype=torch.long)
+        return empty, empty.bool(), torch.zeros(0, dtype=torch.long)
+    return (torch.stack([torch.cat(p) for p in pred]).cpu(), torch.stack([torch.cat(t) for t in top5]).cpu(),
+            torch.cat(labels).cpu())
+
+
+def robust_accuracy(model: nn.Module, loader: Iterable, attack: Attack, eps_list: Sequence[float], *,
+                    progress: bool = True, **kw) -> pd.DataFrame:
+    """Top-1 and top-5 accuracy on `attack(model, x, y, eps, **kw)` images for each eps: one row per eps
+    (columns attack, eps, top1, top5, n). loader: (x in [0, 1], y) batches; one pass, every eps per batch."""
+    eps_list, name = list(eps_list), getattr(attack, "__name__", str(attack))
+    pred, top5, labels = _attacked(model, loader, attack, eps_list, progress, **kw)
+    n = len(labels)
+    top1 = (pred == labels).double().sum(1) / max(n, 1)
+    return pd.DataFrame([{"attack": name, "eps": eps, "top1": float(a), "top5": float(b), "n": n}
+                         for eps, a, b in zip(eps_list, top1, top5.double().sum(1) / max(n, 1), strict=True)])
+
+
+def robust_predictions(model: nn.Module, loader: Iterable, attack: Attack, eps_list: Sequence[float], *,
+                       progress: bool = True, **kw) -> pd.DataFrame:
+    """What robust_accuracy counts, per image: one row per eps x image (attack, eps, image: its place in the
+    loader's order, label, pred on the attacked image, correct, top5). The trial-level table that error
+    consistency (utils.experiments.similarity) is computed from."""
+    eps_list, name = list(eps_list), getattr(attack, "__name__", str(attack))
+    pred, top5, labels = _attacked(model, loader, attack, eps_list, progress, **kw)
+    return pd.concat([pd.DataFrame({"attack": name, "eps": eps, "image": range(len(labels)),
+                                    "label": labels.numpy(), "pred": p.numpy(),
+                                    "correct": (p == labels).numpy(), "top5": t.numpy()})
+                      for eps, p, t in zip(eps_list, pred, top5, strict=True)], ignore_index=True)
 
 
 def autoattack_report(model: nn.Module, loader: Iterable, eps: float, norm: str = "linf", *,
@@ -332,7 +361,7 @@ class Setting:
     """One attack setting as data: `Setting("PGD-10", "pgd", "linf", 8/255, steps=10, step_size=2/255)`."""
 
     name: str  # what tables call it ("PGD-10 L2")
-    attack: str  # "fgsm" or "pgd"
+    attack: str  # "fgsm", "pgd" or "clean" (no attack)
     norm: str = "linf"
     eps: float = 8 / 255  # radius in [0, 1] pixel units
     steps: int = 1  # PGD iterations (FGSM: 1)
@@ -341,6 +370,8 @@ class Setting:
     early_stop: bool = False  # an image stays at the first iterate that fools the model
 
     def __repr__(self) -> str:
+        if self.attack == "clean":
+            return f"{self.name}: no attack"
         if self.attack == "fgsm":
             return f"{self.name}: FGSM, {self.norm} eps {self.eps:.4g}"
         step = "2.5 eps / steps" if self.step_size is None else f"{self.step_size:.4g}"
@@ -349,14 +380,14 @@ class Setting:
 
     def kwargs(self, seed: int) -> dict:
         """The keyword arguments of fgsm / pgd for this setting."""
-        if self.attack == "fgsm":
+        if self.attack in ("fgsm", "clean"):
             return {}
         return dict(norm=self.norm, steps=self.steps, step_size=self.step_size,
                     random_start=self.random_start, seed=seed, early_stop=self.early_stop)
 
     @property
     def fn(self) -> Attack:
-        return {"fgsm": fgsm, "pgd": pgd}[self.attack]
+        return {"fgsm": fgsm, "pgd": pgd, "clean": clean}[self.attack]
 
 
 def standard_settings(max_steps: int = 50) -> list[Setting]:
@@ -391,16 +422,38 @@ def grid_table(nets: Mapping[str, nn.Module], loader: Iterable, cfg: Config, see
                       for m, net in nets.items() for a, eps in grid_eps(cfg).items()], ignore_index=True)
 
 
-def settings_table(nets: Mapping[str, nn.Module], loader: Iterable, settings: Sequence[Setting],
-                   seed: int = 0, family: Callable[[str], str] = str) -> pd.DataFrame:
-    """Robust top-1 (and top-5 where the attack runs every step) per model x setting."""
-    rows = [robust_accuracy(net, loader, s.fn, [s.eps], **s.kwargs(seed))
-            .assign(model=m, family=family(m), setting=s.name, norm=s.norm, steps=s.steps)
-            for m, net in nets.items() for s in settings]
-    table = pd.concat(rows, ignore_index=True)
+def clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.0, **kw) -> torch.Tensor:
+    """No attack: the images themselves (the `CLEAN` setting: clean predictions by the attacks' path)."""
+    return x
+
+
+CLEAN = Setting("clean", "clean", eps=0.0)
+
+
+def settings_predictions(nets: Mapping[str, nn.Module], loader: Iterable, settings: Sequence[Setting],
+                         seed: int = 0, family: Callable[[str], str] = str) -> pd.DataFrame:
+    """Per image, each model under each setting: one row per model x setting x image (model, family,
+    setting, attack, norm, eps, steps, image, label, pred, correct, top5). settings_table counts it."""
+    return pd.concat([robust_predictions(net, loader, s.fn, [s.eps], **s.kwargs(seed))
+                      .assign(model=m, family=family(m), setting=s.name, norm=s.norm, steps=s.steps)
+                      for m, net in nets.items() for s in settings], ignore_index=True)
+
+
+def settings_table(predictions: pd.DataFrame, settings: Sequence[Setting]) -> pd.DataFrame:
+    """Robust top-1 (and top-5 where the attack runs every step) per model x setting, counted from
+    settings_predictions' table (rows in its order); only the rows of `settings`."""
+    names = [s.name for s in settings]
+    part = predictions[predictions.setting.isin(names)]
+    keys = ["model", "setting"]
+    table = (part.groupby(keys, sort=False)
+             .agg(attack=("attack", "first"), eps=("eps", "first"), top1=("correct", "mean"),
+                  top5=("top5", "mean"), n=("image", "size"), family=("family", "first"),
+                  norm=("norm", "first"), steps=("steps", "first"))
+             .reset_index())
     stopped = table.setting.isin([s.name for s in settings if s.early_stop])
     table.loc[stopped, "top5"] = float("nan")  # early stop: never attacked past the first top-1 error
-    return table
+    return table[["attack", "eps", "top1", "top5", "n", "model", "family", "setting", "norm", "steps"]
+                 ].reset_index(drop=True)
 
 
 def transfer_table(nets: Mapping[str, nn.Module], loader: Iterable, settings: Sequence[Setting],

@@ -2,7 +2,7 @@
 (issue 27; notebooks 01-04). Everything here takes plain tensors; which models and layers is the notebook's.
 
     kappa(correct_a, correct_b)                     # error consistency (Geirhos et al. 2020): Cohen's kappa
-    bootstrap(kappa, correct_a, correct_b, n=1000)  # (low, high): a 95% percentile interval over the images
+    kappa_interval(correct_a, correct_b, n=1000)    # (low, high): a 95% bootstrap interval over the images
     predictions_table(nets, images, labels, "clean")  # one row per model x image: pred, correct
     error_consistency(table)                        # kappa of every pair of models per setting, with interval
     procrustes_distance(x, y)                       # angular shape distance (Williams et al. 2021), radians
@@ -22,11 +22,18 @@ import itertools
 import math
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
 # ---------------------------------------------------------------- error consistency
+
+
+def _kappa(p_a: Tensor, p_b: Tensor, c_obs: Tensor) -> Tensor:
+    """Cohen's kappa from the two accuracies and the observed agreement (any shape; NaN where c_exp = 1)."""
+    c_exp = p_a * p_b + (1 - p_a) * (1 - p_b)
+    return torch.where(c_exp >= 1, torch.nan, (c_obs - c_exp) / (1 - c_exp).clamp_min(1e-300))
 
 
 def kappa(correct_a: Tensor, correct_b: Tensor) -> float:
@@ -37,20 +44,21 @@ def kappa(correct_a: Tensor, correct_b: Tensor) -> float:
     a, b = correct_a.bool().flatten(), correct_b.bool().flatten()
     if a.shape != b.shape or a.numel() == 0:
         raise ValueError(f"need two equal, non-empty sets of trials; got {tuple(a.shape)}, {tuple(b.shape)}")
-    p_a, p_b = a.double().mean(), b.double().mean()
-    c_obs = (a == b).double().mean()
-    c_exp = p_a * p_b + (1 - p_a) * (1 - p_b)
-    return float("nan") if c_exp >= 1 else float((c_obs - c_exp) / (1 - c_exp))
+    return float(_kappa(a.double().mean(), b.double().mean(), (a == b).double().mean()))
 
 
-def bootstrap(stat: Callable[..., float], *paired: Tensor, n: int = 1000, seed: int = 0,
-              level: float = 0.95) -> tuple[float, float]:
-    """A percentile interval of stat(*paired) over the images: `n` resamples of the rows (the same rows of
-    every tensor, drawn with replacement from a generator seeded by `seed`)."""
-    rows = len(paired[0])
-    gen = torch.Generator().manual_seed(seed)
-    draws = torch.tensor([stat(*(t[idx] for t in paired))
-                          for idx in torch.randint(0, rows, (n, rows), generator=gen)], dtype=torch.float64)
+def kappa_interval(correct_a: Tensor, correct_b: Tensor, n: int = 1000, seed: int = 0, level: float = 0.95
+                   ) -> tuple[float, float]:
+    """A percentile bootstrap interval of kappa: `n` resamples of the images, with replacement. A resample's
+    kappa depends only on how many of its images fall in each of four cells (both right, only a right, only
+    b right, both wrong), so each resample is drawn as those four counts (one multinomial draw from numpy's
+    generator seeded by `seed`): the same distribution as drawing N images, in microseconds at any N (drawing
+    the images took 4 s per pair at N = 10,000)."""
+    a, b = correct_a.bool().flatten(), correct_b.bool().flatten()
+    cells = torch.stack([a & b, a & ~b, ~a & b, ~a & ~b]).double().mean(1).numpy()
+    counts = np.random.default_rng(seed).multinomial(len(a), cells / cells.sum(), size=n)
+    both, only_a, only_b, neither = torch.from_numpy(counts / len(a)).T
+    draws = _kappa(both + only_a, both + only_b, both + neither)
     draws = draws[~draws.isnan()]
     if not len(draws):
         return float("nan"), float("nan")
@@ -83,7 +91,7 @@ def error_consistency(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) ->
         for a, b in itertools.combinations(list(dict.fromkeys(part.model)), 2):
             both = wide[[a, b]].dropna().astype(bool)
             ca, cb = (torch.tensor(both[m].to_numpy()) for m in (a, b))
-            lo, hi = bootstrap(kappa, ca, cb, n=n_boot, seed=seed)
+            lo, hi = kappa_interval(ca, cb, n=n_boot, seed=seed)
             rows.append({"setting": setting, "model_a": a, "model_b": b, "n": len(both),
                          "top1_a": ca.double().mean().item(), "top1_b": cb.double().mean().item(),
                          "kappa": kappa(ca, cb), "kappa_lo": lo, "kappa_hi": hi})

@@ -4,8 +4,9 @@
     MODIFICATIONS                                        # name -> Modification(x, seed=, index=, dataset=)
     cc = cue_conflict(shape_images, texture_images)      # phase of the first, amplitude of the second
     shape_bias(pred, shape_labels, texture_labels)       # {"shape_bias", "shape_acc", "texture_acc", ...}
-    evaluate_modifications(nets, x, y, names, classes)   # 03's tables: per class, then overall_accuracy(...)
-    cue_conflict_bias(nets, x, y, seed=0)                # one shape-bias row per model
+    modification_predictions(nets, x, y, names)          # 03's per-image table: model x modification x image
+    per_class_table(predictions, classes, channels, size)  # counted per class, then overall_accuracy(...)
+    cue_conflict_bias(cue_conflict_predictions(nets, x, y, seed=0))  # one shape-bias row per model
     tile_shuffle_accuracy(nets, x, y)                    # 08's check: top-1 on 2x2 / 4x4 tile-shuffled images
 
 Every modification maps a float batch (B, C, H, W) in [0, 1] to one of the same shape and range; random ones
@@ -287,12 +288,16 @@ def per_class_accuracy(pred: Tensor, labels: Tensor, classes: tuple[str, ...]) -
                          "correct": correct.numpy(), "top1": top1.numpy()})
 
 
-def evaluate_modifications(
+def _rows(model: str, setting: str, index: Tensor, labels: Tensor, pred: Tensor) -> pd.DataFrame:
+    return pd.DataFrame({"model": model, "setting": setting, "image": index.numpy(), "label": labels.numpy(),
+                         "pred": pred.numpy(), "correct": (pred == labels).numpy()})
+
+
+def modification_predictions(
     nets: dict[str, nn.Module],
     x: Tensor,
     y: Tensor,
     names: list[str],
-    classes: tuple[str, ...],
     *,
     seed: int = 0,
     index: Tensor | None = None,
@@ -300,24 +305,36 @@ def evaluate_modifications(
     batch_size: int = 1000,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Per-class top-1 of every model on every modification of the same images x (N, C, H, W) in [0, 1]
-    with labels y: one row per modification x model x class, with the modification's note."""
+    """Every model on every modification of the same images x (N, C, H, W) in [0, 1] with labels y, per
+    image: one row per modification x model x image (model, setting: the modification, image: `index`,
+    default 0..N-1, label, pred, correct). per_class_table counts it; error consistency reads it as is."""
+    index = torch.arange(len(x)) if index is None else index
     rows, bar = [], progress_bar(total=len(names) * len(nets), desc="modification x model",
                                  disable=not progress)
     for name in names:
         modified = modify(name, x, seed=seed, index=index, dataset=dataset)  # once, the same for every model
         for model, net in nets.items():
-            table = per_class_accuracy(predict_classes(net, modified, batch_size), y, classes)
-            rows.append(table.assign(modification=name, model=model, note=note(name, x.shape[1], x.shape[2])))
+            rows.append(_rows(model, name, index, y, predict_classes(net, modified, batch_size)))
             bar.update()
     bar.close()
+    return pd.concat(rows, ignore_index=True)
+
+
+def per_class_table(predictions: pd.DataFrame, classes: tuple[str, ...], channels: int, size: int
+                    ) -> pd.DataFrame:
+    """modification_predictions' table counted per class: one row per modification x model x class (in the
+    table's order), with the modification's note for images of `channels` x `size` x `size`."""
+    t = lambda col: torch.as_tensor(col.to_numpy())
+    rows = [per_class_accuracy(t(part.pred), t(part.label), classes)
+            .assign(modification=name, model=model, note=note(name, channels, size))
+            for (name, model), part in predictions.groupby(["setting", "model"], sort=False)]
     cols = ["modification", "model", "class_index", "class", "n", "correct", "top1", "note"]
     return pd.concat(rows, ignore_index=True)[cols]
 
 
 def overall_accuracy(per_class: pd.DataFrame) -> pd.DataFrame:
-    """evaluate_modifications' table summed over classes: one row per modification x model (top1 over
-    images) plus mean_class_top1 (the unweighted mean over classes present)."""
+    """per_class_table summed over classes: one row per modification x model (top1 over images) plus
+    mean_class_top1 (the unweighted mean over classes present)."""
     keys = ["modification", "model", "note"]
     g = per_class.groupby(keys, sort=False)
     out = g[["n", "correct"]].sum().join(g["top1"].mean().rename("mean_class_top1")).reset_index()
@@ -325,15 +342,29 @@ def overall_accuracy(per_class: pd.DataFrame) -> pd.DataFrame:
     return out[[*keys[:2], "n", "correct", "top1", "mean_class_top1", "note"]]
 
 
-def cue_conflict_bias(
-    nets: dict[str, nn.Module], x: Tensor, y: Tensor, seed: int = 0, batch_size: int = 1000
+CUE_CONFLICT = "cue conflict"  # the setting name of the cue-conflict images in the predictions tables
+
+
+def cue_conflict_predictions(
+    nets: dict[str, nn.Module], x: Tensor, y: Tensor, seed: int = 0, batch_size: int = 1000,
+    index: Tensor | None = None,
 ) -> pd.DataFrame:
     """Each image of x (shape cue, label y) combined with a seeded partner of another class (texture cue)
-    by cue_conflict; shape_bias of every model on those images: one row per model."""
+    by cue_conflict; every model's prediction per image: model, setting ("cue conflict"), image, label (the
+    shape class), texture_label, pred, correct (the shape class predicted). cue_conflict_bias counts it."""
+    index = torch.arange(len(x)) if index is None else index
     partner = partners(y, seed)
     images = cue_conflict(x, x[partner])
-    bias = {m: shape_bias(predict_classes(net, images, batch_size), y, y[partner]) for m, net in nets.items()}
-    return pd.DataFrame([{"model": m, **row} for m, row in bias.items()])
+    return pd.concat([_rows(m, CUE_CONFLICT, index, y, predict_classes(net, images, batch_size))
+                      .assign(texture_label=y[partner].numpy()) for m, net in nets.items()],
+                     ignore_index=True)
+
+
+def cue_conflict_bias(predictions: pd.DataFrame) -> pd.DataFrame:
+    """shape_bias of every model from cue_conflict_predictions' table: one row per model."""
+    t = lambda col: torch.as_tensor(col.to_numpy())
+    return pd.DataFrame([{"model": m, **shape_bias(t(part.pred), t(part.label), t(part.texture_label))}
+                         for m, part in predictions.groupby("model", sort=False)])
 
 
 # ---------------------------------------------------------------- tile shuffle

@@ -107,6 +107,26 @@ def chance_warning(accuracy: dict[str, float], num_classes: int) -> list[str]:
             "numbers exercise the code path; they say nothing about the question."]
 
 
+def consistency(table: pd.DataFrame, settings: dict[str, str]) -> list[str]:
+    """Error consistency (an error_consistency table: setting, model_a, model_b, kappa, kappa_lo, kappa_hi),
+    one sentence per setting of `settings` ({setting: how a sentence names it}) present in the table: each
+    pair's kappa with its bootstrap interval, and the pair that shares the most mistakes; what kappa means is
+    said in the first."""
+    out = []
+    for setting, name in settings.items():
+        part = table[table.setting == setting]
+        if part.empty or part.kappa.isna().all():
+            continue
+        pairs = "; ".join(f"{r.model_a} and {r.model_b} {_f(r.kappa)} [{_f(r.kappa_lo)}, {_f(r.kappa_hi)}]"
+                          for r in part.itertuples())
+        top = part.loc[part.kappa.idxmax()]
+        what = ("" if out else " (Cohen's kappa of which images each gets right; 0: independent errors, 1: "
+                "the same mistakes; 95% bootstrap interval)")  # said once
+        out.append(f"Error consistency {name}{what}: {pairs}. {top.model_a} and {top.model_b} share the most "
+                   f"mistakes (no two-seed ceiling yet).")
+    return out
+
+
 def sentences(folder: str | Path) -> list[str]:
     folder = Path(folder)
     return FINDINGS[folder.name.removesuffix(".running")](folder)

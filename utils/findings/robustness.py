@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _classes, _config, _csv, _f, _json, _order, chance_warning, family_list, finding  # noqa: F401
+from . import _classes, _config, _csv, _f, _json, _order, chance_warning, consistency, family_list, finding  # noqa: F401
 
 # ---------------------------------------------------------------- 02
 
@@ -41,5 +41,9 @@ def _robustness(folder: Path) -> list[str]:
     out.append("PGD-10 images crafted on each model fool the other two at mean transfer rates "
                + family_list(rates)
                + " (of the images the target gets right and the attack breaks on the source).")
+    if (Path(folder) / "error_consistency.csv").exists():
+        out += consistency(_csv(folder, "error_consistency.csv"),
+                           {"clean": f"on the first {n} clean test images",
+                            "PGD-10": "on their PGD-10 images"})
     return out
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _classes, _config, _csv, _f, _json, _order, chance_warning, change, family_list, finding  # noqa: F401
+from . import (  # noqa: F401
+    _classes,
+    _config,
+    _csv,
+    _f,
+    _json,
+    _order,
+    chance_warning,
+    change,
+    consistency,
+    family_list,
+    finding,
+)
 
 # ---------------------------------------------------------------- 03
 
@@ -27,5 +39,10 @@ def _texture(folder: Path) -> list[str]:
     low = moved.drop(index="original").stack().idxmin()  # (modification, model)
     lead = "The largest drop" if moved.loc[low] < 0 else "No modification lowers top-1; the smallest change"
     out.append(f"{lead}: {low[0]} " + change(f"{low[1]}'s top-1", moved.loc[low], to=table.loc[low]) + ".")
+    if (Path(folder) / "error_consistency.csv").exists():
+        out += consistency(_csv(folder, "error_consistency.csv"),
+                           {"original": "on the unmodified images",
+                            "patch_shuffle_4": "on 4x4 patch-shuffled images",
+                            "cue conflict": "on cue-conflict images (right = the shape class)"})
     return out
 

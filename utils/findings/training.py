@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _classes, _config, _csv, _f, _json, _order, chance_warning, change, family_list, finding  # noqa: F401
+from . import (  # noqa: F401
+    _classes,
+    _config,
+    _csv,
+    _f,
+    _json,
+    _order,
+    chance_warning,
+    change,
+    consistency,
+    family_list,
+    finding,
+)
 
 # ---------------------------------------------------------------- 01
 
@@ -26,7 +38,7 @@ def _training(folder: Path) -> list[str]:
         out.append(f"The highest test top-1 is {best}'s; the MLP {mlp[0]} is "
                    f"{summary.test_top1[best] - summary.test_top1[mlp[0]]:.3f} behind it.")
     if (Path(folder) / "error_consistency.csv").exists():
-        out += _consistency(_csv(folder, "error_consistency.csv"))
+        out += consistency(_csv(folder, "error_consistency.csv"), {"clean": "on the clean test set"})
     lr, bs = _csv(folder, "lr_sweep.csv"), _csv(folder, "batch_sweep.csv")
     pick = lr.loc[lr.val_top1.idxmax()]
     out.append(f"The learning-rate sweep of {pick.model} picks lr {pick.lr:g} on the validation split "
@@ -44,19 +56,6 @@ def _training(folder: Path) -> list[str]:
     if (Path(folder) / "perceiver_ladder.csv").exists():
         out += _ladder(_csv(folder, "perceiver_ladder.csv"))
     return out
-
-
-def _consistency(table) -> list[str]:
-    """Error consistency of the trio's pairs on the clean test set, with the bootstrap interval."""
-    clean = table[table.setting == "clean"]
-    if clean.empty:
-        return []
-    pairs = "; ".join(f"{r.model_a} and {r.model_b} {_f(r.kappa)} [{_f(r.kappa_lo)}, {_f(r.kappa_hi)}]"
-                      for r in clean.itertuples())
-    top = clean.loc[clean.kappa.idxmax()]
-    return [f"Error consistency on the clean test set (Cohen's kappa of which images each gets right; 0: "
-            f"independent errors, 1: the same mistakes; 95% bootstrap interval): {pairs}. "
-            f"{top.model_a} and {top.model_b} share the most mistakes (no two-seed ceiling yet)."]
 
 
 def _tnt_sweep(sweep) -> list[str]:

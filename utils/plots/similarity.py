@@ -1,4 +1,5 @@
-"""Figures of feature transfer and similarity (04): CKA heatmaps, probe accuracy by depth, transfer curves."""
+"""Figures of feature transfer and similarity (04): CKA heatmaps, probe accuracy by depth, transfer curves;
+and of error consistency (02, 03): kappa per setting for every pair of models."""
 
 from __future__ import annotations
 
@@ -66,6 +67,42 @@ def transfer_curves(transfer: pd.DataFrame, title: str = "") -> plt.Figure:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def error_consistency_plot(kappa: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Cohen's kappa of every pair of models (one marker per pair, its bootstrap interval as a bar) per
+    setting (across, in the table's order); 0, the kappa of independent errors, as a line. kappa: one row per
+    setting x pair (setting, model_a, model_b, kappa, kappa_lo, kappa_hi)."""
+    settings = list(dict.fromkeys(kappa.setting))
+    pairs = list(dict.fromkeys(zip(kappa.model_a, kappa.model_b, strict=True)))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(settings) + 2), 3.6), constrained_layout=True)
+    width = 0.7 / max(len(pairs), 1)
+    for j, (a, b) in enumerate(pairs):
+        t = kappa[(kappa.model_a == a) & (kappa.model_b == b)].set_index("setting").reindex(settings)
+        x = [i - 0.35 + (j + 0.5) * width for i in range(len(settings))]
+        err = [(t.kappa - t.kappa_lo).clip(lower=0).fillna(0), (t.kappa_hi - t.kappa).clip(lower=0).fillna(0)]
+        ax.errorbar(x, t.kappa, yerr=err, fmt="o", ms=4, capsize=2, label=f"{a} / {b}")
+    ax.axhline(0, color="0.5", lw=0.8, ls="--")
+    ax.set_xticks(range(len(settings)), settings, rotation=30, ha="right")
+    ax.set(ylabel="error consistency (kappa)", ylim=(min(-0.2, kappa.kappa_lo.min() - 0.05), 1.0))
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+@figure("02_adversarial_robustness", "error_consistency.png", "error_consistency.csv")
+def _consistency_02(t, cfg):
+    k = t["error_consistency.csv"]
+    return error_consistency_plot(k, f"{cfg['dataset']}: which images each pair gets wrong, clean and "
+                                     f"attacked (first {int(k.n.max())} test images, 95% intervals)")
+
+
+@figure("03_texture_vs_shape_bias", "error_consistency.png", "error_consistency.csv")
+def _consistency_03(t, cfg):
+    k = t["error_consistency.csv"]
+    return error_consistency_plot(k, f"{cfg['dataset']}: which images each pair gets wrong, per modification "
+                                     f"({int(k.n.max())} test images; 95% bootstrap intervals)")
 
 
 @figure("04_feature_generalizability", "cka_cross.png", "cka.csv")
