@@ -155,6 +155,8 @@ def test_splice_cross_entropy_is_unchanged_by_an_exact_sae_and_rises_with_a_zero
     with torch.no_grad():
         zero.b_enc.fill_(-1e4)  # x_hat = b_dec = 0: the splice is the zero-ablation
     res = dictionary.splice_accuracy(net, "head:input", zero, ds)
+    reference = dictionary.splice_reference(net, "head:input", ds)  # what every SAE of this net shares
+    assert dictionary.splice_accuracy(net, "head:input", zero, ds, reference=reference) == res
     with torch.no_grad():  # by hand: the head sees zeros, so every image gets the logits = the head's bias
         expected = F.cross_entropy(net.head.bias.expand(len(ds), -1), ds.labels).item()
     assert res["ce_spliced"] == pytest.approx(expected, rel=1e-5)

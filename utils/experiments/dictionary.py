@@ -274,20 +274,37 @@ def sae_metrics(sae: SparseAutoencoder, acts: torch.Tensor) -> dict[str, float]:
             "alive_fraction": 1.0 - dead, "negative_share": negative_share(h)}
 
 
+def _splice_loader(model: nn.Module, ds: ImageSet, n: int | None, batch_size: int):
+    images = ds.subset(min(n or len(ds), len(ds)))
+    return make_loader(images, batch_size, train=False, device=model_device(model))
+
+
 @torch.no_grad()
-def splice_accuracy(model: nn.Module, layer: str, sae: SparseAutoencoder, ds: ImageSet,
-                    n: int | None = None, batch_size: int = 256) -> dict[str, float]:
-    """On the first n images of ds: top-1 and mean cross-entropy (nats) clean, with the layer's tensor
-    replaced by the SAE's reconstruction (same shape), and with it zeroed; accuracy kept = spliced / clean
-    top-1, ce_increase = spliced - clean CE, ce_recovered = (zeroed - spliced) / (zeroed - clean) CE."""
-    loader = make_loader(ds.subset(min(n or len(ds), len(ds))), batch_size, train=False,
-                         device=model_device(model))
+def splice_reference(model: nn.Module, layer: str, ds: ImageSet, n: int | None = None, batch_size: int = 256
+                     ) -> dict[str, dict[str, float]]:
+    """What splice_accuracy compares an SAE against, the same for every SAE of one network and layer: the
+    clean evaluation and the one with the layer's tensor zeroed, on the first n images of ds. Computed once
+    per network, it saves two of every SAE's three passes over the images."""
+    loader = _splice_loader(model, ds, n, batch_size)
     clean = evaluate(model, loader, amp=False)
-    splice = lambda t: sae(t.flatten(1).float())[0].reshape(t.shape).to(t.dtype)
-    with hooked(model, layer, splice):
-        spliced = evaluate(model, loader, amp=False)
     with hooked(model, layer, torch.zeros_like):
         zeroed = evaluate(model, loader, amp=False)
+    return {"clean": clean, "zeroed": zeroed}
+
+
+@torch.no_grad()
+def splice_accuracy(model: nn.Module, layer: str, sae: SparseAutoencoder, ds: ImageSet,
+                    n: int | None = None, batch_size: int = 256,
+                    reference: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
+    """On the first n images of ds: top-1 and mean cross-entropy (nats) clean, with the layer's tensor
+    replaced by the SAE's reconstruction (same shape), and with it zeroed; accuracy kept = spliced / clean
+    top-1, ce_increase = spliced - clean CE, ce_recovered = (zeroed - spliced) / (zeroed - clean) CE.
+    reference: splice_reference's of the same model, layer, images (default: computed here)."""
+    reference = reference or splice_reference(model, layer, ds, n, batch_size)
+    splice = lambda t: sae(t.flatten(1).float())[0].reshape(t.shape).to(t.dtype)
+    with hooked(model, layer, splice):
+        spliced = evaluate(model, _splice_loader(model, ds, n, batch_size), amp=False)
+    clean, zeroed = reference["clean"], reference["zeroed"]
     top1, ce, ce_zero = clean["top1"], clean["loss"], zeroed["loss"]
     return {"top1": top1, "top1_spliced": spliced["top1"],
             "accuracy_kept": spliced["top1"] / top1 if top1 > 0 else math.nan,
