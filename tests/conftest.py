@@ -158,16 +158,17 @@ def pytest_terminal_summary(terminalreporter):
 # The notebook runs, longest first (the rehearsal's timings of CI at ba3a1d0 and of a run alone here), in
 # pairs that mix the profiles: pytest-xdist hands each worker two tests to start with, then one whenever it
 # is free. The rehearsal's 01 trains its trio first (every rehearsal notebook waits for it), while the other
-# worker runs smoke's plan and 04.
+# worker runs smoke's plan and 04. The two 07s come right after (each runs what its profile still lacks):
+# placed last, both went to one worker, which ran them alone for their last 50 s (timeline at 5729abb).
 _FIRST = [("rehearsal", "01"), ("smoke", "01"), ("smoke", "04"), ("rehearsal", "04"), ("rehearsal", "09"),
           ("smoke", "09"), ("smoke", "06"), ("rehearsal", "06"), ("rehearsal", "08"), ("smoke", "08"),
           ("smoke", "02"), ("rehearsal", "02"), ("rehearsal", "03"), ("smoke", "03"), ("smoke", "05"),
-          ("rehearsal", "05")]
+          ("rehearsal", "05"), ("smoke", "07"), ("rehearsal", "07")]
 
 
 def _place(item) -> tuple[int, int]:
-    """Sort key: the notebook runs in _FIRST's order, then the short tests, then the tests that need every
-    notebook of a profile (07 and what reads its output), when the others are done or running."""
+    """Sort key: the notebook runs in _FIRST's order (07s last), then the short tests, then the tests that
+    read every notebook's output (the redraw, the report, the plan), when the notebooks are done."""
     file, name = item.nodeid.split("::")[0], item.name
     notebook = item.callspec.params.get("name", "")[:2] if hasattr(item, "callspec") else ""
     for profile, test in (("smoke", "test_notebook_runs_under_smoke"),

@@ -5,6 +5,7 @@ values: no hub is reachable). The last tests show what it catches that smoke doe
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -215,7 +216,25 @@ def test_every_field_of_a_full_recipe_is_read_by_the_training_path(run, rehearsa
     assert card["epochs"] == 1 and card["data"]["train"]["n"] == 50 and 0 <= card["metrics"]["test_top1"] <= 1
 
 
+def test_the_trio_trains_through_ffcvs_compiled_pipeline(rehearsal_env):
+    """What the kernels skip (KERNEL_ENV) is done here: full's backend is FFCV, and numba compiles its
+    pipeline in the process that trains the trio."""
+    import numba
+
+    trained_trio(rehearsal_env)
+    assert store.training_backend(REHEARSAL) == "ffcv" and not numba.config.DISABLE_JIT
+    assert "NUMBA_DISABLE_JIT" not in os.environ
+
+
 # ------------------------------------------------ every notebook, once per session, on whichever worker
+
+
+# The notebooks' kernels run FFCV's pipeline as plain Python (numba's JIT off): numba compiled it afresh for
+# every loader, 7 s to import ffcv and about 5 s per training run (06's three adversarial runs: 26 s compiled,
+# 8 s not; its rehearsal trains 34), a few minutes of CI over the rehearsal. The trio's runs go through the
+# compiled pipeline in the test process (test_the_trio_trains_through_ffcvs_compiled_pipeline), as do
+# tests/test_loaders.py's and tests/test_ddp.py's.
+KERNEL_ENV = {"NUMBA_DISABLE_JIT": "1"}
 
 
 def rehearsal_run(name: str, env: dict) -> run_notebooks.Executed:
@@ -227,7 +246,10 @@ def rehearsal_run(name: str, env: dict) -> run_notebooks.Executed:
             for other in NOTEBOOKS:
                 if not other.startswith("07"):
                     rehearsal_run(other, env)
-        return run_notebooks.run("rehearsal", only=[name[:2]], root=ROOT, stream=False)[0]
+        with pytest.MonkeyPatch.context() as kernel:
+            for key, value in KERNEL_ENV.items():
+                kernel.setenv(key, value)
+            return run_notebooks.run("rehearsal", only=[name[:2]], root=ROOT, stream=False)[0]
     return once(env["MLPZOOM_CHECKPOINTS"].parent, Path(name).stem, work)
 
 
