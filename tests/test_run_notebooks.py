@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -150,3 +152,18 @@ def test_a_knob_reaches_the_notebooks_whose_typed_config_has_it(tmp_path, monkey
     with pytest.raises(SystemExit):
         run_notebooks.main([*args, "--only", "05", "-p", "repeats=fast"])
     assert "override repeats='fast' is not a int" in capsys.readouterr().err
+
+
+def test_two_kernels_never_share_their_sockets(tmp_path, monkeypatch):
+    """Kernels on IPC sockets, each under its own path prefix in the temp folder: jupyter_client's default
+    (`kernel-ipc-N` in the working directory, the first N whose file is absent) gave two kernels started at
+    once by two test workers the same sockets."""
+    monkeypatch.chdir(tmp_path)
+    manager = run_notebooks._ipc_kernel_manager()
+    a, b = manager(kernel_name="python3"), manager(kernel_name="python3")
+    assert a.transport == b.transport == "ipc" and a.ip != b.ip
+    for km in (a, b):
+        assert Path(km.ip).is_absolute() and Path(km.ip).parent == Path(tempfile.gettempdir())
+        km.write_connection_file()
+        km.cleanup_connection_file()
+    assert not list(tmp_path.iterdir())  # nothing in the working directory

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,15 +90,24 @@ class _Prefixed:
 
 def _ipc_kernel_manager():
     """A kernel manager on IPC sockets: no 'running over TCP without encryption' warning, nothing on a
-    port."""
+    port. Each kernel's sockets get their own path prefix in the temp folder: jupyter_client's default,
+    `kernel-ipc-N` in the working directory with N the first number whose file is absent, gave two kernels
+    started at once in the repository (two test workers) the same sockets: their messages crossed ("Invalid
+    Signature", a kernel waiting forever; smoke's 05 and 07 in a two-worker run at 5ed3e3a)."""
     from jupyter_client.manager import KernelManager
 
     class IPCKernelManager(KernelManager):
         def __init__(self, **kw):
             super().__init__(**kw)
             self.transport = "ipc"
+            self.ip = ipc_prefix()
 
     return IPCKernelManager
+
+
+def ipc_prefix() -> str:
+    """A socket path prefix no other kernel uses: the temp folder, this process, a random part."""
+    return os.path.join(tempfile.gettempdir(), f"mlpzoom-kernel-{os.getpid()}-{uuid.uuid4().hex[:12]}")
 
 
 def working_copy(out_dir: Path, path: Path) -> Path:
