@@ -161,9 +161,16 @@ def test_error_consistency_is_stated_per_pair_with_its_interval_and_the_most_sha
                           "kappa_lo": [0.25, 0.36, 0.15, 0.8], "kappa_hi": [0.37, 0.48, 0.26, 1.0]})
     (sentence,) = consistency(table, {"clean": "on the clean test set"})
     assert "mlp and cnn 0.310 [0.250, 0.370]" in sentence and "cnn and vit 0.200" in sentence
-    assert sentence.endswith("mlp and vit share the most mistakes (no two-seed ceiling yet).")
+    assert sentence.endswith("mlp and vit share the most mistakes (no two-seed ceiling in this run).")
     assert sentence.startswith("Error consistency on the clean test set (Cohen's kappa")
     assert consistency(table[table.setting == "pgd"], {"clean": "on the clean test set"}) == []
     (both, pgd) = consistency(table, {"clean": "clean", "pgd": "under PGD"})
     assert both == sentence.replace("on the clean test set", "clean")
     assert pgd.startswith("Error consistency under PGD: mlp and cnn 0.900 [0.800, 1.000]")  # kappa said once
+    seeds = pd.DataFrame({"setting": "clean", "model_a": ["mlp", "cnn"],
+                          "model_b": ["mlp@seed1", "cnn@seed1"], "kind": "two seeds", "kappa": [0.7, 0.6],
+                          "kappa_lo": [0.65, 0.5], "kappa_hi": [0.75, 0.7]})
+    (ceiling,) = consistency(pd.concat([table.assign(kind="families"), seeds]), {"clean": "clean"})
+    assert ceiling.startswith(sentence.replace("on the clean test set", "clean").split(". mlp and vit")[0])
+    assert ceiling.endswith("mlp and vit share the most mistakes; the ceiling, each model against itself "
+                            "from another seed: mlp 0.700 [0.650, 0.750]; cnn 0.600 [0.500, 0.700].")

@@ -11,10 +11,12 @@ import pytest
 from conftest import once
 
 from utils import plan, profiles, run_notebooks, store
+from utils.experiments import zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = [p.name for p in run_notebooks.find_notebooks(ROOT)]
 TRIO = profiles.PROFILES["smoke"].trio
+TWINS = zoo.seed_twins(TRIO, "smoke", zoo.config("smoke").ceiling_seed)
 
 # notebook -> {table: (columns it must have, the columns that identify a row, the column naming the model)}
 KEY_TABLES = {
@@ -24,7 +26,7 @@ KEY_TABLES = {
                         ["run"], "model"),
         "histories.csv": ({"run", "epoch", "train_loss", "val_top1"}, ["run", "epoch"], "run"),
         "predictions.csv": ({"model", "setting", "image", "label", "pred", "correct"}, ["model", "image"],
-                            "model"),
+                            "model+twins"),
         "error_consistency.csv": ({"setting", "model_a", "model_b", "n", "kappa", "kappa_lo", "kappa_hi"},
                                   ["setting", "model_a", "model_b"], None),
         "lr_sweep.csv": ({"run", "lr", "val_top1", "test_top1"}, ["run"], None),
@@ -39,7 +41,7 @@ KEY_TABLES = {
         "standard_settings.csv": ({"model", "setting", "eps", "top1"}, ["model", "setting"], "model"),
         "autoattack.csv": ({"model", "stage", "attack", "top1"}, ["model", "stage"], "model"),
         "predictions.csv": ({"model", "setting", "image", "label", "pred", "correct"},
-                            ["model", "setting", "image"], "model"),
+                            ["model", "setting", "image"], "model+twins"),
         "error_consistency.csv": ({"setting", "model_a", "model_b", "n", "kappa", "kappa_lo", "kappa_hi"},
                                   ["setting", "model_a", "model_b"], None),
         "transfer.csv": ({"source", "target", "setting", "transfer_rate"}, ["source", "target", "setting"],
@@ -52,7 +54,7 @@ KEY_TABLES = {
                                                 ["modification", "model", "class_index"], "model"),
         "shape_bias.csv": ({"model", "shape_bias", "shape_acc", "texture_acc"}, ["model"], "model"),
         "predictions.csv": ({"model", "setting", "image", "label", "pred", "correct"},
-                            ["model", "setting", "image"], "model"),
+                            ["model", "setting", "image"], "model+twins"),
         "error_consistency.csv": ({"setting", "model_a", "model_b", "n", "kappa", "kappa_lo", "kappa_hi"},
                                   ["setting", "model_a", "model_b"], None),
     },
@@ -169,6 +171,8 @@ if NOTEBOOKS:
             assert len(df) > 0 and not df.duplicated(keys).any(), f"{table}: more than one row per {keys}"
             if model_column == "model" and "model" in df:
                 assert set(df.model) == set(TRIO), f"{table}: models {set(df.model)}"
+            if model_column == "model+twins":  # and each from a second seed: the error-consistency ceiling
+                assert set(df.model) == {*TRIO, *(t for t, _ in TWINS.values())}, f"{table}: {set(df.model)}"
 
     def every_smoke_run(dirs) -> None:
         for name in NOTEBOOKS:

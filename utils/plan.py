@@ -127,8 +127,12 @@ TRIO_ONLY = ("02_adversarial_robustness", "03_texture_vs_shape_bias", "05_infere
 
 
 def trio_runs(cfg: Any, ctx: Context) -> list[Run]:
-    """The notebooks that train nothing of their own: the models they compare, with their recipes."""
-    return [ctx.run(m) for m in ctx.models]
+    """The notebooks that train nothing of their own: the models they compare, with their recipes, and their
+    seed twins where the config has a `ceiling_seed` (01 trains them first)."""
+    from .experiments.zoo import seed_twins
+
+    twins = seed_twins(ctx.models, ctx.profile.name, getattr(cfg, "ceiling_seed", None))
+    return [ctx.run(m) for m in ctx.models] + [ctx.run(*twin) for twin in twins.values()]
 
 
 def notebook_runs(notebook: str, profile: str | Profile, dataset: str | None = None,

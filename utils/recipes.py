@@ -178,6 +178,14 @@ def with_train(recipe: Recipe, **changes) -> Recipe:
     return replace(recipe, train=replace(recipe.train, **changes))
 
 
+def seed_twin(run: str, profile: str, seed: int) -> tuple[str, Recipe]:
+    """The same run trained from another seed (initialisation, data order, augmentation): its name
+    ("resnet18_cifar@seed1", "mlp_b12_wi1024@in21k-seed1") and recipe. Two seeds of one recipe are the
+    ceiling that error consistency and representational similarity between families are read against."""
+    recipe = get_recipe(run, profile)
+    return f"{run}{'-' if '@' in run else '@'}seed{seed}", with_train(recipe, seed=seed)
+
+
 # The learning-rate and batch-size sweeps of the 01 notebook start from these and change lr or batch_size.
 SWEEP_BASE = {
     "smoke": Recipe(_SMOKE, train_subset=256, note="smoke sweep"),

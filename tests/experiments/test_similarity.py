@@ -148,3 +148,25 @@ def test_predictions_table_is_one_row_per_model_and_image():
     pred = net(images).argmax(1)
     assert (t.pred[:5].to_numpy() == pred.numpy()).all()
     assert (t.correct[:5].to_numpy() == (pred == labels).numpy()).all()
+
+
+def test_with_twins_the_pairs_are_the_families_and_each_model_with_its_second_seed():
+    gen = torch.Generator().manual_seed(0)
+    right = {m: torch.rand(400, generator=gen) < 0.7 for m in ("a", "b")}
+    right |= {"a@seed1": right["a"].clone(), "b@seed1": torch.rand(400, generator=gen) < 0.7}
+    table = pd.concat([pd.DataFrame({"model": m, "setting": "clean", "image": range(400),
+                                     "correct": c.numpy()}) for m, c in right.items()], ignore_index=True)
+    out = sim.error_consistency(table, n_boot=50, twins={"a": "a@seed1", "b": "b@seed1"})
+    assert list(zip(out.model_a, out.model_b, out.kind, strict=True)) == [
+        ("a", "b", "families"), ("a", "a@seed1", "two seeds"), ("b", "b@seed1", "two seeds")]
+    assert out.kappa.iloc[1] == 1.0 and abs(out.kappa.iloc[0]) < 0.15 and abs(out.kappa.iloc[2]) < 0.15
+    assert len(sim.error_consistency(table, n_boot=50)) == 6  # without twins: every pair
+
+
+def test_a_seed_twin_is_the_recipe_with_another_seed():
+    from utils import recipes
+
+    name, recipe = recipes.seed_twin("test_mlp", "smoke", 1)
+    base = recipes.get_recipe("test_mlp", "smoke")
+    assert name == "test_mlp@seed1" and recipe == recipes.with_train(base, seed=1) and base.train.seed != 1
+    assert recipes.seed_twin("mlp_b12_wi1024@in21k", "full", 1)[0] == "mlp_b12_wi1024@in21k-seed1"

@@ -339,6 +339,9 @@ class Config:
     fgsm_points: int = 21  # eps values of the original FGSM grid, evenly 0 .. 0.25
     pgd_points: int = 12  # eps values of the original PGD grid, evenly 0 .. 0.025
     max_pgd_steps: int = 50  # a cap on PGD iterations (settings keep the names they stand for)
+    ceiling_seed: int | None = 1  # the trio trained again from this seed: each model's error consistency with
+    # itself, the ceiling a pair of families is read against (clean and PGD-10;
+    # 01 trains them); None: no ceiling
 
 
 SMALLER = {

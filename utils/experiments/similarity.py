@@ -4,7 +4,7 @@
     kappa(correct_a, correct_b)                     # error consistency (Geirhos et al. 2020): Cohen's kappa
     kappa_interval(correct_a, correct_b, n=1000)    # (low, high): a 95% bootstrap interval over the images
     predictions_table(nets, images, labels, "clean")  # one row per model x image: pred, correct
-    error_consistency(table)                        # kappa of every pair of models per setting, with interval
+    error_consistency(table, twins)                 # kappa of every pair per setting (interval; seed ceiling)
     procrustes_distance(x, y)                       # angular shape distance (Williams et al. 2021), radians
     mutual_knn(x, y, k=10)                          # mutual k-nearest-neighbour alignment (Huh et al. 2024)
     rsa(x, y)                                       # Spearman correlation of the two dissimilarity matrices
@@ -80,19 +80,27 @@ def predictions_table(nets: Mapping[str, torch.nn.Module], images: Tensor, label
     return pd.concat(parts, ignore_index=True)
 
 
-def error_consistency(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per setting, kappa between every pair of models (a predictions_table: model, setting, image,
-    correct), on the images both were scored on: setting, model_a, model_b, n, top1_a, top1_b, kappa, and its
+def error_consistency(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                      twins: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Per setting, kappa between pairs of models (a predictions_table: model, setting, image, correct), on
+    the images both were scored on: setting, model_a, model_b, kind, n, top1_a, top1_b, kappa, and its
     bootstrap interval kappa_lo / kappa_hi (`n_boot` resamples of the images, seeded). 0 is what independent
-    errors give; the same-architecture two-seed kappa is the ceiling to read a pair against."""
+    errors give. twins: {model: the same run from another seed}; then the pairs are every two models that are
+    not twins ("families") and each model with its twin ("two seeds": the ceiling to read a pair against);
+    without: every pair."""
+    twins = dict(twins or {})
     rows = []
     for setting, part in table.groupby("setting", sort=False):
         wide = part.pivot(index="image", columns="model", values="correct")
-        for a, b in itertools.combinations(list(dict.fromkeys(part.model)), 2):
+        present = list(dict.fromkeys(part.model))
+        models = [m for m in present if m not in twins.values()]
+        pairs = [(a, b, "families") for a, b in itertools.combinations(models, 2)]
+        pairs += [(m, twins[m], "two seeds") for m in models if twins.get(m) in present]
+        for a, b, kind in pairs:
             both = wide[[a, b]].dropna().astype(bool)
             ca, cb = (torch.tensor(both[m].to_numpy()) for m in (a, b))
             lo, hi = kappa_interval(ca, cb, n=n_boot, seed=seed)
-            rows.append({"setting": setting, "model_a": a, "model_b": b, "n": len(both),
+            rows.append({"setting": setting, "model_a": a, "model_b": b, "kind": kind, "n": len(both),
                          "top1_a": ca.double().mean().item(), "top1_b": cb.double().mean().item(),
                          "kappa": kappa(ca, cb), "kappa_lo": lo, "kappa_hi": hi})
     return pd.DataFrame(rows)

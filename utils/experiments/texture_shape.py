@@ -400,6 +400,8 @@ class Config:
     modifications: list[str] = field(default_factory=lambda: [  # names in MODIFICATIONS, in table order
         "original", "grayscale", "occlude", "patch_shuffle_2", "patch_shuffle_4", "patch_shuffle_8", "edges",
         "low_pass", "high_pass", "stylized"])
+    ceiling_seed: int | None = 1  # the trio trained again from this seed: each model's error consistency with
+    # itself, the ceiling a pair of families is read against (01 trains them); None: no ceiling
 
 
 SMALLER = {"smoke": dict(n_images=256, n_cue=256), "rehearsal": dict(n_images=8, n_cue=8)}

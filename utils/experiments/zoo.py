@@ -29,7 +29,7 @@ import pandas as pd
 from ..config import resolve
 from ..models import vit
 from ..profiles import Profile, get_profile
-from ..recipes import Recipe, sweep_recipe, tnt_sweep_recipe
+from ..recipes import Recipe, seed_twin, sweep_recipe, tnt_sweep_recipe
 from ..store import model_card, model_of
 
 ABLATIONS = {"no-aug": "no augmentation", "no-dropout": "no dropout"}  # run suffix -> setting
@@ -133,6 +133,11 @@ def trio_runs(cfg: Config, models: Sequence[str], profile: str | Profile) -> lis
     return [m + "@finetune" * (finetune and m == "vit_small_patch16_224") for m in models]
 
 
+def seed_twins(runs: Sequence[str], profile: str, seed: int | None) -> dict[str, tuple[str, Recipe]]:
+    """Each run's twin from another seed: run -> (twin's name, recipe) (recipes.seed_twin); None: none."""
+    return {} if seed is None else {r: seed_twin(r, profile, seed) for r in runs}
+
+
 def lr_points(cfg: Config, profile: str) -> dict[str, Recipe]:
     """The lr sweep: run name -> the profile's sweep recipe at each lr of the grid."""
     return {f"{cfg.sweep_model}@lr{lr:g}": sweep_recipe(profile, lr=lr) for lr in cfg.lr_grid}
@@ -150,11 +155,13 @@ def batch_points(cfg: Config, profile: str, lr: float) -> dict[str, Recipe]:
 
 
 def runs(cfg: Config, ctx) -> list:
-    """Every run 01 asks the store for (utils.plan): the trio, the zoo, the pretrained zoo, the lr sweep, the
-    batch sweep (waiting for the lr chosen on the validation split), the TnT sweep and the Perceiver
-    ladder."""
+    """Every run 01 asks the store for (utils.plan): the trio, the zoo, the pretrained zoo, the trio's seed
+    twins, the lr sweep, the batch sweep (waiting for the lr chosen on the validation split), the TnT sweep
+    and the Perceiver ladder."""
     P = ctx.profile.name
-    out = [ctx.run(r) for r in (*trio_runs(cfg, ctx.models, ctx.profile), *cfg.zoo, *cfg.pretrained_zoo)]
+    trio = trio_runs(cfg, ctx.models, ctx.profile)
+    out = [ctx.run(r) for r in (*trio, *cfg.zoo, *cfg.pretrained_zoo)]
+    out += [ctx.run(*twin) for twin in seed_twins(trio, P, cfg.ceiling_seed).values()]
     lrs = [ctx.run(name, recipe) for name, recipe in lr_points(cfg, P).items()]
     chosen = ctx.chosen(lrs, lambda t: best_lr(cfg, t))
     waits = "" if chosen is not None else f"the lr of {cfg.sweep_model}'s sweep (validation)"
@@ -174,6 +181,8 @@ class Config:
     change. Every name is a run of utils/recipes.py."""
 
     vit_finetune: str = "head"  # full's ViT-S/16: "head" (frozen backbone, the original) | "finetune" (all)
+    ceiling_seed: int | None = 1  # the trio trained again from this seed: each model's error consistency with
+    # itself, the ceiling a pair of families is read against (02 and 03 use them too); None: no ceiling
     zoo: list[str] = field(default_factory=lambda: [  # the week-8 zoo from scratch
         "swin_tiny_p2", "tnt_small_p4", "mixer_small_p4", "perceiver_base", "perceiver_io_base"])
     # the paper MLP fine-tuned from its ImageNet-21k weights, timm's ImageNet models with a new head (224x224)

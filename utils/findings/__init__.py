@@ -108,22 +108,28 @@ def chance_warning(accuracy: dict[str, float], num_classes: int) -> list[str]:
 
 
 def consistency(table: pd.DataFrame, settings: dict[str, str]) -> list[str]:
-    """Error consistency (an error_consistency table: setting, model_a, model_b, kappa, kappa_lo, kappa_hi),
-    one sentence per setting of `settings` ({setting: how a sentence names it}) present in the table: each
-    pair's kappa with its bootstrap interval, and the pair that shares the most mistakes; what kappa means is
-    said in the first."""
+    """Error consistency (an error_consistency table: setting, model_a, model_b, kappa, kappa_lo, kappa_hi,
+    and `kind`, "families" or "two seeds"), one sentence per setting of `settings` ({setting: how a sentence
+    names it}) present in the table: each pair of families' kappa with its bootstrap interval, the pair that
+    shares the most mistakes, and each model's two-seed kappa (the ceiling) where the table has it; what kappa
+    means is said in the first."""
     out = []
+    kind = table["kind"] if "kind" in table else pd.Series("families", index=table.index)
     for setting, name in settings.items():
-        part = table[table.setting == setting]
+        here = table.setting == setting
+        part, seeds = table[here & (kind != "two seeds")], table[here & (kind == "two seeds")]
         if part.empty or part.kappa.isna().all():
             continue
-        pairs = "; ".join(f"{r.model_a} and {r.model_b} {_f(r.kappa)} [{_f(r.kappa_lo)}, {_f(r.kappa_hi)}]"
-                          for r in part.itertuples())
+        interval = lambda r: f"{_f(r.kappa)} [{_f(r.kappa_lo)}, {_f(r.kappa_hi)}]"
+        pairs = "; ".join(f"{r.model_a} and {r.model_b} {interval(r)}" for r in part.itertuples())
         top = part.loc[part.kappa.idxmax()]
         what = ("" if out else " (Cohen's kappa of which images each gets right; 0: independent errors, 1: "
                 "the same mistakes; 95% bootstrap interval)")  # said once
+        ceiling = ("; the ceiling, each model against itself from another seed: "
+                   + "; ".join(f"{r.model_a} {interval(r)}" for r in seeds.itertuples())
+                   if len(seeds) else " (no two-seed ceiling in this run)")
         out.append(f"Error consistency {name}{what}: {pairs}. {top.model_a} and {top.model_b} share the most "
-                   f"mistakes (no two-seed ceiling yet).")
+                   f"mistakes{ceiling}.")
     return out
 
 

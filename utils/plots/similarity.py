@@ -72,7 +72,8 @@ def transfer_curves(transfer: pd.DataFrame, title: str = "") -> plt.Figure:
 def error_consistency_plot(kappa: pd.DataFrame, title: str = "") -> plt.Figure:
     """Cohen's kappa of every pair of models (one marker per pair, its bootstrap interval as a bar) per
     setting (across, in the table's order); 0, the kappa of independent errors, as a line. kappa: one row per
-    setting x pair (setting, model_a, model_b, kappa, kappa_lo, kappa_hi)."""
+    setting x pair (setting, model_a, model_b, kappa, kappa_lo, kappa_hi; kind "two seeds": a model against
+    its seed twin, drawn hollow)."""
     settings = list(dict.fromkeys(kappa.setting))
     pairs = list(dict.fromkeys(zip(kappa.model_a, kappa.model_b, strict=True)))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(settings) + 2), 3.6), constrained_layout=True)
@@ -81,7 +82,9 @@ def error_consistency_plot(kappa: pd.DataFrame, title: str = "") -> plt.Figure:
         t = kappa[(kappa.model_a == a) & (kappa.model_b == b)].set_index("setting").reindex(settings)
         x = [i - 0.35 + (j + 0.5) * width for i in range(len(settings))]
         err = [(t.kappa - t.kappa_lo).clip(lower=0).fillna(0), (t.kappa_hi - t.kappa).clip(lower=0).fillna(0)]
-        ax.errorbar(x, t.kappa, yerr=err, fmt="o", ms=4, capsize=2, label=f"{a} / {b}")
+        seeds = "kind" in t and (t.kind == "two seeds").any()  # the ceiling: hollow, in the model's colour
+        ax.errorbar(x, t.kappa, yerr=err, fmt="o", ms=4, capsize=2, mfc="none" if seeds else None,
+                    color=color(a) if seeds else None, label=f"{a}, two seeds" if seeds else f"{a} / {b}")
     ax.axhline(0, color="0.5", lw=0.8, ls="--")
     ax.set_xticks(range(len(settings)), settings, rotation=30, ha="right")
     ax.set(ylabel="error consistency (kappa)", ylim=(min(-0.2, kappa.kappa_lo.min() - 0.05), 1.0))
