@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 from conftest import once
 
-from utils import plan, profiles, run_notebooks, store
+from utils import plan, profiles, recipes, run_notebooks, store
 from utils.experiments import zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = [p.name for p in run_notebooks.find_notebooks(ROOT)]
 TRIO = profiles.PROFILES["smoke"].trio
-TWINS = zoo.seed_twins(TRIO, "smoke", zoo.config("smoke").ceiling_seed)
+TWINS = recipes.seed_twins(TRIO, "smoke", zoo.config("smoke").ceiling_seed)
 
 # notebook -> {table: (columns it must have, the columns that identify a row, the column naming the model)}
 KEY_TABLES = {

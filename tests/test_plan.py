@@ -125,7 +125,7 @@ def test_twins_are_trained_and_counted_once_and_dealt_to_one_worker():
 def test_a_killed_worker_resumes_to_the_same_weights(roots):
     """plan --train killed (the whole process group) after some epochs of a run, then run again: the run
     resumes from last.pt and ends with the weights of a run that was never interrupted."""
-    run, args = "mlp_plain@abl-lr-baseline-s0", ["--profile", "smoke", "--only", "06", "-p", "epochs=40"]
+    run, args = "mlp_plain@abl-lr-baseline-s0", ["--profile", "smoke", "--only", "06", "-p", "epochs=12"]
     command = [sys.executable, "-m", "utils.plan", *args, "--run", run, "--train", "--workers", "1"]
     folder = store.run_dir(run, "fashion-mnist", "smoke")
     driver = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
@@ -137,10 +137,10 @@ def test_a_killed_worker_resumes_to_the_same_weights(roots):
     driver.wait()
     assert (folder / "last.pt").exists() and not (folder / "model.safetensors").exists(), "not killed mid-run"
     epochs_done = torch.load(folder / "last.pt", weights_only=False)["epoch"]
-    assert 0 < epochs_done < 40
+    assert 0 < epochs_done < 12
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     resumed = load_file(folder / "model.safetensors")
-    assert len(store.history(run, "fashion-mnist", "smoke")) == 40
+    assert len(store.history(run, "fashion-mnist", "smoke")) == 12
     os.environ["MLPZOOM_CHECKPOINTS"] = str(roots / "uninterrupted")  # monkeypatch restores it
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     whole = load_file(store.run_dir(run, "fashion-mnist", "smoke") / "model.safetensors")

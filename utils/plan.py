@@ -42,7 +42,7 @@ from .data.cache import info_of
 from .data.registry import check_dataset_name
 from .files import checkpoints_root
 from .profiles import PROFILES, Profile, get_profile
-from .recipes import Recipe, get_recipe
+from .recipes import Recipe, get_recipe, seed_twins
 
 # Training and test images of each registered dataset's published splits (sklearn-digits: this repository's
 # seeded 70/30 split of its 1,797 images), so that the plan counts without reading any data.
@@ -129,8 +129,6 @@ TRIO_ONLY = ("02_adversarial_robustness", "03_texture_vs_shape_bias", "05_infere
 def trio_runs(cfg: Any, ctx: Context) -> list[Run]:
     """The notebooks that train nothing of their own: the models they compare, with their recipes, and their
     seed twins where the config has a `ceiling_seed` (01 trains them first)."""
-    from .experiments.zoo import seed_twins
-
     twins = seed_twins(ctx.models, ctx.profile.name, getattr(cfg, "ceiling_seed", None))
     return [ctx.run(m) for m in ctx.models] + [ctx.run(*twin) for twin in twins.values()]
 

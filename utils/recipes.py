@@ -186,6 +186,11 @@ def seed_twin(run: str, profile: str, seed: int) -> tuple[str, Recipe]:
     return f"{run}{'-' if '@' in run else '@'}seed{seed}", with_train(recipe, seed=seed)
 
 
+def seed_twins(runs: list[str], profile: str, seed: int | None) -> dict[str, tuple[str, Recipe]]:
+    """Each run's seed_twin: run -> (twin's name, recipe); None: no twins ({})."""
+    return {} if seed is None else {r: seed_twin(r, profile, seed) for r in runs}
+
+
 # The learning-rate and batch-size sweeps of the 01 notebook start from these and change lr or batch_size.
 SWEEP_BASE = {
     "smoke": Recipe(_SMOKE, train_subset=256, note="smoke sweep"),

@@ -178,3 +178,17 @@ def test_05s_tables_by_hand():
 def test_05s_config_is_fulls_with_the_smaller_profiles_changes():
     assert cost.config("full").modes == list(cost.MODES) and cost.config("quick").threads == 1
     assert cost.config("rehearsal").batch_sizes == [1] and cost.config("quick", repeats=3).repeats == 3
+
+
+def test_compile_mode_passes_its_backend_to_torch_compile(monkeypatch):
+    """The rehearsal traces with "aot_eager" (no C++ built on a CPU); full compiles with inductor."""
+    seen = []
+    monkeypatch.setattr(cost, "_can_compile", lambda device: True)
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: seen.append(kw["backend"]) or model)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    for backend in ("aot_eager", "inductor"):
+        cost.measure(net, (3, 2, 2), batch_sizes=[1], mode="compile", repeats=1, warmup=0, progress=False,
+                     compile_backend=backend)
+    assert seen == ["aot_eager", "inductor"]
+    backends = [cost.config(p).compile_backend for p in ("rehearsal", "full")]
+    assert backends == ["aot_eager", "inductor"]

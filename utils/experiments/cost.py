@@ -196,7 +196,8 @@ def check_mode(model: nn.Module, device: str | torch.device, mode: str) -> None:
 # ---------------------------------------------------------------- latency and throughput
 
 
-def _prepare(model: nn.Module, mode: str, x: torch.Tensor) -> tuple[Callable, torch.Tensor]:
+def _prepare(model: nn.Module, mode: str, x: torch.Tensor, backend: str = "inductor"
+             ) -> tuple[Callable, torch.Tensor]:
     """(forward function, input) for a mode; the caller's model is never modified."""
     if mode == "bf16":
         def forward(t):
@@ -205,16 +206,17 @@ def _prepare(model: nn.Module, mode: str, x: torch.Tensor) -> tuple[Callable, to
         return forward, x
     if mode == "compile":
         torch.compiler.reset()  # each batch size compiles its own static graph (no recompile limit)
-        return torch.compile(model, dynamic=False), x
+        return torch.compile(model, dynamic=False, backend=backend), x
     if mode == "channels_last":
         net = copy.deepcopy(model).to(memory_format=torch.channels_last)
         return net, x.contiguous(memory_format=torch.channels_last)
     return model, x
 
 
-def _one_batch_size(model, input_shape, batch_size, device, mode, repeats, warmup, max_seconds) -> dict:
+def _one_batch_size(model, input_shape, batch_size, device, mode, repeats, warmup, max_seconds,
+                    backend="inductor") -> dict:
     x = torch.rand(batch_size, *input_shape, device=device)  # made before the clock starts
-    forward, x = _prepare(model, mode, x)
+    forward, x = _prepare(model, mode, x, backend)
     t0 = time.perf_counter()
     forward(x)  # the first call: compilation for "compile", allocator and kernel selection for the rest
     sync(device)
@@ -252,6 +254,7 @@ def measure(
     warmup: int = 5,
     max_seconds: float | None = None,  # per batch size: stop repeating after this much timing
     progress: bool = True,
+    compile_backend: str = "inductor",  # torch.compile's backend in "compile" mode
 ) -> pd.DataFrame:
     """Latency (median, quartiles; ms per batch) and throughput (images/s) of the model alone, in eval mode
     without gradients, one row per batch size (columns: see `_one_batch_size`). `device` defaults to the
@@ -264,7 +267,8 @@ def measure(
                disable=not progress)
     with eval_mode(net), torch.no_grad():
         for b in bar:
-            rows.append(_one_batch_size(net, input_shape, b, device, mode, repeats, warmup, max_seconds))
+            rows.append(_one_batch_size(net, input_shape, b, device, mode, repeats, warmup, max_seconds,
+                                        compile_backend))
     if mode == "compile":
         torch.compiler.reset()  # leave no compiled graphs of this model behind
     return pd.DataFrame(rows)
@@ -338,6 +342,7 @@ class Config:
     max_seconds: float = 10.0  # per batch size: stop repeating after this much timing
     n_images: int | None = None  # test images for top-1 and ECE (the first n); None: all
     n_bins: int = 15  # equal-width confidence bins for ECE and the reliability diagrams
+    compile_backend: str = "inductor"  # torch.compile's backend in "compile" mode
     threads: int | None = None  # torch's CPU threads; None: torch's default. 1 on a shared CPU: with 2
     # threads on 2 busy cores every parallel op waits for a descheduled thread (batch-1: 80 ms, not 0.15)
 
@@ -348,8 +353,10 @@ SMALLER = {
                   max_seconds=2.0, threads=1),
     "smoke": dict(modes=["fp32", "bf16", "channels_last"], batch_sizes=[1, 8], repeats=5, warmup=1,
                   max_seconds=0.3, threads=1),
-    # one batch size: one inductor compile per full-size model (a cold cache made [1, 4] 110 s of 11 min)
-    "rehearsal": dict(batch_sizes=[1], repeats=2, warmup=1, max_seconds=0.3),
+    # one batch size; dynamo traces each full-size model and AOTAutograd builds its graph (where a compile
+    # fails: graph breaks, unsupported ops), but no inductor code is generated: on a CPU that is C++, which
+    # full on a GPU never builds (triton), and it took ~60 s of CI's 05 with a cold cache
+    "rehearsal": dict(batch_sizes=[1], repeats=2, warmup=1, max_seconds=0.3, compile_backend="aot_eager"),
 }
 
 
@@ -381,7 +388,8 @@ def throughput_table(nets: Mapping[str, nn.Module], shape: Shape, cfg: Config, d
         for mode in cfg.modes:
             try:
                 df = measure(net, shape, batch_sizes=cfg.batch_sizes, device=device, mode=mode,
-                             repeats=cfg.repeats, warmup=cfg.warmup, max_seconds=cfg.max_seconds)
+                             repeats=cfg.repeats, warmup=cfg.warmup, max_seconds=cfg.max_seconds,
+                             compile_backend=cfg.compile_backend)
             except ValueError as err:  # a mode this device or model cannot run
                 skipped.append({"model": name, "mode": mode, "reason": str(err)})
                 continue

@@ -29,7 +29,7 @@ import pandas as pd
 from ..config import resolve
 from ..models import vit
 from ..profiles import Profile, get_profile
-from ..recipes import Recipe, seed_twin, sweep_recipe, tnt_sweep_recipe
+from ..recipes import Recipe, seed_twins, sweep_recipe, tnt_sweep_recipe
 from ..store import model_card, model_of
 
 ABLATIONS = {"no-aug": "no augmentation", "no-dropout": "no dropout"}  # run suffix -> setting
@@ -133,11 +133,6 @@ def trio_runs(cfg: Config, models: Sequence[str], profile: str | Profile) -> lis
     return [m + "@finetune" * (finetune and m == "vit_small_patch16_224") for m in models]
 
 
-def seed_twins(runs: Sequence[str], profile: str, seed: int | None) -> dict[str, tuple[str, Recipe]]:
-    """Each run's twin from another seed: run -> (twin's name, recipe) (recipes.seed_twin); None: none."""
-    return {} if seed is None else {r: seed_twin(r, profile, seed) for r in runs}
-
-
 def lr_points(cfg: Config, profile: str) -> dict[str, Recipe]:
     """The lr sweep: run name -> the profile's sweep recipe at each lr of the grid."""
     return {f"{cfg.sweep_model}@lr{lr:g}": sweep_recipe(profile, lr=lr) for lr in cfg.lr_grid}
@@ -217,8 +212,11 @@ SMALLER = {
     # rehearsal: full's names at one point each; one member of the zoo (the loop and its table: every zoo
     # member's full recipe takes a bf16 step in tests/test_bf16.py; all five took 72 s of CI's rehearsal); the
     # pretrained zoo's paper MLP, ViT-S/16 and Swin-T (TNT-S's and Mixer-B/16's weights files are read by
-    # tests/test_rehearsal.py; Mixer-B/16: 12.6 GFLOPs an image)
-    "rehearsal": dict(zoo=["swin_tiny_p2"], pretrained_zoo=["mlp_b12_wi1024@in21k", "vit_small_patch16_224",
+    # tests/test_rehearsal.py; Mixer-B/16: 12.6 GFLOPs an image); no seed twins: their path is smoke's, and a
+    # pretrained recipe the store builds itself (the ViT twin's case) is 04's sources' (three more full-size
+    # runs cost CI about a minute; 02 and 03 follow)
+    "rehearsal": dict(ceiling_seed=None, zoo=["swin_tiny_p2"],
+                      pretrained_zoo=["mlp_b12_wi1024@in21k", "vit_small_patch16_224",
                                       "swin_tiny_patch4_window7_224"],
                       lr_grid=[1e-3], batch_grid=[16], tnt_grid=[[8, 4]], ladder=["perceiver_medium"],
                       ladder_ablations=["perceiver_medium@no-aug"]),

@@ -30,8 +30,8 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def family(name: str) -> str:
-    """One of FAMILIES."""
-    return MODELS.meta(name)["family"]
+    """One of FAMILIES: a registered model's, or a run's ("resnet18_cifar@seed1": its model's)."""
+    return MODELS.meta(name.split("@", 1)[0])["family"]
 
 
 def get_builder(name: str) -> Builder:
