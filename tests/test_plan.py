@@ -145,3 +145,10 @@ def test_a_killed_worker_resumes_to_the_same_weights(roots):
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     whole = load_file(store.run_dir(run, "fashion-mnist", "smoke") / "model.safetensors")
     assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+
+
+def test_local_cpu_workers_split_this_processs_thread_budget(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # e.g. a test worker's share of the cores
+    assert plan.cpu_budget() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert plan.cpu_budget() == (os.cpu_count() or 1)

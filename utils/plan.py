@@ -341,6 +341,14 @@ def executor(folder: Path, slurm: str | None, workers: int, gpus: int, timeout_m
     return ex
 
 
+def cpu_budget() -> int:
+    """The CPU threads this process may use: its OMP_NUM_THREADS where set (a test worker's share, a
+    scheduler's allocation), else every core. Local CPU workers split it: two GEMM threads per process on two
+    cores shared with another worker ran 7x slower (CI at 1651cc7)."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else os.cpu_count() or 1
+
+
 def train_ahead(profile: str | Profile, only: Sequence[str] | None = None, parameters: dict | None = None, *,
                 workers: int | None = None, slurm: str | None = None, pattern: str | None = None,
                 timeout_min: int = 24 * 60, log_dir: Path | None = None) -> pd.DataFrame:
@@ -352,7 +360,7 @@ def train_ahead(profile: str | Profile, only: Sequence[str] | None = None, param
     p = profile_of(profile) if slurm else get_profile(getattr(profile, "name", profile))
     gpus = 0 if slurm else default_workers() if p.device.startswith("cuda") else 0
     workers = workers or gpus or 1
-    threads = None if gpus or slurm else max(1, (os.cpu_count() or 1) // workers)
+    threads = None if gpus or slurm else max(1, cpu_budget() // workers)
     log_dir = log_dir or checkpoints_root() / p.name / "plan-logs"
     done: list[dict] = []
     tried: set[tuple[str, str]] = set()
