@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _classes, _config, _csv, _f, _json, _order, chance_warning, consistency, family_list, finding  # noqa: F401
+from . import _classes, _csv, _order, chance_warning, consistency, family_list, finding
 
 # ---------------------------------------------------------------- 02
 

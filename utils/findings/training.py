@@ -4,19 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import (  # noqa: F401
-    _classes,
-    _config,
-    _csv,
-    _f,
-    _json,
-    _order,
-    chance_warning,
-    change,
-    consistency,
-    family_list,
-    finding,
-)
+from . import _classes, _config, _csv, _f, chance_warning, change, consistency, family_list, finding
 
 # ---------------------------------------------------------------- 01
 
