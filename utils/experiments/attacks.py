@@ -340,7 +340,8 @@ class Config:
     pgd_points: int = 12  # eps values of the original PGD grid, evenly 0 .. 0.025
     max_pgd_steps: int = 50  # a cap on PGD iterations (settings keep the names they stand for)
     ceiling_seed: int | None = 1  # the trio trained again from this seed: each model's error consistency with
-    # itself, the ceiling a pair of families is read against (clean and PGD-10; 01 trains them); None: none
+    # itself, the ceiling a pair of families is read against (clean and PGD-10;
+    # 01 trains them); None: no ceiling
 
 
 SMALLER = {
@@ -350,7 +351,8 @@ SMALLER = {
                   batch_size=32),
     # rehearsal: no seed twins (01's rehearsal trains none: utils/experiments/zoo.py)
     "rehearsal": dict(ceiling_seed=None, n_images=2, n_transfer=2, n_autoattack=2, autoattack_steps=1,
-                      autoattack_queries=2, batch_size=2, fgsm_points=3, pgd_points=2, max_pgd_steps=2),
+                      autoattack_queries=2,
+                      batch_size=2, fgsm_points=3, pgd_points=2, max_pgd_steps=2),
 }
 
 

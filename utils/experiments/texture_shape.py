@@ -35,7 +35,6 @@ from ..files import data_root
 from ..metrics import predict_classes
 from ..progress import bar as progress_bar
 from ..registry import Registry
-from .similarity import predictions_table
 
 LUMA = (0.2989, 0.587, 0.114)  # ITU-R BT.601 luma weights, as torchvision's rgb_to_grayscale uses
 
@@ -289,6 +288,11 @@ def per_class_accuracy(pred: Tensor, labels: Tensor, classes: tuple[str, ...]) -
                          "correct": correct.numpy(), "top1": top1.numpy()})
 
 
+def _rows(model: str, setting: str, index: Tensor, labels: Tensor, pred: Tensor) -> pd.DataFrame:
+    return pd.DataFrame({"model": model, "setting": setting, "image": index.numpy(), "label": labels.numpy(),
+                         "pred": pred.numpy(), "correct": (pred == labels).numpy()})
+
+
 def modification_predictions(
     nets: dict[str, nn.Module],
     x: Tensor,
@@ -305,10 +309,14 @@ def modification_predictions(
     image: one row per modification x model x image (model, setting: the modification, image: `index`,
     default 0..N-1, label, pred, correct). per_class_table counts it; error consistency reads it as is."""
     index = torch.arange(len(x)) if index is None else index
-    rows = []
-    for name in progress_bar(names, desc="modification", disable=not progress):
+    rows, bar = [], progress_bar(total=len(names) * len(nets), desc="modification x model",
+                                 disable=not progress)
+    for name in names:
         modified = modify(name, x, seed=seed, index=index, dataset=dataset)  # once, the same for every model
-        rows.append(predictions_table(nets, modified, y, name, index, batch_size))
+        for model, net in nets.items():
+            rows.append(_rows(model, name, index, y, predict_classes(net, modified, batch_size)))
+            bar.update()
+    bar.close()
     return pd.concat(rows, ignore_index=True)
 
 
@@ -344,9 +352,12 @@ def cue_conflict_predictions(
     """Each image of x (shape cue, label y) combined with a seeded partner of another class (texture cue)
     by cue_conflict; every model's prediction per image: model, setting ("cue conflict"), image, label (the
     shape class), texture_label, pred, correct (the shape class predicted). cue_conflict_bias counts it."""
+    index = torch.arange(len(x)) if index is None else index
     partner = partners(y, seed)
-    table = predictions_table(nets, cue_conflict(x, x[partner]), y, CUE_CONFLICT, index, batch_size)
-    return table.assign(texture_label=y[partner].repeat(len(nets)).numpy())
+    images = cue_conflict(x, x[partner])
+    return pd.concat([_rows(m, CUE_CONFLICT, index, y, predict_classes(net, images, batch_size))
+                      .assign(texture_label=y[partner].numpy()) for m, net in nets.items()],
+                     ignore_index=True)
 
 
 def cue_conflict_bias(predictions: pd.DataFrame) -> pd.DataFrame:
