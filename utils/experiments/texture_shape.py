@@ -288,6 +288,10 @@ def per_class_accuracy(pred: Tensor, labels: Tensor, classes: tuple[str, ...]) -
                          "correct": correct.numpy(), "top1": top1.numpy()})
 
 
+def _tensor(column: pd.Series) -> Tensor:
+    return torch.as_tensor(column.to_numpy())
+
+
 def _rows(model: str, setting: str, index: Tensor, labels: Tensor, pred: Tensor) -> pd.DataFrame:
     return pd.DataFrame({"model": model, "setting": setting, "image": index.numpy(), "label": labels.numpy(),
                          "pred": pred.numpy(), "correct": (pred == labels).numpy()})
@@ -324,8 +328,7 @@ def per_class_table(predictions: pd.DataFrame, classes: tuple[str, ...], channel
                     ) -> pd.DataFrame:
     """modification_predictions' table counted per class: one row per modification x model x class (in the
     table's order), with the modification's note for images of `channels` x `size` x `size`."""
-    t = lambda col: torch.as_tensor(col.to_numpy())
-    rows = [per_class_accuracy(t(part.pred), t(part.label), classes)
+    rows = [per_class_accuracy(_tensor(part.pred), _tensor(part.label), classes)
             .assign(modification=name, model=model, note=note(name, channels, size))
             for (name, model), part in predictions.groupby(["setting", "model"], sort=False)]
     cols = ["modification", "model", "class_index", "class", "n", "correct", "top1", "note"]
@@ -362,8 +365,8 @@ def cue_conflict_predictions(
 
 def cue_conflict_bias(predictions: pd.DataFrame) -> pd.DataFrame:
     """shape_bias of every model from cue_conflict_predictions' table: one row per model."""
-    t = lambda col: torch.as_tensor(col.to_numpy())
-    return pd.DataFrame([{"model": m, **shape_bias(t(part.pred), t(part.label), t(part.texture_label))}
+    cues = ["pred", "label", "texture_label"]  # shape_bias takes them as arrays
+    return pd.DataFrame([{"model": m, **shape_bias(*(part[c].to_numpy() for c in cues))}
                          for m, part in predictions.groupby("model", sort=False)])
 
 
