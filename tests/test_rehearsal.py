@@ -266,7 +266,9 @@ def test_notebook_runs_under_the_rehearsal(name, rehearsal_env):
     out = rehearsal_env["MLPZOOM_RESULTS"] / "rehearsal" / "cifar10" / Path(name).stem
     if out.name == "07_plots":
         manifest = json.loads((out.parent / "figures.json").read_text())
-        assert sum(m["status"] == "drawn" for m in manifest) >= 30
+        status = [m["status"] for m in manifest]  # each notebook drew its figures: 07 redraws none (but
+        # where a notebook rewrote a table after drawing from it: 08's images.npz)
+        assert status.count("up to date") >= 30 and status.count("drawn") <= 2, status
         return
     config = json.loads((out / "config.json").read_text())["config"]
     assert (config["profile"], config["dataset"], config["models"]) == ("rehearsal", "cifar10", TRIO)

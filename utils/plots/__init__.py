@@ -1,7 +1,7 @@
 """Every figure as a function of a saved table (see `base` for the registry, `draw`, `redraw`).
 
     plots.draw(run.out, "trio_curves.png")     # in a notebook: one call per figure
-    plots.redraw(results_root() / "quick" / "fashion-mnist")   # 07: all of them, and figures.json
+    plots.redraw(results_root() / "quick" / "fashion-mnist")   # 07: the stale ones (force: all), figures.json
 
 One module per question: training (01), ablations (06), robustness (02), texture (03, 08's tile shuffle),
 cost (05), similarity (04), features (08, 09). Colours follow the family (FAMILY_COLORS).

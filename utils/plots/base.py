@@ -5,7 +5,7 @@
 
     draw(run.out, "trio_curves.png")     # a notebook: read the saved tables, draw, save the PNG beside them
     render(folder, "trio_curves.png")    # the Figure only (tests)
-    redraw(results/<profile>/<dataset>)  # 07: every registered figure whose tables exist; the manifest
+    redraw(results/<profile>/<dataset>)  # 07: every registered figure whose tables exist and changed
 
 A figure is a function of the tables a notebook saved (CSV -> DataFrame, NPZ -> dict of arrays, JSON ->
 dict) and of that notebook's config.json, nothing else, so a figure drawn in a notebook and one redrawn by
@@ -216,10 +216,24 @@ def draw(folder: str | Path, file: str) -> Path:
     return save(fig, Path(folder) / file)
 
 
-def redraw(root: str | Path, close: bool = True) -> pd.DataFrame:
-    """Every registered figure under `root` (= <results>/<profile>/<dataset>), from the saved tables alone:
-    one manifest row per figure (notebook, figure, tables, status). A figure whose tables are missing is
-    skipped with a line naming the notebook that writes them. Writes `root/figures.json`."""
+def stale(folder: Path, spec: FigureSpec) -> bool:
+    """Whether the figure's PNG is missing or older than any of its inputs: its tables, the notebook's
+    config.json, and the plotting code (any module of this package: a figure's function calls shared ones)."""
+    png = Path(folder) / spec.file
+    if not png.exists():
+        return True
+    inputs = [Path(folder) / t for t in spec.tables] + [Path(folder) / "config.json",
+                                                          *Path(__file__).parent.glob("*.py")]
+    return png.stat().st_mtime_ns < max(p.stat().st_mtime_ns for p in inputs)
+
+
+def redraw(root: str | Path, close: bool = True, force: bool = False) -> pd.DataFrame:
+    """Every registered figure under `root` (= <results>/<profile>/<dataset>) that is stale (its PNG missing
+    or older than its tables, config or plotting code; every figure with `force`), from the saved tables
+    alone: one manifest row per figure (notebook, figure, tables, status: drawn, up to date, skipped). A
+    figure whose tables are missing is skipped with a line naming the notebook that writes them. Writes
+    `root/figures.json`. A redrawn figure is byte-identical to the one its notebook drew from the same tables
+    (save() writes no timestamp), so skipping an up-to-date one changes nothing."""
     root, rows = Path(root), []
     for key in FIGURES:
         spec = FIGURES[key]
@@ -228,12 +242,14 @@ def redraw(root: str | Path, close: bool = True) -> pd.DataFrame:
         if missing:
             print(f"skipped {spec.notebook}/{spec.file}: {', '.join(missing)} missing; run {spec.notebook}")
             status = "skipped: missing " + ", ".join(missing)
-        else:
+        elif force or stale(folder, spec):
             fig = render(folder, spec.file)
             save(fig, folder / spec.file)
             if close:
                 plt.close(fig)
             status = "drawn"
+        else:
+            status = "up to date"
         rows.append({"notebook": spec.notebook, "figure": f"{spec.notebook}/{spec.file}",
                      "tables": [f"{spec.notebook}/{t}" for t in spec.tables], "status": status})
     atomic_write(root / "figures.json", lambda p: p.write_text(json.dumps(rows, indent=2) + "\n"))
