@@ -68,6 +68,8 @@ def test_choices_wait_until_the_runs_they_are_made_from_are_stored(roots):
     k10 = rows[rows.run.str.contains("-k10")]
     assert set(k10[k10.status == "waiting"].run.str.split("@").str[1].str[:2]) == {"ft", "lp"}
     assert (k10[k10.run.str.contains("scratch")].status == "to train").all()
+    # at k = lr_per_class (2) the chosen lr's run is one of its lr trials: no run of its own (issue 26)
+    assert not rows.run.str.contains("-k2-lr\\?").any() and rows.run.str.contains("@ft-k2-lr0.1").any()
     sums = plan.totals(rows).set_index("notebook")
     trainings = rows[rows.twin_of == ""].drop_duplicates(["dataset", "run"])  # 06: its baselines, twice
     assert sums.loc["all", "runs"] == len(trainings) == rows.drop_duplicates(["dataset", "run"]).shape[0] - 6
