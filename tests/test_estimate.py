@@ -2,6 +2,7 @@
 within the per-file overheads; every rate named with its source; the JSON's total."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -85,3 +86,36 @@ def test_the_reports_caveat_states_the_counted_minutes_and_disk(monkeypatch, tmp
     monkeypatch.setenv("MLPZOOM_RESULTS", str(tmp_path))
     markdown, _ = report.build("full", "cifar10")
     assert line in markdown.split("## 1.")[0]  # among the caveats
+
+
+def test_the_counted_sae_steps_are_the_steps_fit_sae_takes(monkeypatch):
+    """09's analysis count (estimate.analysis_passes): each SAE's launches are fit_sae's optimizer steps, and
+    there is one SAE per seed, the untrained control and each sweep point, per network."""
+    import torch
+
+    from utils import config
+    from utils.experiments import dictionary
+
+    cfg = config.for_notebook("09_dictionary_learning", "smoke")
+    saes = [a for a in estimate.analysis_passes("09_dictionary_learning", "smoke") if a.model == "sae"]
+    assert len(saes) == 3 * (len(cfg.seeds) + 1 + len(cfg.sweep))
+    steps, step = [], torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda opt, *a, **k: steps.append(1) or step(opt, *a, **k))
+    sae_cfg = replace(dictionary.ORIGINAL, **cfg.sae, progress=False)
+    dictionary.fit_sae(torch.randn(cfg.n_fit, 8), sae_cfg)
+    assert len(steps) == saes[0].launches == 20 * 16  # 20 epochs of 512 / 32 batches
+    assert saes[0].images == len(steps) * sae_cfg.batch_size
+
+
+def test_the_analysis_passes_are_counted_beside_the_training(capsys):
+    """Under full, each notebook that scores models counts its analysis, and the total is the sum of training
+    and analysis minutes; 05 compiles once per model and compile batch size; the disk budget holds."""
+    assert plan.main(["--profile", "full", "--only", "02,05,09", "--estimate", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    analysed = {r["notebook"][:2]: r["analysis_minutes"] for r in out["notebooks"]}
+    assert set(analysed) == {"02", "05", "09"} and min(analysed.values()) > 0.5
+    total = out["total"]
+    assert total["minutes_h200"] == pytest.approx(total["training_minutes"] + total["analysis_minutes"])
+    compiles = [a for a in estimate.analysis_passes("05_inference_time", "full") if a.seconds > 0]
+    assert len(compiles) == 3 * 3 and all(a.seconds == estimate.rate("COMPILE_S") for a in compiles)
+    assert total["disk_gb"] <= 50

@@ -8,7 +8,8 @@ Per run (utils.plan.Run), from its recipe and its counted training images:
 - optimizer steps = epochs x (train images // batch) (the training loader drops the last partial batch);
   image-steps = steps x batch; adversarial training adds its attack's forward-backward passes per step;
 - evaluation passes: the validation split every epoch, the test split once (utils.train.fit);
-- FLOPs = TRAIN_FLOPS_PER_FORWARD x forward x image-steps x (1 + attack passes) + forward x evaluated images;
+- FLOPs = TRAIN_FLOPS_PER_FORWARD (1 for a frozen backbone's head) x forward x image-steps x (1 + attack
+  passes) + forward x evaluated images;
 - bytes written: a `last.pt` (the model's state, the optimizer's state of the trainable parameters,
   OPTIMIZER_STATES per parameter) each time the recipe's checkpoint_every_s of training has passed (every
   epoch when it is 0: utils.train's policy), then the final weights (write_final); disk left behind: the
@@ -16,8 +17,16 @@ Per run (utils.plan.Run), from its recipe and its counted training images:
 - minutes on one H200 = FLOPs / (H200_BF16_FLOPS x the model family's efficiency) + steps x STEP_OVERHEAD_S +
   bytes written / CHECKPOINT_WRITE_BYTES_S.
 
-Every rate is one named constant in RATES with where it comes from. Counted here: training runs only; the
-notebooks' analysis passes (attacks, features, CKA, SAEs) are not yet counted (issue 26).
+Every rate is one named constant in RATES with where it comes from.
+
+The notebooks' analysis passes (ANALYSES: 02's attacks, 03's modifications, 04's features, 05's timing, 08's
+optimised images, 09's activations and SAEs), one `Pass` per kind of work and model, counted from each
+notebook's config the way its cells loop: images x forward-equivalents (a forward 1, a forward and backward
+3) at the model's forward FLOPs and its family's efficiency, plus STEP_OVERHEAD_S per sequential batched call
+(SAE_STEP_S per SAE step) and the seconds a config fixes (05's timing caps, COMPILE_S per compile). Upper
+bounds where the work depends on the data (PGD's early stop is not credited), except AutoAttack's later
+members (AUTOATTACK_ROBUST). Not counted: work on the host CPU (04's probe fits and XGBoost, 09's feature
+matching) and 01/04/06's notebook-side evaluations beyond their runs' own.
 """
 
 from __future__ import annotations
@@ -62,6 +71,15 @@ RATES = {
     "STEP_OVERHEAD_S": Rate(3e-3, "s per optimizer step", "assumed: launch latency, optimizer, loader "
                             "(small models are bound by it, not by FLOPs)"),
     "CHECKPOINT_WRITE_BYTES_S": Rate(1e9, "bytes/s", "assumed local NVMe through torch.save (issue 26)"),
+    # the analysis passes (ANALYSES below)
+    "SAE_STEP_S": Rate(0.6e-3, "s per SAE step", "assumed: dictionary.fit_sae's step is ~60 small kernels "
+                       "(encode, top-k, decode, loss, backward, fused Adam, decoder norms) at ~10 us of host "
+                       "dispatch each; its matmuls (batch 32) take microseconds"),
+    "COMPILE_S": Rate(40.0, "s per compile", "assumed: one inductor compile of a trio network for one "
+                      "static batch size (05 compiles each batch size: cost._prepare)"),
+    "AUTOATTACK_ROBUST": Rate(0.1, "of the images", "assumed: the share APGD-CE leaves robust at 8/255, "
+                              "which APGD-T, FAB-T and Square then attack (standard training: "
+                              "RobustBench's standard models keep none; 0.1 leaves room for the MLP)"),
 }
 
 
@@ -117,8 +135,10 @@ def run_cost(run: Run, profile: str | Profile) -> dict:
              + SAVE_OVERHEAD_BYTES
              + (tensors + OPTIMIZER_TENSORS[cfg.optimizer] * trainable_tensors) * TENSOR_OVERHEAD_BYTES)
     final = (params + buffers) * BYTES_PER_PARAM + tensors * SAFETENSORS_TENSOR_BYTES
-    flops = TRAIN_FLOPS_PER_FORWARD * fwd * steps * cfg.batch_size * (1 + attack_passes(run, p)) \
-        + fwd * evaluated
+    # a frozen backbone (recipe.trainable: the head only) is not differentiated: a step is its forward (the
+    # head's backward is a rounding error); otherwise forward + backward (TRAIN_FLOPS_PER_FORWARD)
+    per_image = TRAIN_FLOPS_PER_FORWARD if run.recipe_under(p.name).trainable is None else 1
+    flops = per_image * fwd * steps * cfg.batch_size * (1 + attack_passes(run, p)) + fwd * evaluated
     training = flops / (rate("H200_BF16_FLOPS") * efficiency(run.model)) + steps * rate("STEP_OVERHEAD_S")
     saves = checkpoint_saves(cfg.epochs, training, train.checkpoint_every(cfg))
     written = saves * state + final
@@ -139,9 +159,209 @@ def checkpoint_saves(epochs: int, seconds: float, every_s: float) -> int:
     return epochs // per_state
 
 
-def estimate(runs: Sequence[Run], profile: str | Profile) -> tuple[pd.DataFrame, pd.DataFrame]:
+# ---------------------------------------------------------------- the notebooks' analysis passes
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One kind of analysis work on one network: `images` images of `passes` forward-equivalents each (a
+    forward 1, a forward and backward 3), in `launches` sequential batched calls, plus `seconds` the config
+    fixes. `model` is a trio member (a seed twin costs its model's) or "sae" (`flops_per_image` given)."""
+
+    what: str
+    model: str
+    images: int
+    passes: float
+    launches: int = 0
+    seconds: float = 0.0
+    flops_per_image: float | None = None
+
+
+def _batches(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def _attack_02(cfg, p: Profile, models_: list[str], twins: list[str], n_test: int, classes: int
+               ) -> list[Pass]:
+    from .experiments import attacks
+
+    n, b = n_test if cfg.n_images is None else min(cfg.n_images, n_test), cfg.batch_size
+    out = []
+    for m in models_:
+        out.append(Pass("clean (clean_table)", m, n, 1, _batches(n, b)))
+        # grid_table: eps 0 is a clean pass; every other eps an attack (FGSM 1 step, PGD 5) and a scoring pass
+        for attack, points, steps in (("fgsm", cfg.fgsm_points, 1), ("pgd", cfg.pgd_points,
+                                                                     min(5, cfg.max_pgd_steps))):
+            out.append(Pass(f"{attack} grid", m, n, 1 + (points - 1) * (3 * steps + 1),
+                            _batches(n, b) * (1 + (points - 1) * (steps + 1))))
+        for s in [attacks.CLEAN, *attacks.standard_settings(cfg.max_pgd_steps)]:  # no early stop credited
+            steps = s.steps if s.attack == "pgd" else int(s.attack == "fgsm")
+            out.append(Pass(s.name, m, n, 3 * steps + 1, _batches(n, b) * (steps + 1)))
+        for s in attacks.transfer_settings(cfg.max_pgd_steps):  # crafted on m, scored on every model
+            t = min(cfg.n_transfer, n_test)
+            steps = s.steps if s.attack == "pgd" else 1
+            out.append(Pass(f"transfer {s.name}", m, t, 3 * steps + len(models_),
+                            _batches(t, b) * (steps + 1)))
+        a, k = min(cfg.n_autoattack, n_test), cfg.autoattack_steps
+        robust = math.ceil(a * rate("AUTOATTACK_ROBUST"))
+        out += [Pass("AutoAttack APGD-CE", m, a, 3 * k + 1, _batches(a, b) * k),
+                Pass("AutoAttack APGD-T and FAB-T", m, robust, 2 * (classes - 1) * 3 * k,
+                     2 * (classes - 1) * k),
+                Pass("AutoAttack Square", m, robust, cfg.autoattack_queries, cfg.autoattack_queries)]
+    for m in twins:  # the ceiling: CLEAN and PGD-10
+        out.append(Pass("twin: clean and PGD-10", m, n, 1 + 3 * 10 + 1, _batches(n, b) * 12))
+    return out
+
+
+def _modifications_03(cfg, p: Profile, models_: list[str], twins: list[str], n_test: int) -> list[Pass]:
+    n = n_test if cfg.n_images is None else min(cfg.n_images, n_test)
+    cue = n_test if cfg.n_cue is None else min(cfg.n_cue, n_test)
+    return [Pass("modifications and cue conflict", m, len(cfg.modifications) * n + cue, 1,
+                 _batches(len(cfg.modifications) * n + cue, p.eval_batch_size)) for m in [*models_, *twins]]
+
+
+def _features_04(cfg, p: Profile, models_: list[str]) -> list[Pass]:
+    from .data.cache import info_of
+
+    out = []
+    for m in models_:
+        out.append(Pass("CKA features: seed 0, seed 1, initialisation", m, 3 * cfg.n_cka, 1,
+                        3 * _batches(cfg.n_cka, p.eval_batch_size)))
+        probes = cfg.n_probe_train + cfg.n_probe_test
+        out.append(Pass("layer probe features", m, probes, 1, _batches(probes, p.eval_batch_size)))
+        for target in cfg.targets:  # the linear probe's and LP-FT head's features: every k, the test split
+            pool = split_size(p, target, capped=False)
+            ks = [pool if k is None else min(pool, k * info_of(target).num_classes) for k in cfg.per_class]
+            images = sum(ks) + split_size(p, target, "test", capped=False)
+            out.append(Pass(f"{target}: probe features", m, images, 1, _batches(images, p.eval_batch_size)))
+    return out
+
+
+def _timing_05(cfg, p: Profile, models_: list[str], flops: dict[str, float], n_test: int) -> list[Pass]:
+    from .experiments import cost
+
+    out = []
+    for m in models_:
+        modes = [mode for mode in cfg.modes if mode != "channels_last" or models.family(m) == "cnn"]
+        for mode in modes:
+            for bs in cost.batch_sizes(cfg, mode):
+                call = bs * flops[m] / (rate("H200_BF16_FLOPS") * efficiency(m)) + rate("STEP_OVERHEAD_S")
+                timed = min(cfg.repeats, math.ceil(cfg.max_seconds / call))
+                compile_s = rate("COMPILE_S") if mode == "compile" else 0.0
+                out.append(Pass(f"{mode} timing, batch {bs}", m, bs * (1 + cfg.warmup + timed), 1,
+                                1 + cfg.warmup + timed, compile_s))
+        n = n_test if cfg.n_images is None else min(cfg.n_images, n_test)
+        out.append(Pass("top-1 and calibration", m, n, 1, _batches(n, p.eval_batch_size)))
+    return out
+
+
+def _images_08(cfg, p: Profile, models_: list[str], n_test: int, classes: int) -> list[Pass]:
+    # a forward and backward to the input (weights frozen: counted as 3, an upper bound) per image and step
+    n_cls = min(cfg.n_classes, classes) * cfg.n_starts
+    out = [Pass("blurred control (zero objective)", models_[0], n_cls, 3 * cfg.steps, cfg.steps)]
+    for m in models_:
+        for kind in ("trained", "random"):
+            out += [Pass(f"class images ({kind})", m, n_cls, 3 * cfg.steps, cfg.steps),
+                    Pass(f"unit images ({kind})", m, cfg.n_layers * cfg.n_units, 3 * cfg.steps, cfg.steps),
+                    Pass(f"inversion ({kind})", m, min(cfg.n_invert, classes), 3 * cfg.invert_steps,
+                         cfg.invert_steps)]
+        if cfg.compare_fourier:
+            out.append(Pass("class images (Fourier)", m, min(cfg.n_classes, classes), 3 * cfg.steps,
+                            cfg.steps))
+        n = n_test if cfg.n_test is None else min(cfg.n_test, n_test)
+        tiles = (1 + len(cfg.tile_grids)) * n
+        out.append(Pass("tile shuffle", m, tiles, 1, _batches(tiles, p.eval_batch_size)))
+    return out
+
+
+def _saes_09(cfg, p: Profile, models_: list[str], n_train: int, n_test: int) -> list[Pass]:
+    import torch
+
+    from .data.cache import info_of
+    from .experiments import dictionary
+
+    out, base = [], replace(dictionary.ORIGINAL, **cfg.sae)
+    n_fit = min(cfg.n_fit, n_train if cfg.fit_split == "train" else n_test)
+    n_eval = min(cfg.n_eval, n_test)
+    for m in models_:
+        with torch.device("meta"):
+            d = models.create_for(m, info_of(p.dataset)).get_submodule("head").in_features
+        jobs = [{}] * (len(cfg.seeds) + 1) + list(cfg.sweep)  # every seed, the untrained control, the sweep
+        out.append(Pass("activations, trained and untrained", m, 2 * (n_fit + n_eval), 1,
+                        2 * _batches(n_fit + n_eval, p.eval_batch_size)))
+        for changes in jobs:
+            c = replace(base, **changes)
+            f = round(c.expansion * d)
+            steps = c.epochs * _batches(n_fit, c.batch_size)
+            out.append(Pass(f"SAE {changes or 'main'}", "sae", steps * c.batch_size, 3, steps,
+                            flops_per_image=2 * 2 * d * f))
+        out.append(Pass("spliced, clean and ablated passes", m, (len(jobs) + 2 * 2) * n_eval, 1,
+                        (len(jobs) + 4) * _batches(n_eval, p.eval_batch_size)))
+        steer = min(cfg.n_steer, n_eval)
+        out.append(Pass("steering", m, (1 + cfg.n_shown + cfg.n_control) * steer, 1,
+                        (1 + cfg.n_shown + cfg.n_control) * _batches(steer, p.eval_batch_size)))
+    return out
+
+
+def analysis_passes(notebook: str, profile: str | Profile, dataset: str | None = None) -> list[Pass]:
+    """The analysis work of one notebook under `profile` (module docstring), from its config."""
+    from . import config, recipes
+    from .data.cache import info_of
+
+    p = profile_of(profile)
+    dataset = dataset or p.dataset
+    if notebook not in ANALYSES:
+        return []
+    cfg = config.for_notebook(notebook, p.name)
+    trio = list(p.trio)
+    twins = list(recipes.seed_twins(trio, p.name, getattr(cfg, "ceiling_seed", None)))  # their models' costs
+    n_train, n_test = split_size(p, dataset, capped=False), split_size(p, dataset, "test")
+    classes = info_of(dataset).num_classes
+    if notebook == "02_adversarial_robustness":
+        return _attack_02(cfg, p, trio, twins, n_test, classes)
+    if notebook == "03_texture_vs_shape_bias":
+        return _modifications_03(cfg, p, trio, twins, n_test)
+    if notebook == "04_feature_generalizability":
+        return _features_04(cfg, p, trio)
+    if notebook == "05_inference_time":
+        return _timing_05(cfg, p, trio, {m: _flops(m, p, dataset) for m in trio}, n_test)
+    if notebook == "08_activation_maximization":
+        return _images_08(cfg, p, trio, n_test, classes)
+    return _saes_09(cfg, p, trio, n_train, n_test)
+
+
+ANALYSES = ("02_adversarial_robustness", "03_texture_vs_shape_bias", "04_feature_generalizability",
+            "05_inference_time", "08_activation_maximization", "09_dictionary_learning")
+
+
+def _flops(model: str, p: Profile, dataset: str) -> float:
+    """Forward FLOPs per image of a trio member (its profile recipe's overrides) on the dataset's images."""
+    return forward_flops(Run("", model, dataset), p)[0]
+
+
+def analysis_cost(notebook: str, profile: str | Profile) -> dict:
+    """One notebook's counted analysis cost: forward-equivalent image passes, launches, FLOPs, minutes."""
+    p = profile_of(profile)
+    passes = analysis_passes(notebook, p)
+    flops = seconds = 0.0
+    for a in passes:
+        base = a.model.split("@", 1)[0]
+        fwd = a.flops_per_image if a.flops_per_image is not None else _flops(base, p, p.dataset)
+        work = a.images * a.passes * fwd
+        flops += work
+        overhead = rate("SAE_STEP_S") if a.model == "sae" else rate("STEP_OVERHEAD_S")
+        eff = rate("EFFICIENCY_OTHER") if a.model == "sae" else efficiency(base)
+        seconds += work / (rate("H200_BF16_FLOPS") * eff) + a.launches * overhead + a.seconds
+    return {"notebook": notebook, "analysis_images": sum(a.images * a.passes for a in passes),
+            "analysis_launches": sum(a.launches for a in passes), "analysis_flops": flops,
+            "analysis_minutes": seconds / 60}
+
+
+def estimate(runs: Sequence[Run], profile: str | Profile, analyses: bool = True
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per training, counted where it is first asked for: a run asked for again, or a twin of one
-    trained before (Run.trained_as), costs nothing more; per notebook with a last row `all`)."""
+    trained before (Run.trained_as), costs nothing more; per notebook with a last row `all`: its training,
+    and with `analyses` its notebook's analysis passes, in `minutes_h200` = training + analysis minutes)."""
     p = profile_of(profile)
     seen, rows = set(), []
     for r in runs:
@@ -149,17 +369,26 @@ def estimate(runs: Sequence[Run], profile: str | Profile) -> tuple[pd.DataFrame,
             seen.add(training)
             rows.append(run_cost(r, p))
     per_run = pd.DataFrame(rows)
+    notebooks = list(dict.fromkeys(r.notebook for r in runs))
     sums = per_run.drop(columns=["run", "dataset"]).groupby("notebook", sort=False).sum()
+    sums = sums.reindex(notebooks, fill_value=0).rename(columns={"minutes_h200": "training_minutes"})
+    counted = [analysis_cost(nb, p) if analyses else {"notebook": nb} for nb in notebooks]
+    sums = sums.join(pd.DataFrame(counted).set_index("notebook")).fillna(0.0)
+    sums["minutes_h200"] = sums.training_minutes + sums.get("analysis_minutes", 0.0)
     sums.loc["all"] = sums.sum()
     return per_run, sums.reset_index()
 
 
 def as_json(per_notebook: pd.DataFrame, profile: str) -> str:
     total = per_notebook[per_notebook.notebook == "all"].iloc[0]
-    return json.dumps({"profile": profile, "counted": "training runs only (analysis passes: not yet)",
+    return json.dumps({"profile": profile, "counted": "training runs and the notebooks' analysis passes "
+                       "(GPU work; host CPU work is not counted)",
                        "rates": {k: vars(v) for k, v in RATES.items()},
                        "notebooks": per_notebook[per_notebook.notebook != "all"].to_dict("records"),
-                       "total": {"minutes_h200": total.minutes_h200, "disk_gb": total.disk_left / 1e9,
+                       "total": {"minutes_h200": total.minutes_h200,
+                                 "training_minutes": total.training_minutes,
+                                 "analysis_minutes": total.get("analysis_minutes", 0.0),
+                                 "disk_gb": total.disk_left / 1e9,
                                  "written_gb": total.bytes_written / 1e9, "steps": int(total.steps),
                                  "flops": total.flops}}, indent=1, default=float)
 
@@ -169,8 +398,9 @@ def caveat(per_notebook: pd.DataFrame) -> str:
     rows = per_notebook[per_notebook.notebook != "all"]
     total = per_notebook[per_notebook.notebook == "all"].iloc[0]
     parts = ", ".join(f"{r.notebook[:2]}: {r.minutes_h200:.0f}" for r in rows.itertuples())
-    return (f"Counted before it ran (`python -m utils.plan --profile full --estimate`, training only; the "
-            f"analysis passes are not counted): {total.minutes_h200:.0f} minutes on one H200 ({parts}), "
+    return (f"Counted before it ran (`python -m utils.plan --profile full --estimate`: training and the "
+            f"notebooks' analysis passes, not host CPU work): {total.minutes_h200:.0f} minutes on one H200 "
+            f"({parts}), "
             f"{total.bytes_written / 1e9:.0f} GB written, {total.disk_left / 1e9:.0f} GB left on disk. "
             "The rates behind it are assumed (estimate.RATES) until the device script measures them.")
 

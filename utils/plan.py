@@ -430,20 +430,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.estimate:
             from . import estimate
 
-            per_run, per_notebook = estimate.estimate(runs, profile)
+            per_run, per_notebook = estimate.estimate(runs, profile, analyses=args.run is None)
             if args.json:
                 print(estimate.as_json(per_notebook, profile.name))
                 return 0
             t = per_notebook
-            shown = t.assign(pflop=t.flops / 1e15, written_gb=t.bytes_written / 1e9,
-                             disk_gb=t.disk_left / 1e9)
-            with pd.option_context("display.width", 200, "display.max_rows", None):
-                print(shown.drop(columns=["flops", "bytes_written", "disk_left"])
+            shown = t.assign(pflop=t.flops / 1e15, analysis_pflop=t.get("analysis_flops", 0.0) / 1e15,
+                             written_gb=t.bytes_written / 1e9, disk_gb=t.disk_left / 1e9)
+            with pd.option_context("display.width", 250, "display.max_rows", None):
+                hidden = ["flops", "bytes_written", "disk_left", "analysis_flops"]
+                print(shown.drop(columns=hidden, errors="ignore")
                       .to_string(index=False, float_format=lambda v: f"{v:.4g}"))
             from .train import CHECKPOINT_EVERY_ENV, TrainConfig, checkpoint_every
 
             rates = "; ".join(f"{k} = {v.value:g} {v.unit}" for k, v in estimate.RATES.items())
-            print(f"counted: training runs only; a last.pt every {checkpoint_every(TrainConfig()):g} s of "
+            print(f"counted: training runs and (without --run) the notebooks' analysis passes, not host CPU "
+                  f"work (utils/estimate.py); a last.pt every {checkpoint_every(TrainConfig()):g} s of "
                   f"training (${CHECKPOINT_EVERY_ENV}), none kept once a run is finished; rates: {rates}")
             return 0
         rows = table(runs, profile)

@@ -343,6 +343,9 @@ class Config:
     n_images: int | None = None  # test images for top-1 and ECE (the first n); None: all
     n_bins: int = 15  # equal-width confidence bins for ECE and the reliability diagrams
     compile_backend: str = "inductor"  # torch.compile's backend in "compile" mode
+    # "compile" mode times these of batch_sizes only: each batch size is a compile of its own static graph
+    # (~40 s per model on a GPU box: estimate.RATES COMPILE_S; all six were 12 of full's counted minutes)
+    compile_batch_sizes: list[int] = field(default_factory=lambda: [1, 128, 1024])
     threads: int | None = None  # torch's CPU threads; None: torch's default. 1 on a shared CPU: with 2
     # threads on 2 busy cores every parallel op waits for a descheduled thread (batch-1: 80 ms, not 0.15)
 
@@ -379,6 +382,11 @@ def size_table(nets: Mapping[str, nn.Module], shape: Shape) -> tuple[pd.DataFram
     return pd.DataFrame(rows), tables
 
 
+def batch_sizes(cfg: Config, mode: str) -> list[int]:
+    """The batch sizes a mode is timed at: cfg.batch_sizes (for "compile": those in compile_batch_sizes)."""
+    return [b for b in cfg.batch_sizes if mode != "compile" or b in cfg.compile_batch_sizes]
+
+
 def throughput_table(nets: Mapping[str, nn.Module], shape: Shape, cfg: Config, device: str | torch.device
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`measure` for every model x mode of cfg: (one row per model x mode x batch size, the skipped model x
@@ -387,7 +395,7 @@ def throughput_table(nets: Mapping[str, nn.Module], shape: Shape, cfg: Config, d
     for name, net in nets.items():
         for mode in cfg.modes:
             try:
-                df = measure(net, shape, batch_sizes=cfg.batch_sizes, device=device, mode=mode,
+                df = measure(net, shape, batch_sizes=batch_sizes(cfg, mode), device=device, mode=mode,
                              repeats=cfg.repeats, warmup=cfg.warmup, max_seconds=cfg.max_seconds,
                              compile_backend=cfg.compile_backend)
             except ValueError as err:  # a mode this device or model cannot run

@@ -214,7 +214,9 @@ def fit_sae(acts: torch.Tensor, cfg: SAEConfig = ORIGINAL, sae: SparseAutoencode
                               leave=False):
         sae.train()
         fired, sums, steps = torch.zeros(sae.b_enc.shape, dtype=torch.bool, device=x.device), {}, 0
-        for index in torch.randperm(len(x), generator=gen).split(cfg.batch_size):
+        # the permutation drawn on the host (the seeded CPU generator: the same order on every device), moved
+        # once per epoch: a host index per step would be a host-to-device copy and a wait every step
+        for index in torch.randperm(len(x), generator=gen).to(x.device).split(cfg.batch_size):
             loss, parts, h = sae_loss(sae, x[index], cfg.l1_coef)
             fired |= (h != 0).any(0)
             opt.zero_grad(set_to_none=True)
