@@ -35,6 +35,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -83,8 +84,24 @@ RATES = {
 }
 
 
+MEASURED: dict[str, float] = {}  # rates measured on a device (use_measured), in place of RATES' values
+
+
+def use_measured(path: str | Path) -> dict[str, float]:
+    """Count with the rates benchmarks.full_path measured (its rates.csv: rate, value, unit, source) in place
+    of the assumed ones; a rate it did not measure keeps RATES' value. Returns the measured rates."""
+    table = pd.read_csv(path)
+    if unknown := sorted(set(table.rate) - set(RATES)):
+        raise ValueError(f"{path}: unknown rates {', '.join(unknown)}; known: {', '.join(RATES)}")
+    if bad := table[~(table.value > 0)].rate.tolist():
+        raise ValueError(f"{path}: rates must be positive: {', '.join(bad)}; rerun benchmarks.full_path")
+    MEASURED.clear()
+    MEASURED.update(zip(table.rate, table.value.astype(float), strict=True))
+    return dict(MEASURED)
+
+
 def rate(name: str) -> float:
-    return RATES[name].value
+    return MEASURED.get(name, RATES[name].value)
 
 
 def efficiency(model: str) -> float:
@@ -383,7 +400,8 @@ def as_json(per_notebook: pd.DataFrame, profile: str) -> str:
     total = per_notebook[per_notebook.notebook == "all"].iloc[0]
     return json.dumps({"profile": profile, "counted": "training runs and the notebooks' analysis passes "
                        "(GPU work; host CPU work is not counted)",
-                       "rates": {k: vars(v) for k, v in RATES.items()},
+                       "rates": {k: {**vars(v), "value": rate(k), "measured": k in MEASURED}
+                                 for k, v in RATES.items()},
                        "notebooks": per_notebook[per_notebook.notebook != "all"].to_dict("records"),
                        "total": {"minutes_h200": total.minutes_h200,
                                  "training_minutes": total.training_minutes,
@@ -402,5 +420,6 @@ def caveat(per_notebook: pd.DataFrame) -> str:
             f"notebooks' analysis passes, not host CPU work): {total.minutes_h200:.0f} minutes on one H200 "
             f"({parts}), "
             f"{total.bytes_written / 1e9:.0f} GB written, {total.disk_left / 1e9:.0f} GB left on disk. "
-            "The rates behind it are assumed (estimate.RATES) until the device script measures them.")
+            + ("The rates behind it are assumed (estimate.RATES) until the device script measures them."
+               if not MEASURED else f"Rates measured on a device: {', '.join(MEASURED)}; the rest assumed."))
 

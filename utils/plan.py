@@ -410,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the rows and totals as JSON")
     parser.add_argument("--estimate", action="store_true", help="what training costs on one H200, counted "
                         "(utils/estimate.py)")
+    parser.add_argument("--measured", metavar="RATES_CSV", help="with --estimate: count with the rates "
+                        "benchmarks.full_path measured (its rates.csv) instead of the assumed ones")
     parser.add_argument("--train", action="store_true", help="train every run that is not stored")
     parser.add_argument("--workers", type=cli.positive_int, help="parallel workers (default: one per GPU, "
                         "else 1; with --slurm: jobs at once)")
@@ -430,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.estimate:
             from . import estimate
 
+            if args.measured:
+                estimate.use_measured(args.measured)
             per_run, per_notebook = estimate.estimate(runs, profile, analyses=args.run is None)
             if args.json:
                 print(estimate.as_json(per_notebook, profile.name))
@@ -443,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                       .to_string(index=False, float_format=lambda v: f"{v:.4g}"))
             from .train import CHECKPOINT_EVERY_ENV, TrainConfig, checkpoint_every
 
-            rates = "; ".join(f"{k} = {v.value:g} {v.unit}" for k, v in estimate.RATES.items())
+            rates = "; ".join(f"{k} = {estimate.rate(k):g} {v.unit}{' (measured)' * (k in estimate.MEASURED)}"
+                              for k, v in estimate.RATES.items())
             print(f"counted: training runs and (without --run) the notebooks' analysis passes, not host CPU "
                   f"work (utils/estimate.py); a last.pt every {checkpoint_every(TrainConfig()):g} s of "
                   f"training (${CHECKPOINT_EVERY_ENV}), none kept once a run is finished; rates: {rates}")
