@@ -19,7 +19,8 @@ CPU the smoke trio at toy sizes. Sections, each a row per measurement (section, 
 - overhead: fit of a tiny MLP at batch 64, seconds per optimizer step -> STEP_OVERHEAD_S;
 - sae: dictionary.fit_sae at the ViT's width (384) and batch 32, seconds per step -> SAE_STEP_S;
 - compile: the first call of torch.compile of the trio's CNN (inductor on CUDA; aot_eager on a CPU, which
-  has no C++ toolchain to spare: the code path only) -> COMPILE_S.
+  has no C++ toolchain to spare: the code path only) -> COMPILE_S;
+- host: the process's peak resident memory (ru_maxrss: Linux reports KiB) -> PROCESS_HOST_BYTES.
 
 Writes DIR/measurements.csv (every row) and DIR/rates.csv (rate, value, unit, source: the rows that measure
 an estimate.RATES entry), and prints the table.
@@ -28,6 +29,7 @@ an estimate.RATES entry), and prints the table.
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from dataclasses import replace
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(dir=args.out) as scratch:
         rows += fit_rows(device, n, epochs, peak, Path(scratch))
     rows += overhead_rows(device) + sae_rows(device, n_sae) + compile_rows(device)
+    rows.append(row("host", "this process's peak resident memory (torch, CUDA, the models above)",
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "bytes", "PROCESS_HOST_BYTES"))
     table = pd.DataFrame(rows)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     table.to_csv(args.out / "measurements.csv", index=False)

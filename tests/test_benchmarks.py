@@ -27,7 +27,8 @@ def test_full_path_measures_the_estimates_rates_and_the_plan_counts_with_them(tm
     monkeypatch.setattr(estimate, "MEASURED", {})  # use_measured fills the module's dict: this test's only
     table = full_path.main(["--device", "cpu", "--out", str(tmp_path)])
     assert capsys.readouterr().out.startswith("benchmarks.full_path on CPU (cpu)")
-    assert set(table.section) == {"gemm", "copy", "fit", "attack", "checkpoint", "overhead", "sae", "compile"}
+    assert set(table.section) == {"gemm", "copy", "fit", "attack", "checkpoint", "overhead", "sae", "compile",
+                                  "host"}
     rates = pd.read_csv(tmp_path / "rates.csv")
     assert set(rates.rate) == set(estimate.RATES) - {"AUTOATTACK_ROBUST"} and (rates.value > 0).all()
     assert (pd.read_csv(tmp_path / "measurements.csv").value > 0).all()

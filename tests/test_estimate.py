@@ -119,3 +119,33 @@ def test_the_analysis_passes_are_counted_beside_the_training(capsys):
     compiles = [a for a in estimate.analysis_passes("05_inference_time", "full") if a.seconds > 0]
     assert len(compiles) == 3 * 3 and all(a.seconds == estimate.rate("COMPILE_S") for a in compiles)
     assert total["disk_gb"] <= 50
+
+
+def test_memory_is_counted_from_the_model_run_on_the_meta_device():
+    """The activation count behind device memory: every leaf module's output, as a real forward gives it."""
+    import torch
+
+    from utils import models
+
+    (run, *_) = plan.notebook_runs("02_adversarial_robustness", "smoke")
+    params, trainable, buffers, _, _, act_sum, act_max = estimate._sizes(run, plan.profile_of("smoke"))
+    net = models.create_model(run.model, num_classes=10, in_chans=1, img_size=28).eval()
+    outputs = []
+    for m in net.modules():
+        if not any(m.children()):
+            m.register_forward_hook(lambda _m, _i, o: outputs.append(o.numel()))
+    net(torch.rand(1, 1, 28, 28))
+    assert params == sum(p.numel() for p in net.parameters())
+    assert (act_sum, act_max) == (sum(outputs), max(outputs))
+    cost = estimate.run_cost(run, "smoke")
+    cfg = run.recipe_under("smoke").train
+    weights = (params + buffers + (1 + estimate.OPTIMIZER_STATES[cfg.optimizer]) * trainable) * 4
+    data = (60_000 + 10_000) * 28 * 28  # Fashion-MNIST's uint8 images, both splits
+    assert cost["device_bytes"] == weights + cfg.batch_size * act_sum * (2 if cfg.amp else 4) + data
+
+
+def test_full_fits_the_memory_and_disk_budgets(capsys):
+    """Issue 26's budgets for full, counted: 64 GB of host RAM, 50 GB of disk, and an H200's 141 GB."""
+    assert plan.main(["--profile", "full", "--estimate", "--json"]) == 0
+    total = json.loads(capsys.readouterr().out)["total"]
+    assert total["host_ram_gb"] <= 64 and total["disk_gb"] <= 50 and total["device_gb"] <= 141

@@ -51,6 +51,7 @@ OPTIMIZER_TENSORS = {"adamw": 3, "lamb": 3, "lion": 1, "sgd": 1, "nesterov": 1} 
 # history, config and data keys per state; its zip record and pickle entry per tensor; safetensors' header
 # entry per tensor.
 SAVE_OVERHEAD_BYTES = 8192
+ACTIVATION_BYTES = {True: 2, False: 4}  # per activation element: bf16 autocast (recipe amp) or float32
 TENSOR_OVERHEAD_BYTES = 320
 SAFETENSORS_TENSOR_BYTES = 80
 
@@ -78,6 +79,8 @@ RATES = {
                        "dispatch each; its matmuls (batch 32) take microseconds"),
     "COMPILE_S": Rate(40.0, "s per compile", "assumed: one inductor compile of a trio network for one "
                       "static batch size (05 compiles each batch size: cost._prepare)"),
+    "PROCESS_HOST_BYTES": Rate(4e9, "bytes", "assumed: one notebook kernel's resident memory with torch, "
+                               "CUDA's context and the libraries imported (about 1 GB measured on a CPU)"),
     "AUTOATTACK_ROBUST": Rate(0.1, "of the images", "assumed: the share APGD-CE leaves robust at 8/255, "
                               "which APGD-T, FAB-T and Square then attack (standard training: "
                               "RobustBench's standard models keep none; 0.1 leaves room for the MLP)"),
@@ -118,9 +121,10 @@ def attack_passes(run: Run, profile: Profile) -> int:
     return 0 if cfg.adversarial is None else 1 if cfg.adversarial == "fgsm" else cfg.adv_steps
 
 
-def _sizes(run: Run, profile: Profile) -> tuple[int, int, int, int, int]:
-    """(parameters, trainable parameters, buffer elements, state-dict tensors, trainable parameter tensors)
-    of the run's model, built on the meta device."""
+def _sizes(run: Run, profile: Profile) -> tuple[int, int, int, int, int, int, int]:
+    """(parameters, trainable parameters, buffer elements, state-dict tensors, trainable parameter tensors,
+    and per image: the elements every leaf module outputs, the largest one's) of the run's model, built and
+    run on the meta device (nothing allocated)."""
     import torch
 
     from .data.cache import info_of
@@ -128,18 +132,36 @@ def _sizes(run: Run, profile: Profile) -> tuple[int, int, int, int, int]:
     recipe = run.recipe_under(profile.name)
     images = getattr(run.task, "image_dataset", run.dataset)  # 04: targets resized to the source's images
     info = replace(info_of(images), num_classes=info_of(run.dataset).num_classes)
+    outputs: list[int] = []
     with torch.device("meta"):
         net = models.create_for(run.model, info, **recipe.overrides)
+        for m in net.modules():
+            if not any(m.children()):
+                m.register_forward_hook(lambda _m, _i, o: outputs.append(o.numel() if torch.is_tensor(o)
+                                                                         else 0))
+        net.eval()(torch.empty(1, info.channels, info.image_size, info.image_size))  # eval: BatchNorm takes 1
     mine = [p for n, p in net.named_parameters()
             if recipe.trainable is None or n.startswith(recipe.trainable + ".")]
     return (sum(p.numel() for p in net.parameters()), sum(p.numel() for p in mine),
-            sum(b.numel() for b in net.buffers()), len(net.state_dict()), len(mine))
+            sum(b.numel() for b in net.buffers()), len(net.state_dict()), len(mine), sum(outputs),
+            max(outputs))
+
+
+def dataset_bytes(profile: Profile, dataset: str) -> int:
+    """The dataset's uint8 images, training and test split (held in host memory, and on the device by the
+    resident loader)."""
+    from .data.cache import info_of
+
+    info = info_of(dataset)
+    n = split_size(profile, dataset, capped=False) + split_size(profile, dataset, "test", capped=False)
+    return n * info.channels * info.image_size**2
 
 
 def run_cost(run: Run, profile: str | Profile) -> dict:
     """One run's counted cost (module docstring)."""
     p = profile_of(profile)
-    cfg = run.recipe_under(p.name).train
+    recipe = run.recipe_under(p.name)
+    cfg = recipe.train
     n = train_images(run, p)
     steps = cfg.epochs * (n // cfg.batch_size)
     fwd, _ = forward_flops(run, p)
@@ -147,22 +169,30 @@ def run_cost(run: Run, profile: str | Profile) -> dict:
     n_test = split_size(p, run.dataset, "test") if run.task is None else split_size(p, run.dataset, "test",
                                                                                      capped=False)
     evaluated = n_val * cfg.epochs + n_test
-    params, trainable, buffers, tensors, trainable_tensors = _sizes(run, p)
+    params, trainable, buffers, tensors, trainable_tensors, act_sum, act_max = _sizes(run, p)
     state = ((params + buffers + OPTIMIZER_STATES[cfg.optimizer] * trainable) * BYTES_PER_PARAM
              + SAVE_OVERHEAD_BYTES
              + (tensors + OPTIMIZER_TENSORS[cfg.optimizer] * trainable_tensors) * TENSOR_OVERHEAD_BYTES)
     final = (params + buffers) * BYTES_PER_PARAM + tensors * SAFETENSORS_TENSOR_BYTES
     # a frozen backbone (recipe.trainable: the head only) is not differentiated: a step is its forward (the
     # head's backward is a rounding error); otherwise forward + backward (TRAIN_FLOPS_PER_FORWARD)
-    per_image = TRAIN_FLOPS_PER_FORWARD if run.recipe_under(p.name).trainable is None else 1
+    per_image = TRAIN_FLOPS_PER_FORWARD if recipe.trainable is None else 1
     flops = per_image * fwd * steps * cfg.batch_size * (1 + attack_passes(run, p)) + fwd * evaluated
     training = flops / (rate("H200_BF16_FLOPS") * efficiency(run.model)) + steps * rate("STEP_OVERHEAD_S")
     saves = checkpoint_saves(cfg.epochs, training, train.checkpoint_every(cfg))
     written = saves * state + final
     seconds = training + written / rate("CHECKPOINT_WRITE_BYTES_S")
+    # device memory, an upper bound: the weights, the trainable ones' gradients and optimizer states, every
+    # leaf module's output of the batch kept for the backward (ACTIVATION_BYTES each; a frozen backbone
+    # keeps none: its largest output at a time), and the resident dataset
+    kept = act_sum if recipe.trainable is None else act_max
+    device = ((params + buffers + (1 + OPTIMIZER_STATES[cfg.optimizer]) * trainable) * BYTES_PER_PARAM
+              + cfg.batch_size * kept * ACTIVATION_BYTES[bool(cfg.amp)]
+              + dataset_bytes(p, run.dataset))
     return {"notebook": run.notebook, "run": run.name, "dataset": run.dataset, "steps": steps,
             "image_steps": steps * cfg.batch_size, "evaluated_images": evaluated, "flops": flops,
             "checkpoint_saves": saves, "bytes_written": written, "disk_left": final,
+            "device_bytes": device, "host_bytes": dataset_bytes(p, run.dataset) + rate("PROCESS_HOST_BYTES"),
             "minutes_h200": seconds / 60}
 
 
@@ -369,9 +399,53 @@ def analysis_cost(notebook: str, profile: str | Profile) -> dict:
         overhead = rate("SAE_STEP_S") if a.model == "sae" else rate("STEP_OVERHEAD_S")
         eff = rate("EFFICIENCY_OTHER") if a.model == "sae" else efficiency(base)
         seconds += work / (rate("H200_BF16_FLOPS") * eff) + a.launches * overhead + a.seconds
+    host, device = analysis_memory(notebook, p)
     return {"notebook": notebook, "analysis_images": sum(a.images * a.passes for a in passes),
             "analysis_launches": sum(a.launches for a in passes), "analysis_flops": flops,
-            "analysis_minutes": seconds / 60}
+            "analysis_minutes": seconds / 60, "analysis_host_bytes": host, "analysis_device_bytes": device}
+
+
+def analysis_memory(notebook: str, profile: str | Profile) -> tuple[int, int]:
+    """(host bytes, device bytes) a notebook's analysis holds at its peak, counted: the kernel process
+    (PROCESS_HOST_BYTES) and the dataset (host, and on the device for the resident loader), and what a
+    notebook keeps beside it: 04's centred Gram matrices (float64, n_cka^2 each: every stage of the 9
+    networks, on the device until the CKA table is built) and its probe features (host, float32, two
+    models' at a time), 09's float16 activations (host). Not counted: the networks' weights and one batch's
+    activations (a few GB at most, next to 141 GB of H200 memory)."""
+    import torch
+
+    from . import config, hooks
+    from .data.cache import info_of
+
+    p = profile_of(profile)
+    data = dataset_bytes(p, p.dataset)
+    if notebook not in ANALYSES:
+        return 0, 0
+    cfg = config.for_notebook(notebook, p.name)
+    host, device = data + rate("PROCESS_HOST_BYTES"), data
+    if notebook == "04_feature_generalizability":
+        from .experiments import probes
+
+        info = info_of(cfg.source)
+        widths = []  # per model: the probe features of every stage (probes.compact), per image
+        with torch.device("meta"):
+            nets = [models.create_for(m, info).eval() for m in p.trio]
+            for net in nets:
+                out: list[int] = []
+                for name in hooks.stage_layers(net):
+                    net.get_submodule(name).register_forward_hook(
+                        lambda _m, _i, o, out=out: out.append(probes.compact(o).shape[1]))
+                net(torch.empty(1, info.channels, info.image_size, info.image_size))
+                widths.append(sum(out))
+        layers = sum(len(hooks.stage_layers(net)) + 1 for net in nets)
+        device += 3 * layers * cfg.n_cka**2 * 8  # seed 0, seed 1 and the initialisation of each model
+        host += 2 * (cfg.n_probe_train + cfg.n_probe_test) * max(widths) * 4  # a model's and the previous
+    if notebook == "09_dictionary_learning":
+        for m in p.trio:
+            with torch.device("meta"):
+                d = models.create_for(m, info_of(p.dataset)).get_submodule("head").in_features
+            host += 2 * (cfg.n_fit + cfg.n_eval) * d * 2  # trained and untrained, float16
+    return host, device
 
 
 def estimate(runs: Sequence[Run], profile: str | Profile, analyses: bool = True
@@ -387,12 +461,19 @@ def estimate(runs: Sequence[Run], profile: str | Profile, analyses: bool = True
             rows.append(run_cost(r, p))
     per_run = pd.DataFrame(rows)
     notebooks = list(dict.fromkeys(r.notebook for r in runs))
-    sums = per_run.drop(columns=["run", "dataset"]).groupby("notebook", sort=False).sum()
+    memory = ["device_bytes", "host_bytes"]
+    grouped = per_run.drop(columns=["run", "dataset"]).groupby("notebook", sort=False)
+    sums = grouped.sum().drop(columns=memory).join(grouped[memory].max())
     sums = sums.reindex(notebooks, fill_value=0).rename(columns={"minutes_h200": "training_minutes"})
     counted = [analysis_cost(nb, p) if analyses else {"notebook": nb} for nb in notebooks]
     sums = sums.join(pd.DataFrame(counted).set_index("notebook")).fillna(0.0)
     sums["minutes_h200"] = sums.training_minutes + sums.get("analysis_minutes", 0.0)
-    sums.loc["all"] = sums.sum()
+    for kind in ("device", "host"):  # a notebook's peak: its largest run, or its analysis
+        sums[f"{kind}_bytes"] = sums[[c for c in sums if c.endswith(f"{kind}_bytes")]].max(axis=1)
+    sums = sums.drop(columns=[c for c in sums if c.startswith("analysis_") and c.endswith("_bytes")])
+    total = sums.sum()
+    total[memory] = sums[memory].max()  # the notebooks run one after another
+    sums.loc["all"] = total
     return per_run, sums.reset_index()
 
 
@@ -406,7 +487,8 @@ def as_json(per_notebook: pd.DataFrame, profile: str) -> str:
                        "total": {"minutes_h200": total.minutes_h200,
                                  "training_minutes": total.training_minutes,
                                  "analysis_minutes": total.get("analysis_minutes", 0.0),
-                                 "disk_gb": total.disk_left / 1e9,
+                                 "disk_gb": total.disk_left / 1e9, "host_ram_gb": total.host_bytes / 1e9,
+                                 "device_gb": total.device_bytes / 1e9,
                                  "written_gb": total.bytes_written / 1e9, "steps": int(total.steps),
                                  "flops": total.flops}}, indent=1, default=float)
 

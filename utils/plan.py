@@ -440,9 +440,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             t = per_notebook
             shown = t.assign(pflop=t.flops / 1e15, analysis_pflop=t.get("analysis_flops", 0.0) / 1e15,
-                             written_gb=t.bytes_written / 1e9, disk_gb=t.disk_left / 1e9)
+                             written_gb=t.bytes_written / 1e9, disk_gb=t.disk_left / 1e9,
+                             host_ram_gb=t.host_bytes / 1e9, device_gb=t.device_bytes / 1e9)
             with pd.option_context("display.width", 250, "display.max_rows", None):
-                hidden = ["flops", "bytes_written", "disk_left", "analysis_flops"]
+                hidden = ["flops", "bytes_written", "disk_left", "analysis_flops", "host_bytes",
+                          "device_bytes"]
                 print(shown.drop(columns=hidden, errors="ignore")
                       .to_string(index=False, float_format=lambda v: f"{v:.4g}"))
             from .train import CHECKPOINT_EVERY_ENV, TrainConfig, checkpoint_every
