@@ -31,6 +31,7 @@ matching) and 01/04/06's notebook-side evaluations beyond their runs' own.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -125,23 +126,29 @@ def _sizes(run: Run, profile: Profile) -> tuple[int, int, int, int, int, int, in
     """(parameters, trainable parameters, buffer elements, state-dict tensors, trainable parameter tensors,
     and per image: the elements every leaf module outputs, the largest one's) of the run's model, built and
     run on the meta device (nothing allocated)."""
+    recipe = run.recipe_under(profile.name)
+    images = getattr(run.task, "image_dataset", run.dataset)  # 04: targets resized to the source's images
+    return _model_sizes(run.model, json.dumps(recipe.overrides, sort_keys=True), images, run.dataset,
+                        recipe.trainable)
+
+
+@functools.cache
+def _model_sizes(model: str, overrides: str, images: str, dataset: str, trainable: str | None
+                 ) -> tuple[int, int, int, int, int, int, int]:
     import torch
 
     from .data.cache import info_of
 
-    recipe = run.recipe_under(profile.name)
-    images = getattr(run.task, "image_dataset", run.dataset)  # 04: targets resized to the source's images
-    info = replace(info_of(images), num_classes=info_of(run.dataset).num_classes)
+    info = replace(info_of(images), num_classes=info_of(dataset).num_classes)
     outputs: list[int] = []
     with torch.device("meta"):
-        net = models.create_for(run.model, info, **recipe.overrides)
+        net = models.create_for(model, info, **json.loads(overrides))
         for m in net.modules():
             if not any(m.children()):
                 m.register_forward_hook(lambda _m, _i, o: outputs.append(o.numel() if torch.is_tensor(o)
                                                                          else 0))
         net.eval()(torch.empty(1, info.channels, info.image_size, info.image_size))  # eval: BatchNorm takes 1
-    mine = [p for n, p in net.named_parameters()
-            if recipe.trainable is None or n.startswith(recipe.trainable + ".")]
+    mine = [p for n, p in net.named_parameters() if trainable is None or n.startswith(trainable + ".")]
     return (sum(p.numel() for p in net.parameters()), sum(p.numel() for p in mine),
             sum(b.numel() for b in net.buffers()), len(net.state_dict()), len(mine), sum(outputs),
             max(outputs))
