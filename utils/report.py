@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import findings
+from . import findings, leaderboard
 from .data.registry import check_dataset_name
 from .files import atomic_write, read_json, results_root
 from .profiles import PROFILES, default_profile_name
@@ -36,7 +36,7 @@ SECTIONS = [
      ["modification_accuracy.png", "shape_bias.png"]),
     ("Feature transfer and similarity", "04_feature_generalizability",
      ("cka_summary.csv", ["pair", "cross", "floor", "ceiling", "gap_closed", "peak"]),
-     ["cka_cross.png", "probes.png", "transfer.png"]),
+     ["cka_cross.png", "similarity_suite.png", "probes.png", "transfer.png"]),
     ("Cost", "05_inference_time",
      ("cost.csv", ["model", "mode", "params", "flops_per_image", "latency_ms", "best_throughput", "top1",
                    "ece"]),
@@ -65,6 +65,11 @@ CAVEATS = {
     "rehearsal": "rehearsal: the full code path on a CPU at toy counts, on synthetic pixels in CIFAR-10's "
                  "files; no number here means anything.",
 }
+
+
+LEADERBOARD_COLUMNS = ["model", "family", "params", "flops_per_image", "clean_top1", "clean_top1_seed1",
+                       "pgd10_top1", "autoattack_top1", "shape_bias", "ece", "kappa_mlp", "kappa_cnn",
+                       "kappa_vit", "cka_mlp", "cka_cnn", "cka_vit"]
 
 
 def _markdown_table(df: pd.DataFrame) -> str:
@@ -148,6 +153,16 @@ def build(profile: str, dataset: str) -> tuple[str, list[Path]]:
              "## Caveats", "", CAVEATS.get(profile, profile), ""]
     if profile == "full":
         lines += [full_cost(), ""]
+    board = leaderboard.table(root)
+    lines += ["## The answer, measure by measure", "",
+              "Where the MLP sits beside the CNN and the ViT on each notebook's headline number (95% "
+              "intervals: Wilson over the test images, the bootstrap for kappa), from the leaderboard below.",
+              ""]
+    lines += [f"- {s}" for s in leaderboard.answer(board)] + [""]
+    if len(board):
+        shown = board[[c for c in LEADERBOARD_COLUMNS if c in board]]
+        lines += ["Leaderboard (`leaderboard.csv`: every column with its `_lo` / `_hi` interval; click a "
+                  "header of the HTML report to sort):", "", _markdown_table(shown), ""]
     figures = []
     for i, (title, notebook, (table, columns), figs) in enumerate(SECTIONS, 1):
         folder = root / notebook
@@ -187,7 +202,28 @@ def to_html(markdown: str, root: Path) -> str:
              "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}"
              "img{max-width:100%}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>Zooming in on MLPs</title>" \
-           f"<style>{style}</style></head><body>{body}</body></html>\n"
+           f"<style>{style}</style></head><body>{body}<script>{SORT_TABLES}</script></body></html>\n"
+
+
+# Every table of the HTML report sorts by a column when its header is clicked (numbers as numbers; again:
+# descending). A dozen lines of inline script: the report is one self-contained file, opened offline, so a
+# table library from a CDN is not an option.
+SORT_TABLES = """
+document.querySelectorAll('table').forEach(table => {
+  table.querySelectorAll('th').forEach((th, col) => {
+    th.style.cursor = 'pointer';
+    th.addEventListener('click', () => {
+      const body = table.tBodies[0], rows = Array.from(body.rows), asc = th.dataset.order !== 'asc';
+      const key = r => { const t = r.cells[col].textContent.trim(), v = parseFloat(t);
+                         return isNaN(v) ? t : v; };
+      rows.sort((a, b) => { const x = key(a), y = key(b);
+                            return (x > y ? 1 : x < y ? -1 : 0) * (asc ? 1 : -1); });
+      th.dataset.order = asc ? 'asc' : 'desc';
+      rows.forEach(r => body.appendChild(r));
+    });
+  });
+});
+"""
 
 
 def write(profile: str, dataset: str | None = None) -> Path:
@@ -196,6 +232,8 @@ def write(profile: str, dataset: str | None = None) -> Path:
     root = results_root() / profile / dataset
     root.mkdir(parents=True, exist_ok=True)
     markdown, _ = build(profile, dataset)
+    board = leaderboard.table(root)
+    atomic_write(root / "leaderboard.csv", lambda p: board.to_csv(p, index=False))
     atomic_write(root / "REPORT.md", lambda p: p.write_text(markdown))
     atomic_write(root / "REPORT.html", lambda p: p.write_text(to_html(markdown, root)))
     return root / "REPORT.html"

@@ -170,3 +170,40 @@ def test_a_seed_twin_is_the_recipe_with_another_seed():
     base = recipes.get_recipe("test_mlp", "smoke")
     assert name == "test_mlp@seed1" and recipe == recipes.with_train(base, seed=1) and base.train.seed != 1
     assert recipes.seed_twin("mlp_b12_wi1024@in21k", "full", 1)[0] == "mlp_b12_wi1024@in21k-seed1"
+
+
+def test_the_suite_finds_the_planted_pair_by_every_measure_and_they_agree():
+    """Three "models": a and b share a 3-d signal (rotated), c shares nothing; each one's seed-1 twin is
+    itself rotated with a little noise (the ceiling), its initialisation unrelated noise (the floor)."""
+    n, signal = 150, features(150, 3, seed=20)
+    s0 = {"a": torch.cat([signal, 0.5 * features(n, 3, seed=21)], 1),
+          "b": torch.cat([signal @ rotation(3, seed=22), 0.5 * features(n, 3, seed=23)], 1),
+          "c": features(n, 6, seed=24)}
+    feats = {}
+    for i, (m, x) in enumerate(s0.items()):
+        feats[m, "s0"] = x
+        feats[m, "s1"] = x @ rotation(6, seed=30 + i) + 0.1 * features(n, 6, seed=40 + i)
+        feats[m, "init"] = features(n, 6, seed=50 + i)
+    measures = {**sim.MEASURES, "mutual kNN": lambda x, y: sim.mutual_knn(x, y, 10)}
+    table = sim.suite_table(feats, ["a", "b", "c"], measures, n_null=20, seed=0)
+    assert len(table) == len(measures) * (3 + 3 * 3) and table.value.notna().all()
+    cross = table.kind == "cross"
+    assert table[cross].null_q95.notna().all() and table[~cross].null_q95.isna().all()
+    summary = sim.suite_summary(table, {"a": "A", "b": "B", "c": "C"}).set_index(["measure", "pair"])
+    for m in measures:
+        assert summary.gap_closed[m, "A - B"] > 0.3 and summary.above_null[m, "A - B"]
+        assert max(abs(summary.gap_closed[m, "A - C"]), abs(summary.gap_closed[m, "B - C"])) < 0.25
+    agreement = sim.measure_agreement(summary.reset_index())
+    assert len(agreement) == 3 and (agreement.most_alike_a == "A - B").all()
+    assert (agreement.spearman > 0).all()
+
+
+def test_the_suite_summary_reads_cross_against_ceiling_and_floor_by_hand():
+    table = pd.DataFrame({"measure": "m", "kind": ["ceiling", "ceiling", "cross", "floor", "floor"],
+                          "model_a": ["a", "b", "a", "a", "b"], "model_b": ["a", "b", "b", "b", "a"],
+                          "value": [0.9, 0.7, 0.5, 0.2, 0.0],
+                          "null_q95": [np.nan, np.nan, 0.3, np.nan, np.nan]})
+    (row,) = sim.suite_summary(table, {"a": "A", "b": "B"}).itertuples()
+    # ceiling (0.9 + 0.7) / 2 = 0.8, floor (0.2 + 0.0) / 2 = 0.1: (0.5 - 0.1) / (0.8 - 0.1)
+    assert (row.ceiling, row.floor, row.gap_closed) == pytest.approx((0.8, 0.1, 0.4 / 0.7))
+    assert row.above_null and row.pair == "A - B"

@@ -9,6 +9,9 @@
     mutual_knn(x, y, k=10)                          # mutual k-nearest-neighbour alignment (Huh et al. 2024)
     rsa(x, y)                                       # Spearman correlation of the two dissimilarity matrices
     permutation_null(rsa, x, y, n=200)              # the measure with y's rows shuffled: what chance gives
+    suite_table(features, models, measures)         # 04: every measure on cross, ceiling and floor pairs
+    suite_summary(table, family)                    # ... gap closed per measure and pair, against the null
+    measure_agreement(summary)                      # ... do the measures rank the pairs alike?
 
 x, y: (N, D) and (N, E) features of the same N images in the same order (D and E may differ). Invariances,
 each tested in tests/experiments/test_similarity.py: procrustes_distance and mutual_knn are unchanged by a
@@ -183,3 +186,73 @@ def permutation_null(measure: Callable[[Tensor, Tensor], float], x: Tensor, y: T
     gen = torch.Generator().manual_seed(seed)
     return torch.tensor([measure(x, y[torch.randperm(len(y), generator=gen)]) for _ in range(n)],
                         dtype=torch.float64)
+
+
+def procrustes_similarity(x: Tensor, y: Tensor) -> float:
+    """1 - procrustes_distance / (pi / 2): 1 for the same shape, 0 at the largest angle (a similarity, so
+    that every measure of the suite ranks pairs the same way round)."""
+    return 1.0 - procrustes_distance(x, y) / (math.pi / 2)
+
+
+# The suite's measures beside linear CKA (utils.experiments.cka.linear_cka, which the notebook passes in):
+# each a similarity of (N, D) and (N, E) features of the same images, larger for more alike.
+MEASURES: dict[str, Callable[[Tensor, Tensor], float]] = {
+    "Procrustes": procrustes_similarity, "mutual kNN": mutual_knn, "RSA": rsa}
+
+
+def suite_table(features: Mapping[tuple[str, str], Tensor], models: list[str],
+                measures: Mapping[str, Callable[[Tensor, Tensor], float]], n_null: int = 20, seed: int = 0
+                ) -> pd.DataFrame:
+    """Every measure on every comparison of the models' features ((model, tag) -> (N, D), tags "s0", "s1"
+    (the seed twin) and "init"): one row per measure x kind x (a, b), kind "cross" (a and b at seed 0),
+    "ceiling" (a against its seed-1 twin: b = a) or "floor" (a against b at initialisation, both ways), with
+    the permutation null of each cross pair (`n_null` shuffles of b's rows: null_mean, null_q95)."""
+    rows = []
+    for name, measure in measures.items():
+        comparisons = [("ceiling", a, a, features[a, "s0"], features[a, "s1"]) for a in models]
+        for a, b in itertools.combinations(models, 2):
+            comparisons += [("cross", a, b, features[a, "s0"], features[b, "s0"]),
+                            ("floor", a, b, features[a, "s0"], features[b, "init"]),
+                            ("floor", b, a, features[b, "s0"], features[a, "init"])]
+        for kind, a, b, x, y in comparisons:
+            row = {"measure": name, "kind": kind, "model_a": a, "model_b": b, "value": measure(x, y)}
+            if kind == "cross" and n_null:
+                null = permutation_null(measure, x, y, n_null, seed)
+                row |= {"null_mean": float(null.mean()), "null_q95": float(null.quantile(0.95))}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def suite_summary(table: pd.DataFrame, family: Mapping[str, str]) -> pd.DataFrame:
+    """Per measure and cross pair (a, b), as cka.pair_summary reads CKA: cross, the ceiling (the mean of a's
+    and b's seed twins), the floor (the mean of a against b at initialisation and b against a), gap_closed
+    = (cross - floor) / (ceiling - floor), and whether cross clears its permutation null's 95th percentile."""
+    by = table.set_index(["measure", "kind", "model_a", "model_b"]).value
+    rows = []
+    for r in table[table.kind == "cross"].itertuples():
+        m, a, b = r.measure, r.model_a, r.model_b
+        ceiling = (by[m, "ceiling", a, a] + by[m, "ceiling", b, b]) / 2
+        floor = (by[m, "floor", a, b] + by[m, "floor", b, a]) / 2
+        gap = ceiling - floor
+        rows.append({"measure": m, "pair": f"{family[a]} - {family[b]}", "model_a": a, "model_b": b,
+                     "cross": r.value, "ceiling": ceiling, "floor": floor,
+                     "gap_closed": (r.value - floor) / gap if gap > 0 else math.nan,
+                     "null_q95": getattr(r, "null_q95", math.nan),
+                     "above_null": bool(r.value > getattr(r, "null_q95", -math.inf))})
+    return pd.DataFrame(rows)
+
+
+def measure_agreement(summary: pd.DataFrame) -> pd.DataFrame:
+    """Do the measures rank the cross pairs alike? Per pair of measures: Spearman's correlation of their
+    gap_closed over the cross pairs, and whether they put the pairs in the same order (the question a single
+    measure would answer: which two families are most alike)."""
+    wide = summary.pivot(index="pair", columns="measure", values="gap_closed")
+    rows = []
+    for m1, m2 in itertools.combinations(wide.columns, 2):
+        a, b = torch.tensor(wide[m1].to_numpy()), torch.tensor(wide[m2].to_numpy())
+        ra, rb = _rank(a) - (len(a) - 1) / 2, _rank(b) - (len(b) - 1) / 2
+        rho = float((ra @ rb) / (ra.norm() * rb.norm()).clamp_min(1e-300)) if len(a) > 1 else math.nan
+        rows.append({"measure_a": m1, "measure_b": m2, "pairs": len(a), "spearman": rho,
+                     "same_order": list(wide[m1].sort_values().index) == list(wide[m2].sort_values().index),
+                     "most_alike_a": wide[m1].idxmax(), "most_alike_b": wide[m2].idxmax()})
+    return pd.DataFrame(rows)

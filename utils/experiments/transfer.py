@@ -357,6 +357,8 @@ class Config:
     source_changes: dict[str, dict[str, int]] = field(default_factory=lambda: {
         "mlp_b12_wi1024": {"epochs": 50}, "resnet18_cifar": {"epochs": 20}})
     n_cka: int = 5000  # test images for CKA
+    n_similarity: int = 2000  # test images for the similarity suite (four measures of the final features)
+    n_null: int = 20  # the suite's permutation null: shuffles per cross pair and measure
     n_probe_train: int = 20000  # training images for the layer probes
     n_probe_test: int = 10000  # test images for the layer probes
     # k images per class (None: all). Both targets hold 450 per class once validation is held out (5,000
@@ -384,10 +386,12 @@ SMALLER = {
     "quick": dict(source="fashion-mnist[0-4]", targets=_SMALL_TARGETS,
                   source_changes={"mlp_b4_wi256": {"epochs": 5}, "vit_mini_p4": {"epochs": 2},
                                   "cnn_small": {"epochs": 1, "warmup_epochs": 0}},
-                  n_cka=1000, n_probe_train=5000, n_probe_test=2000, per_class=[10, 100, 1000],
+                  n_cka=1000, n_similarity=500, n_probe_train=5000, n_probe_test=2000,
+                  per_class=[10, 100, 1000],
                   trained_per_class=[10, 100, 1000], n_val=200, steps=100, max_epochs=40,
                   xgboost={"n_estimators": 100, "max_depth": 4}),
     "smoke": dict(source="fashion-mnist[0-4]", targets=_SMALL_TARGETS, source_changes={}, n_cka=128,
+                  n_similarity=64, n_null=5,
                   n_probe_train=256, n_probe_test=128, per_class=[2, 10], trained_per_class=[2, 10], n_val=50,
                   steps=4, max_epochs=2, lr_per_class=2, xgboost={"n_estimators": 5, "max_depth": 2}),
     # rehearsal: stl10's 96x96 images resized into the full models (a class subset is what smoke and quick
@@ -396,7 +400,8 @@ SMALLER = {
     "rehearsal": dict(targets=["stl10"],
                       source_changes={m: {"epochs": 1, "warmup_epochs": 0}
                                       for m in ("mlp_b12_wi1024", "resnet18_cifar", "vit_small_patch16_224")},
-                      n_cka=16, n_probe_train=40, n_probe_test=16, per_class=[2], trained_per_class=[2],
+                      n_cka=16, n_similarity=16, n_null=2, n_probe_train=40, n_probe_test=16, per_class=[2],
+                      trained_per_class=[2],
                       n_val=10, steps=2, max_epochs=1, lr_per_class=2, lr_grid=[1.0],
                       xgboost={"n_estimators": 2, "max_depth": 2}),
 }

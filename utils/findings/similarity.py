@@ -19,6 +19,7 @@ def _transfer(folder: Path) -> list[str]:
                    f"{_f(r.floor)} (the other architecture at initialisation) and a seed-to-seed ceiling of "
                    f"{_f(r.ceiling)}: {r.gap_closed:.2f} of the gap closed; it peaks at {_f(r.peak)} "
                    f"({r.model_a} {r.peak_layer_a} with {r.model_b} {r.peak_layer_b}).")
+    out += _suite(_csv(folder, "similarity_summary.csv"), _csv(folder, "similarity_agreement.csv"))
     probes = _csv(folder, "probes.csv")
     for model, g in probes.groupby("model", sort=False):
         inner = g[(g.relative_depth > 0) & (g.relative_depth < 1)]
@@ -53,3 +54,21 @@ def _fine_tunes(t) -> list[str]:
     scores = "; ".join(f"{m} " + " / ".join("-" if v != v else _f(v) for v in r) for m, r in w.iterrows())
     return [f"{t.target.iloc[0]}, {int(k)} per class, test top-1 of fine-tuning with a new head / LP-FT / "
             f"the linear probe LP-FT starts from (fine-tuning lr chosen on validation): {scores}."]
+
+
+def _suite(summary, agreement) -> list[str]:
+    """The four measures on the final features: each pair's gap closed by each, then whether they agree."""
+    out = []
+    for pair, g in summary.groupby("pair", sort=False):
+        below = g[~g.above_null.astype(bool)].measure.tolist()
+        null = f"not above its permutation null by {', '.join(below)}" if below else "above the null by all"
+        out.append(f"Final features, {pair}: gap closed " + ", ".join(
+            f"{r.measure} {r.gap_closed:.2f}" for r in g.itertuples()) + f" ({null}).")
+    if len(agreement):
+        picks = set(agreement.most_alike_a) | set(agreement.most_alike_b)
+        verdict = (f"agree that {picks.pop()} is the most alike pair" if len(picks) == 1 else
+                   f"disagree on the most alike pair ({', '.join(sorted(picks))})")
+        rho = (f"; Spearman's correlation of their gap closed over the {agreement.pairs.iloc[0]} pairs is "
+               f"{agreement.spearman.min():.2f} at the least" if agreement.pairs.iloc[0] >= 3 else "")
+        out.append(f"The {len(set(agreement.measure_a) | set(agreement.measure_b))} measures {verdict}{rho}.")
+    return out

@@ -4,9 +4,10 @@ and of error consistency (02, 03): kappa per setting for every pair of models.""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
-from .base import FAMILY_COLORS, annotated_heatmap, color, figure, log_ticks
+from .base import FAMILY_COLORS, annotated_heatmap, color, figure, grouped_bars, log_ticks
 
 METHOD_STYLE = {"linear probe": ("-", "o"), "logistic regression": ("--", "s"), "fine-tune": ("-", "^"),
                 "LP-FT": ("--", ">"), "scratch": (":", "v"), "xgboost (pixels)": ("-.", "D")}
@@ -137,3 +138,21 @@ def _probes(t, cfg):
 @figure("04_feature_generalizability", "transfer.png", "transfer.csv")
 def _transfer(t, cfg):
     return transfer_curves(t["transfer.csv"], "transfer to new tasks from the source models")
+
+
+@figure("04_feature_generalizability", "similarity_suite.png", "similarity_summary.csv")
+def _suite(t, cfg):
+    wide = t["similarity_summary.csv"].pivot(index="pair", columns="measure", values="gap_closed")
+    values = wide.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(wide), 3.6))
+    ylim = (min(-0.2, float(np.nanmin(values)) - 0.1), max(1.2, float(np.nanmax(values)) + 0.1))
+    grouped_bars(ax, wide, list(wide.index), colors=[f"C{k}" for k in range(len(wide.columns))], ylim=ylim)
+    for y, what in ((0, "floor: the other family at initialisation"), (1, "ceiling: the family, seed 1")):
+        ax.axhline(y, color="k", lw=0.8, ls=":" if y else "-")
+        ax.text(ax.get_xlim()[1], y, f" {what}", va="center", fontsize=7)
+    ax.set_ylabel("gap closed: (cross - floor) / (ceiling - floor)")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(f"four measures of alike final features ({cfg['dataset']}, {cfg['n_similarity']} test "
+                 "images)", fontsize=9)
+    fig.tight_layout()
+    return fig
