@@ -18,6 +18,7 @@ import pytest
 import safetensors.torch
 import torch
 import torch.distributed as dist
+from conftest import once
 
 from utils import checkpoints, data, distributed, metrics, models, store, train
 from utils.data import Augment
@@ -128,15 +129,20 @@ needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 
 
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory):
+def launched(shared_tmp):
     """The uninterrupted 2-process launch: ln/ and bn/ by the CLI, a smoke store run of test_mlp, ffcv/ (the
-    CLI with backend ffcv)."""
-    root = tmp_path_factory.mktemp("ddp")
+    CLI with backend ffcv). Once per session: the test worker that asks first launches it, the other waits
+    for it (`once`; a module fixture alone ran it on both workers, 115 s each in CI)."""
+    root = shared_tmp / "ddp"
     jobs = [ln_args(root / "ln"), bn_args(root / "bn"), ["store", "test_mlp"],
             [*ln_args(root / "ffcv"), "--backend", "ffcv", "--epochs", "1"], ["ragged", str(root / "ragged")]]
-    done = torchrun(root, jobs)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return root, done
+
+    def launch() -> subprocess.CompletedProcess:
+        root.mkdir(parents=True, exist_ok=True)
+        done = torchrun(root, jobs)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done
+    return root, once(shared_tmp, "ddp-launch", launch)
 
 
 # ---------------------------------------------------------------- (a) 2 processes at B == 1 process at B
@@ -198,16 +204,16 @@ def test_ranks_with_different_step_counts_are_refused_on_every_rank(launched):
 
 
 @needs_gloo
-def test_killed_two_process_run_resumes_and_equals_the_uninterrupted_one(launched):
+def test_killed_two_process_run_resumes_and_equals_the_uninterrupted_one(launched, tmp_path):
     root, _ = launched
-    run = root / "bn_killed"
-    killed = torchrun(root, [bn_args(run)], kill_at=2)
+    run = tmp_path / "bn_killed"  # its own folders: the launch's are read by the other worker's tests
+    killed = torchrun(tmp_path, [bn_args(run)], kill_at=2)
     assert killed.returncode != 0 and not (run / "model.json").exists()
     assert sorted(os.listdir(run)) == ["last.pt", "prev.pt"]  # no temp files, no per-rank files
     state = torch.load(run / "last.pt", weights_only=True)
     assert state["epoch"] == 2 and len(state["rng_ranks"]) == 2
     assert not torch.equal(state["rng_ranks"][0]["rng"], state["rng_ranks"][1]["rng"])  # a stream per rank
-    resumed = torchrun(root, [bn_args(run)])  # the same command again: resumes at epoch 3
+    resumed = torchrun(tmp_path, [bn_args(run)])  # the same command again: resumes at epoch 3
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     whole, again = weights(root / "bn"), weights(run)
     assert all(torch.equal(whole[k], again[k]) for k in whole)  # bit for bit, BN buffers included

@@ -124,6 +124,18 @@ def test_twins_are_trained_and_counted_once_and_dealt_to_one_worker():
     assert [r.name for r in together] == [vit, f"{vit}@source-s0"] and len(shares) == 5
 
 
+def test_two_local_workers_train_a_plan_and_in_process_trains_the_rest(roots):
+    """submitit's local jobs (what `--train --workers 2` starts), each with its share; then workers=0 (this
+    process, as tests/test_notebooks.py's smoke fixture trains 04 and 06) finds nothing left, and trains a
+    new notebook's runs itself."""
+    done = plan.train_ahead("smoke", ["02"], workers=2)  # the smoke trio and its seed twins: 6 runs
+    assert len(done) == 6 and (done.outcome == "stored").all() and set(done.worker) == {0, 1}
+    assert plan.train_ahead("smoke", ["02", "03"], workers=0).empty  # 03 asks for the same runs
+    more = plan.train_ahead("smoke", ["06"], workers=0, pattern="mlp_plain@abl-lr-*-s0")
+    assert len(more) == 2 and more.run.str.startswith("mlp_plain@abl-lr-").all()  # the lr study, seed 0
+    assert (more.outcome == "stored").all() and set(more.worker) == {0}
+
+
 def test_a_killed_worker_resumes_to_the_same_weights(roots):
     """plan --train killed (the whole process group) after some epochs of a run, then run again: the run
     resumes from last.pt and ends with the weights of a run that was never interrupted."""

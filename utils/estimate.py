@@ -31,7 +31,6 @@ matching) and 01/04/06's notebook-side evaluations beyond their runs' own.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Sequence
@@ -132,26 +131,13 @@ def _sizes(run: Run, profile: Profile) -> tuple[int, int, int, int, int, int, in
                         recipe.trainable)
 
 
-@functools.cache
 def _model_sizes(model: str, overrides: str, images: str, dataset: str, trainable: str | None
                  ) -> tuple[int, int, int, int, int, int, int]:
-    import torch
+    from .plan import built
 
-    from .data.cache import info_of
-
-    info = replace(info_of(images), num_classes=info_of(dataset).num_classes)
-    outputs: list[int] = []
-    with torch.device("meta"):
-        net = models.create_for(model, info, **json.loads(overrides))
-        for m in net.modules():
-            if not any(m.children()):
-                m.register_forward_hook(lambda _m, _i, o: outputs.append(o.numel() if torch.is_tensor(o)
-                                                                         else 0))
-        net.eval()(torch.empty(1, info.channels, info.image_size, info.image_size))  # eval: BatchNorm takes 1
-    mine = [p for n, p in net.named_parameters() if trainable is None or n.startswith(trainable + ".")]
-    return (sum(p.numel() for p in net.parameters()), sum(p.numel() for p in mine),
-            sum(b.numel() for b in net.buffers()), len(net.state_dict()), len(mine), sum(outputs),
-            max(outputs))
+    b = built(model, overrides, images, dataset)
+    mine = [n for name, n in b.param_numels if trainable is None or name.startswith(trainable + ".")]
+    return b.params, sum(mine), b.buffers, b.tensors, len(mine), b.outputs, b.largest_output
 
 
 def dataset_bytes(profile: Profile, dataset: str) -> int:
@@ -281,6 +267,8 @@ def _features_04(cfg, p: Profile, models_: list[str]) -> list[Pass]:
     for m in models_:
         out.append(Pass("CKA features: seed 0, seed 1, initialisation", m, 3 * cfg.n_cka, 1,
                         3 * _batches(cfg.n_cka, p.eval_batch_size)))
+        out.append(Pass("similarity suite: final features of the three", m, 3 * cfg.n_similarity, 1,
+                        3 * _batches(cfg.n_similarity, p.eval_batch_size)))
         probes = cfg.n_probe_train + cfg.n_probe_test
         out.append(Pass("layer probe features", m, probes, 1, _batches(probes, p.eval_batch_size)))
         for target in cfg.targets:  # the linear probe's and LP-FT head's features: every k, the test split

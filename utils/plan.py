@@ -31,7 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,19 +194,47 @@ def train_images(run: Run, profile: Profile) -> int:
     return n - round(store.VAL_FRACTION * n)
 
 
+@dataclass(frozen=True)
+class Built:
+    """What the plan and the estimate read off a model built and run once on the meta device, per image."""
+
+    flops: int  # forward FLOPs (utils.experiments.cost.count_flops)
+    params: int
+    param_numels: tuple[tuple[str, int], ...]  # (name, elements) of every parameter
+    buffers: int  # buffer elements
+    tensors: int  # state-dict entries
+    outputs: int  # elements every leaf module outputs
+    largest_output: int  # ... the largest of them
+
+
 @functools.cache
-def _forward_flops(model: str, overrides: str, dataset: str) -> tuple[int, int]:
-    """(forward FLOPs per image, parameters) of a model built on the meta device for a dataset's images."""
+def built(model: str, overrides: str, images: str, classes: str) -> Built:
+    """The model for `images`' size and channels and `classes`' class count, with create_model overrides (a
+    JSON string: cached per value), built on the meta device and run once: nothing allocated, nothing
+    computed (ViT-S/16 at 224 in a blink)."""
     import torch
 
     from . import models
     from .experiments.cost import count_flops
 
-    info = info_of(dataset)
-    with torch.device("meta"):  # nothing allocated, nothing computed: ViT-S/16 at 224 in a blink
+    info = replace(info_of(images), num_classes=info_of(classes).num_classes)
+    outputs: list[int] = []
+    with torch.device("meta"):
         net = models.create_for(model, info, **json.loads(overrides)).requires_grad_(False)
-        flops = count_flops(net, (info.channels, info.image_size, info.image_size))
-    return flops, sum(p.numel() for p in net.parameters())
+        for m in net.modules():
+            if not any(m.children()):
+                m.register_forward_hook(lambda _m, _i, o: outputs.append(o.numel() if torch.is_tensor(o)
+                                                                         else 0))
+        flops = count_flops(net, (info.channels, info.image_size, info.image_size))  # eval: one forward
+    numels = tuple((n, p.numel()) for n, p in net.named_parameters())
+    return Built(flops, sum(n for _, n in numels), numels, sum(b.numel() for b in net.buffers()),
+                 len(net.state_dict()), sum(outputs), max(outputs))
+
+
+def _forward_flops(model: str, overrides: str, dataset: str) -> tuple[int, int]:
+    """(forward FLOPs per image, parameters) of a model built on the meta device for a dataset's images."""
+    b = built(model, overrides, dataset, dataset)
+    return b.flops, b.params
 
 
 def forward_flops(run: Run, profile: Profile) -> tuple[int, int]:
@@ -353,12 +381,14 @@ def train_ahead(profile: str | Profile, only: Sequence[str] | None = None, param
                 workers: int | None = None, slurm: str | None = None, pattern: str | None = None,
                 timeout_min: int = 24 * 60, log_dir: Path | None = None) -> pd.DataFrame:
     """Train every planned run that is not stored, in waves (module docstring), each wave's runs dealt to
-    `workers` submitit jobs (local processes, one GPU each where there are GPUs; or SLURM jobs). A run
+    `workers` submitit jobs (local processes, one GPU each where there are GPUs; or SLURM jobs); workers=0:
+    one run after another in this process (no job, no import per wave: a debugger sees every run). A run
     that fails or diverges is not retried in this call. `pattern`: only runs whose name matches (fnmatch)
     and what they start from. Returns one row per run trained, with its outcome."""
     # where it trains, a CUDA profile needs a GPU; a SLURM login node only submits
     p = profile_of(profile) if slurm else get_profile(getattr(profile, "name", profile))
     gpus = 0 if slurm else default_workers() if p.device.startswith("cuda") else 0
+    here = workers == 0 and not slurm
     workers = workers or gpus or 1
     threads = None if gpus or slurm else max(1, cpu_budget() // workers)
     log_dir = log_dir or checkpoints_root() / p.name / "plan-logs"
@@ -369,6 +399,16 @@ def train_ahead(profile: str | Profile, only: Sequence[str] | None = None, param
                 if (r.dataset, r.name) not in tried]
         if not todo:
             break
+        if here:
+            print(f"wave {wave}: {len(todo)} runs in this process", flush=True)
+            before = dict(store.context)
+            try:
+                done += train_runs(p.name, todo, 0)
+            finally:  # the caller's own requests keep its context
+                store.context.clear()
+                store.context.update(before)
+            tried |= {(r.dataset, r.name) for r in todo}
+            continue
         dealt = shares(todo, workers, p)
         print(f"wave {wave}: {len(todo)} runs on {len(dealt)} worker(s)", flush=True)
         ex, jobs = executor(log_dir, slurm, workers, gpus, timeout_min), []
