@@ -16,13 +16,9 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
 
-import pickle  # noqa: E402
 import shutil  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import TypeVar  # noqa: E402
 
-import filelock  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -32,46 +28,12 @@ from utils.data import DatasetInfo, ImageSet  # noqa: E402
 if _WORKERS > 1:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-T = TypeVar("T")
-
-
 @pytest.fixture(scope="session")
 def shared_tmp(tmp_path_factory) -> Path:
     """A folder shared by every pytest-xdist worker of this session (the session's temp folder without xdist):
     the smoke and rehearsal notebooks run in it, each once, whichever worker asks first (`once`)."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-def once(folder: Path, key: str, work: Callable[[], T], timeout_s: float = 3600) -> T:
-    """work() run by exactly one process of the session, whichever asks first; every other process waits for
-    it and gets the same value (pickled in `folder`), or fails naming the error. Only work that has started
-    is ever waited for, so two workers cannot wait for each other: a test that needs several results asks for
-    each (running the ones nobody took yet). pytest-xdist orders nothing between workers; this is the
-    smallest thing that lets notebooks that depend on one another run on both (issue 24)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    done, claim = folder / f"{key}.pkl", filelock.FileLock(folder / f"{key}.lock")
-    if not done.exists():
-        claim.acquire(timeout=timeout_s)  # another worker at it: wait until it lets go (or dies)
-        try:
-            if not done.exists():
-                try:
-                    value = work()
-                    outcome = ("ok", value)
-                    return value
-                except BaseException as err:  # pytest.fail's Failed too
-                    outcome = ("error", f"{type(err).__name__}: {err}".splitlines()[0])
-                    raise
-                finally:
-                    tmp = done.with_name(f"{done.name}.tmp{os.getpid()}")
-                    tmp.write_bytes(pickle.dumps(outcome))
-                    tmp.replace(done)
-        finally:
-            claim.release()
-    status, value = pickle.loads(done.read_bytes())
-    if status != "ok":
-        pytest.fail(f"{key} failed in another test: {value}")
-    return value
 
 
 @pytest.fixture
@@ -177,7 +139,16 @@ def _place(item) -> tuple[int, int]:
             return (0, _FIRST.index((profile, notebook))) if (profile, notebook) in _FIRST else (2, 0)
     if file.endswith("test_notebooks.py") and not name.startswith("test_notebook_is_committed_clean"):
         return (2, 1)  # the redraw, the report, the plan
+    if file.endswith("test_ddp.py") and "launched" in getattr(item, "fixturenames", ()):
+        # the torchrun launch (once per session) first among the short tests, the quick tests that read it
+        # after them all (the long kill test among them): no worker waits for it (a waiting worker sat idle
+        # 62 s in CI at ed5b6ff)
+        return (1, -1) if name == DDP_LAUNCHES else (1, 0) if name == DDP_KILLED else (1, 1)
     return (1, 0)
+
+
+DDP_LAUNCHES = "test_two_processes_match_one_process_at_the_same_global_batch"
+DDP_KILLED = "test_killed_two_process_run_resumes_and_equals_the_uninterrupted_one"
 
 
 def pytest_collection_modifyitems(items):

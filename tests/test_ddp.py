@@ -18,7 +18,7 @@ import pytest
 import safetensors.torch
 import torch
 import torch.distributed as dist
-from conftest import once
+from once import once
 
 from utils import checkpoints, data, distributed, metrics, models, store, train
 from utils.data import Augment

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import once
+from once import once
 
 from utils import plan, profiles, recipes, run_notebooks, store
 from utils.experiments import zoo

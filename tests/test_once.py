@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import once
+from once import once
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def test_a_failure_is_raised_where_it_happened_and_named_to_every_later_caller(t
 
 def test_a_second_process_waits_for_the_first_and_does_not_run_the_work(tmp_path):
     """Two processes at once: one sleeps 2 s in the work and writes a marker; the other gets its value."""
-    script = (f"import sys, time; sys.path.insert(0, {str(ROOT / 'tests')!r}); from conftest import once; "
+    script = (f"import sys, time; sys.path.insert(0, {str(ROOT / 'tests')!r}); from once import once; "
               f"from pathlib import Path; d = Path({str(tmp_path)!r}); "
               "v = once(d, 'k', lambda: (d / f'ran{sys.argv[1]}').touch() or time.sleep(2) or sys.argv[1]); "
               "print(v)")

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 import timm
 import torch
-from conftest import once
+from once import once
 from safetensors.torch import save_file
 
 from utils import config, data, models, profiles, recipes, run_notebooks, store, train
