@@ -317,17 +317,13 @@ def _images_08(cfg, p: Profile, models_: list[str], n_test: int, classes: int) -
 
 
 def _saes_09(cfg, p: Profile, models_: list[str], n_train: int, n_test: int) -> list[Pass]:
-    import torch
-
-    from .data.cache import info_of
     from .experiments import dictionary
 
     out, base = [], replace(dictionary.ORIGINAL, **cfg.sae)
     n_fit = min(cfg.n_fit, n_train if cfg.fit_split == "train" else n_test)
     n_eval = min(cfg.n_eval, n_test)
     for m in models_:
-        with torch.device("meta"):
-            d = models.create_for(m, info_of(p.dataset)).get_submodule("head").in_features
+        d = _head_width(m, p.dataset)
         jobs = [{}] * (len(cfg.seeds) + 1) + list(cfg.sweep)  # every seed, the untrained control, the sweep
         out.append(Pass("activations, trained and untrained", m, 2 * (n_fit + n_eval), 1,
                         2 * _batches(n_fit + n_eval, p.eval_batch_size)))
@@ -343,6 +339,16 @@ def _saes_09(cfg, p: Profile, models_: list[str], n_train: int, n_test: int) -> 
         out.append(Pass("steering", m, (1 + cfg.n_shown + cfg.n_control) * steer, 1,
                         (1 + cfg.n_shown + cfg.n_control) * _batches(steer, p.eval_batch_size)))
     return out
+
+
+def _head_width(model: str, dataset: str) -> int:
+    """The width of the head's input (09's layer "head:input"), from the model built on the meta device."""
+    import torch
+
+    from .data.cache import info_of
+
+    with torch.device("meta"):
+        return models.create_for(model, info_of(dataset)).get_submodule("head").in_features
 
 
 def analysis_passes(notebook: str, profile: str | Profile, dataset: str | None = None) -> list[Pass]:
@@ -437,9 +443,7 @@ def analysis_memory(notebook: str, profile: str | Profile) -> tuple[int, int]:
         host += 2 * (cfg.n_probe_train + cfg.n_probe_test) * max(widths) * 4  # a model's and the previous
     if notebook == "09_dictionary_learning":
         for m in p.trio:
-            with torch.device("meta"):
-                d = models.create_for(m, info_of(p.dataset)).get_submodule("head").in_features
-            host += 2 * (cfg.n_fit + cfg.n_eval) * d * 2  # trained and untrained, float16
+            host += 2 * (cfg.n_fit + cfg.n_eval) * _head_width(m, p.dataset) * 2  # trained, untrained; fp16
     return host, device
 
 
