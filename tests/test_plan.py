@@ -128,8 +128,10 @@ def test_two_local_workers_train_a_plan_and_in_process_trains_the_rest(roots):
     """submitit's local jobs (what `--train --workers 2` starts), each with its share; then workers=0 (this
     process, as tests/test_notebooks.py's smoke fixture trains 04 and 06) finds nothing left, and trains a
     new notebook's runs itself."""
-    done = plan.train_ahead("smoke", ["02"], workers=2)  # the smoke trio and its seed twins: 6 runs
-    assert len(done) == 6 and (done.outcome == "stored").all() and set(done.worker) == {0, 1}
+    done = plan.train_ahead("smoke", ["02"], workers=2)  # the smoke trio, its seed twins, the aligned control
+    assert len(done) == 3 + 3 + 6 + 6  # the control: 2 lrs x 3 models, then 2 more seeds at the chosen lr
+    assert (done.outcome == "stored").all() and set(done.worker) == {0, 1}
+    assert done.run.str.contains("@aligned-lr?-", regex=False).sum() == 0  # the lr was chosen before those
     assert plan.train_ahead("smoke", ["02", "03"], workers=0).empty  # 03 asks for the same runs
     more = plan.train_ahead("smoke", ["06"], workers=0, pattern="mlp_plain@abl-lr-*-s0")
     assert len(more) == 2 and more.run.str.startswith("mlp_plain@abl-lr-").all()  # the lr study, seed 0

@@ -253,11 +253,14 @@ def _attack_02(cfg, p: Profile, models_: list[str], twins: list[str], n_test: in
     return out
 
 
-def _modifications_03(cfg, p: Profile, models_: list[str], twins: list[str], n_test: int) -> list[Pass]:
+def _modifications_03(cfg, p: Profile, models_: list[str], twins: list[str], n_test: int,
+                      control: list[str]) -> list[Pass]:
     n = n_test if cfg.n_images is None else min(cfg.n_images, n_test)
     cue = n_test if cfg.n_cue is None else min(cfg.n_cue, n_test)
-    return [Pass("modifications and cue conflict", m, len(cfg.modifications) * n + cue, 1,
-                 _batches(len(cfg.modifications) * n + cue, p.eval_batch_size)) for m in [*models_, *twins]]
+    return ([Pass("modifications and cue conflict", m, len(cfg.modifications) * n + cue, 1,
+                  _batches(len(cfg.modifications) * n + cue, p.eval_batch_size)) for m in [*models_, *twins]]
+            + [Pass("aligned control: cue conflict", m, cue, 1, _batches(cue, p.eval_batch_size))
+               for m in control])
 
 
 def _features_04(cfg, p: Profile, models_: list[str]) -> list[Pass]:
@@ -363,12 +366,14 @@ def analysis_passes(notebook: str, profile: str | Profile, dataset: str | None =
     cfg = config.for_notebook(notebook, p.name)
     trio = list(p.trio)
     twins = list(recipes.seed_twins(trio, p.name, getattr(cfg, "ceiling_seed", None)))  # their models' costs
+    control = (list(recipes.aligned_runs(trio, p.name, recipes.ALIGNED[p.name].lrs[0]))  # every seed, one lr
+               if getattr(cfg, "aligned", False) else [])
     n_train, n_test = split_size(p, dataset, capped=False), split_size(p, dataset, "test")
     classes = info_of(dataset).num_classes
     if notebook == "02_adversarial_robustness":
-        return _attack_02(cfg, p, trio, twins, n_test, classes)
+        return _attack_02(cfg, p, trio, twins + control, n_test, classes)  # the control: as a twin
     if notebook == "03_texture_vs_shape_bias":
-        return _modifications_03(cfg, p, trio, twins, n_test)
+        return _modifications_03(cfg, p, trio, twins, n_test, control)
     if notebook == "04_feature_generalizability":
         return _features_04(cfg, p, trio)
     if notebook == "05_inference_time":

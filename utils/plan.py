@@ -42,7 +42,7 @@ from .data.cache import info_of
 from .data.registry import check_dataset_name
 from .files import checkpoints_root
 from .profiles import PROFILES, Profile, get_profile
-from .recipes import Recipe, get_recipe, seed_twins
+from .recipes import ALIGNED, Recipe, aligned_lr, aligned_runs, aligned_trials, get_recipe, seed_twins
 
 # Training and test images of each registered dataset's published splits (sklearn-digits: this repository's
 # seeded 70/30 split of its 1,797 images), so that the plan counts without reading any data.
@@ -115,6 +115,20 @@ class Context:
         return choose(pd.DataFrame(rows))
 
 
+    def aligned(self) -> list[Run]:
+        """The recipe-aligned control (recipes.ALIGNED): its lr trials, then its other seeds at the lr chosen
+        on the validation split (waiting for it, at the grid's first lr for their cost, until it is known)."""
+        P, control = self.profile.name, ALIGNED[self.profile.name]
+        trials = [self.run(n, r) for n, r in aligned_trials(self.models, P).items()]
+        lr = self.chosen(trials, lambda t: aligned_lr(t, P))
+        later = aligned_runs(self.models, P, control.lrs[0] if lr is None else lr, control.seeds[1:])
+        if lr is not None:
+            return trials + [self.run(n, r) for n, r in later.items()]
+        waits = "the aligned control's lr (validation)"
+        return trials + [self.run(n.replace(f"-lr{control.lrs[0]:g}-", "-lr?-"), r, waits_for=waits)
+                         for n, r in later.items()]
+
+
 def profile_of(profile: str | Profile | None) -> Profile:
     """A profile to plan under: any named one, `full` included where there is no GPU (planning needs none)."""
     return PROFILES[profile] if isinstance(profile, str) and profile in PROFILES else get_profile(profile)
@@ -127,10 +141,12 @@ TRIO_ONLY = ("02_adversarial_robustness", "03_texture_vs_shape_bias", "05_infere
 
 
 def trio_runs(cfg: Any, ctx: Context) -> list[Run]:
-    """The notebooks that train nothing of their own: the models they compare, with their recipes, and their
-    seed twins where the config has a `ceiling_seed` (01 trains them first)."""
+    """The notebooks that train nothing of their own: the models they compare, with their recipes, their
+    seed twins where the config has a `ceiling_seed` and the aligned control where it has `aligned` (01
+    trains both first)."""
     twins = seed_twins(ctx.models, ctx.profile.name, getattr(cfg, "ceiling_seed", None))
-    return [ctx.run(m) for m in ctx.models] + [ctx.run(*twin) for twin in twins.values()]
+    aligned = ctx.aligned() if getattr(cfg, "aligned", False) else []
+    return [ctx.run(m) for m in ctx.models] + [ctx.run(*twin) for twin in twins.values()] + aligned
 
 
 def notebook_runs(notebook: str, profile: str | Profile, dataset: str | None = None,

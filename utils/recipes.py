@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from .profiles import PROFILES
 from .train import TrainConfig
 
@@ -192,6 +194,74 @@ def seed_twin(run: str, profile: str, seed: int) -> tuple[str, Recipe]:
 def seed_twins(runs: list[str], profile: str, seed: int | None) -> dict[str, tuple[str, Recipe]]:
     """Each run's seed_twin: run -> (twin's name, recipe); None: no twins ({})."""
     return {} if seed is None else {r: seed_twin(r, profile, seed) for r in runs}
+
+
+# ---------------------------------------------------------------- the recipe-aligned control (issue 27)
+
+
+@dataclass(frozen=True)
+class Control:
+    """The trio trained again under one shared recipe (utils/aligned.py reads the answer): every model at
+    each of `lrs` from seeds[0], the lr with the best mean validation top-1 over the models chosen, then every
+    seed at that lr. A model the profile fine-tunes from published weights is trained from scratch as its
+    recipe's fallback (full: ViT-S/16@224's CIFAR-form counterpart vit_small_p4), as every family here is."""
+
+    recipe: Recipe  # the shared recipe: its lr and seed are set per run
+    lrs: tuple[float, ...]  # the lr grid (seed seeds[0]); the choice is made on the validation split
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+ALIGNED_TAG = "@aligned-"
+# One recipe for every family: AdamW, linear warmup + cosine, label smoothing 0.1, weight decay 0.05, flips
+# (and full's pad-4 crops), no mixup, one epoch budget: the quick trio's own recipes already share the
+# optimizer and schedule, and differ in lr (1e-3 / 3e-3 / 2e-3), batch (256 / 256 / 64) and epochs (20 / 4 /
+# 10); under full they differ in everything (Lion + mixup + smoothing 0.3, SGD-Nesterov, a frozen pretrained
+# backbone). quick: 4 epochs on 20k images, 12 runs (2 lrs + 2 seeds, x 3 models) that fit issue 27's 25
+# minutes on two cores; full: 15 epochs from scratch (2.8 counted minutes on one H200).
+ALIGNED: dict[str, Control] = {
+    "smoke": Control(Recipe(replace(_SMOKE, label_smoothing=0.1), train_subset=256, note="smoke aligned"),
+                     lrs=(1e-3, 3e-3)),
+    "quick": Control(Recipe(replace(_QUICK, epochs=4), train_subset=20_000,
+                            note="aligned: AdamW, warmup + cosine, smoothing 0.1, flips, 4 epochs on 20k"),
+                     lrs=(1e-3, 3e-3)),
+    "full": Control(Recipe(TrainConfig(epochs=15, batch_size=512, eval_batch_size=2048, weight_decay=0.05,
+                                       warmup_epochs=2, label_smoothing=0.1),
+                           note="aligned: AdamW, warmup + cosine, smoothing 0.1, crops + flips, 15 epochs"),
+                    lrs=(3e-4, 1e-3)),
+}
+
+
+def control_model(run: str, profile: str) -> str:
+    """The model the control trains for a trio run: itself, or its from-scratch fallback where the profile
+    starts it from published weights."""
+    recipe = RECIPES.get((profile, run))
+    return (recipe.fallback if recipe is not None and recipe.pretrained and recipe.fallback else run
+            ).split("@", 1)[0]
+
+
+def aligned_runs(models: list[str], profile: str, lr: float, seeds: tuple[int, ...] | None = None
+                 ) -> dict[str, Recipe]:
+    """The control's runs at one lr: name ("<model>@aligned-lr<lr>-s<seed>") -> recipe, model-major, every
+    seed of the control (or `seeds`)."""
+    control = ALIGNED[profile]
+    return {f"{control_model(m, profile)}{ALIGNED_TAG}lr{lr:g}-s{s}":
+            with_train(control.recipe, lr=lr, seed=s) for m in models for s in (seeds or control.seeds)}
+
+
+def aligned_trials(models: list[str], profile: str) -> dict[str, Recipe]:
+    """The lr trials: every model at every lr of the grid, from the control's first seed."""
+    control = ALIGNED[profile]
+    return {k: v for lr in control.lrs
+            for k, v in aligned_runs(models, profile, lr, control.seeds[:1]).items()}
+
+
+def aligned_lr(trials, profile: str) -> float:
+    """The control's lr: the one whose trials (a table: run, val_top1, in aligned_trials' order) have the best
+    mean validation top-1 over the models (an lr where a model diverged, val_top1 NaN, is never chosen)."""
+    lrs = ALIGNED[profile].lrs
+    val = trials["val_top1"].to_numpy(dtype=float).reshape(len(lrs), -1)
+    means = [v.mean() if np.isfinite(v).all() else -np.inf for v in val]
+    return float(lrs[int(np.argmax(means))])
 
 
 # The learning-rate and batch-size sweeps of the 01 notebook start from these and change lr or batch_size.

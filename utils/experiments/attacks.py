@@ -343,15 +343,19 @@ class Config:
     ceiling_seed: int | None = 1  # the trio trained again from this seed: each model's error consistency with
     # itself, the ceiling a pair of families is read against (clean and PGD-10;
     # 01 trains them); None: no ceiling
+    aligned: bool = True  # the trio under one shared recipe (recipes.ALIGNED; 01 trains it): clean and PGD-10
+    # top-1 and their error consistency, beside the own recipes' (utils/aligned.py)
 
 
 SMALLER = {
+    # quick: the ceiling from the aligned control's seeds, not from seed twins (01's budget)
     "quick": dict(n_images=500, n_transfer=500, n_autoattack=128, autoattack_steps=10, autoattack_queries=500,
-                  batch_size=128),
+                  batch_size=128, ceiling_seed=None),
     "smoke": dict(n_images=32, n_transfer=32, n_autoattack=8, autoattack_steps=3, autoattack_queries=10,
                   batch_size=32),
-    # rehearsal: no seed twins (01's rehearsal trains none: utils/experiments/zoo.py)
-    "rehearsal": dict(ceiling_seed=None, n_images=2, n_transfer=2, n_autoattack=2, autoattack_steps=1,
+    # rehearsal: no seed twins and no aligned control (01's rehearsal trains neither: experiments/zoo.py)
+    "rehearsal": dict(ceiling_seed=None, aligned=False, n_images=2, n_transfer=2, n_autoattack=2,
+                      autoattack_steps=1,
                       autoattack_queries=2,
                       batch_size=2, fgsm_points=3, pgd_points=2, max_pgd_steps=2),
 }

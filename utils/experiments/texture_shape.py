@@ -405,11 +405,15 @@ class Config:
         "low_pass", "high_pass", "stylized"])
     ceiling_seed: int | None = 1  # the trio trained again from this seed: each model's error consistency with
     # itself, the ceiling a pair of families is read against (01 trains them); None: no ceiling
+    aligned: bool = True  # the trio under one shared recipe (recipes.ALIGNED; 01 trains it): its shape bias
+    # on the cue-conflict images and its error consistency there, beside the own recipes' (utils/aligned.py)
 
 
 SMALLER = {"smoke": dict(n_images=256, n_cue=256),
-           # rehearsal: no seed twins (01's rehearsal trains none: utils/experiments/zoo.py)
-           "rehearsal": dict(n_images=8, n_cue=8, ceiling_seed=None)}
+           # quick: the ceiling from the aligned control's seeds, not from seed twins (01's budget)
+           "quick": dict(ceiling_seed=None),
+           # rehearsal: no seed twins and no aligned control (01's rehearsal trains none: experiments/zoo.py)
+           "rehearsal": dict(n_images=8, n_cue=8, ceiling_seed=None, aligned=False)}
 
 
 def config(profile: str | None = None, **overrides) -> Config:

@@ -151,8 +151,8 @@ def batch_points(cfg: Config, profile: str, lr: float) -> dict[str, Recipe]:
 
 def runs(cfg: Config, ctx) -> list:
     """Every run 01 asks the store for (utils.plan): the trio, the zoo, the pretrained zoo, the trio's seed
-    twins, the lr sweep, the batch sweep (waiting for the lr chosen on the validation split), the TnT sweep
-    and the Perceiver ladder."""
+    twins, the lr sweep, the batch sweep (waiting for the lr chosen on the validation split), the TnT sweep,
+    the Perceiver ladder and the aligned control (its seeds waiting for its lr)."""
     P = ctx.profile.name
     trio = trio_runs(cfg, ctx.models, ctx.profile)
     out = [ctx.run(r) for r in (*trio, *cfg.zoo, *cfg.pretrained_zoo)]
@@ -164,7 +164,8 @@ def runs(cfg: Config, ctx) -> list:
                        waits_for=waits)
                for name, recipe in batch_points(cfg, P, cfg.lr_grid[0] if chosen is None else chosen).items()]
     tnt = [ctx.run(name, recipe) for name, recipe in tnt_points(cfg.tnt_model, cfg.tnt_grid, P).items()]
-    return [*out, *lrs, *batches, *tnt, *(ctx.run(r) for r in (*cfg.ladder, *cfg.ladder_ablations))]
+    ladder = [ctx.run(r) for r in (*cfg.ladder, *cfg.ladder_ablations)]
+    return [*out, *lrs, *batches, *tnt, *ladder, *(ctx.aligned() if cfg.aligned else [])]
 
 
 # ---------------------------------------------------------------- notebook 01: its knobs
@@ -178,6 +179,8 @@ class Config:
     vit_finetune: str = "head"  # full's ViT-S/16: "head" (frozen backbone, the original) | "finetune" (all)
     ceiling_seed: int | None = 1  # the trio trained again from this seed: each model's error consistency with
     # itself, the ceiling a pair of families is read against (02 and 03 use them too); None: no ceiling
+    aligned: bool = True  # the trio again under one shared recipe, its lr chosen on validation, from every
+    # seed of recipes.ALIGNED (02 and 03 score it too; utils/aligned.py)
     zoo: list[str] = field(default_factory=lambda: [  # the week-8 zoo from scratch
         "swin_tiny_p2", "tnt_small_p4", "mixer_small_p4", "perceiver_base", "perceiver_io_base"])
     # the paper MLP fine-tuned from its ImageNet-21k weights, timm's ImageNet models with a new head (224x224)
@@ -198,7 +201,10 @@ class Config:
 
 SMALLER = {
     # quick: CPU-sized zoo (3 epochs on 10k images), the ladder's rungs only at 14x14 (3 min, not 7 at 28x28)
-    "quick": dict(zoo=["swin_mini_p2", "tnt_mini_p4", "mixer_mini_p4", "perceiver_mini", "perceiver_io_mini"],
+    # and no seed twins: the two-seed ceiling comes from the aligned control's three seeds (the twins were 24
+    # min of training on two cores, the control is about 15: issue 27's 25 minutes)
+    "quick": dict(ceiling_seed=None,
+                  zoo=["swin_mini_p2", "tnt_mini_p4", "mixer_mini_p4", "perceiver_mini", "perceiver_io_mini"],
                   pretrained_zoo=[], sweep_model="vit_mini_p4", lr_grid=[5e-4, 2e-3, 8e-3],
                   batch_grid=[64, 256, 1024], tnt_model="tnt_mini_p4", tnt_grid=[[4, 2], [4, 4], [14, 2]],
                   ladder=["perceiver_medium@latent16-14px", "perceiver_medium@latent32-14px",
@@ -209,13 +215,14 @@ SMALLER = {
                   ladder=["perceiver_medium@latent8", "perceiver_medium@latent16"],
                   ladder_ablations=["perceiver_medium@latent8-no-aug",
                                     "perceiver_medium@latent8-no-dropout"]),
-    # rehearsal: full's names at one point each; one member of the zoo (the loop and its table: every zoo
+    # rehearsal: full's names at one point each, no aligned control (its path is smoke's: 12 more full-size
+    # runs); one member of the zoo (the loop and its table: every zoo
     # member's full recipe takes a bf16 step in tests/test_bf16.py; all five took 72 s of CI's rehearsal); the
     # pretrained zoo's paper MLP, ViT-S/16 and Swin-T (TNT-S's and Mixer-B/16's weights files are read by
     # tests/test_rehearsal.py; Mixer-B/16: 12.6 GFLOPs an image); no seed twins: their path is smoke's, and a
     # pretrained recipe the store builds itself (the ViT twin's case) is 04's sources' (three more full-size
     # runs cost CI about a minute; 02 and 03 follow)
-    "rehearsal": dict(ceiling_seed=None, zoo=["swin_tiny_p2"],
+    "rehearsal": dict(ceiling_seed=None, aligned=False, zoo=["swin_tiny_p2"],
                       pretrained_zoo=["mlp_b12_wi1024@in21k", "vit_small_patch16_224",
                                       "swin_tiny_patch4_window7_224"],
                       lr_grid=[1e-3], batch_grid=[16], tnt_grid=[[8, 4]], ladder=["perceiver_medium"],

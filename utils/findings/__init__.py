@@ -133,6 +133,51 @@ def consistency(table: pd.DataFrame, settings: dict[str, str]) -> list[str]:
     return out
 
 
+VERDICTS = {"holds": "holds under the shared recipe",
+            "reverses": "reverses under the shared recipe",
+            "own recipes only": "is the recipes', not the family's (the shared recipe's interval includes 0)",
+            "aligned recipe only": "appears only under the shared recipe",
+            "neither": "is not resolved under either recipe (both intervals include 0)",
+            "no seed spread": "has no interval under the shared recipe (one seed)"}
+FAMILY_NAMES = {"mlp": "MLP", "cnn": "CNN", "vit": "ViT"}
+
+
+def aligned(folder: Path, settings: dict[str, str]) -> list[str]:
+    """The recipe-aligned control (utils/aligned.py; aligned_differences.csv and aligned_consistency.csv
+    where the notebook saved them), one sentence per setting of `settings` ({setting: how a sentence names
+    it}): the MLP's metric minus each other family's under the own recipes and under the shared one, each
+    with its 95% interval, and the verdict; then the control's error consistency with its ceiling."""
+    folder, out = Path(folder), []
+    if not (folder / "aligned_differences.csv").exists():
+        return out
+    diff = _csv(folder, "aligned_differences.csv")
+    kappa = _csv(folder, "aligned_consistency.csv") if (folder / "aligned_consistency.csv").exists() else None
+    for setting, name in settings.items():
+        part = diff[diff.setting == setting]
+        if part.empty:
+            continue
+        what = ("" if out else " (the trio again under one shared recipe, its lr chosen on validation, "
+                f"{int(part.n_seeds.max())} seeds: utils/aligned.py)")
+        name_of = lambda f: FAMILY_NAMES.get(f, f)
+        pairs = "; ".join(f"{name_of(r.reference)} minus {name_of(r.other)} {_ci(r.own, r.own_lo, r.own_hi)} "
+                          f"under the own recipes, {_ci(r.aligned, r.aligned_lo, r.aligned_hi)} under the "
+                          f"shared one: the difference {VERDICTS[r.verdict]}" for r in part.itertuples())
+        out.append(f"Family or recipe{what}, {part.metric.iloc[0]} {name}: {pairs}.")
+        if kappa is not None and not (k := kappa[kappa.setting == setting]).empty:
+            pairs = "; ".join(f"{r.model_a} and {r.model_b} {_ci(r.kappa, r.kappa_lo, r.kappa_hi)}"
+                              for r in k[k.kind == "families"].itertuples())
+            ceiling = "; ".join(f"{r.model_a} {_ci(r.kappa, r.kappa_lo, r.kappa_hi)}"
+                                for r in k[k.kind == "two seeds"].itertuples())
+            out.append(f"Under the shared recipe, error consistency {name} (mean over seeds, 95% t "
+                       f"interval): {pairs}; the ceiling, each model against itself from another seed: "
+                       f"{ceiling}.")
+    return out
+
+
+def _ci(v: float, lo: float, hi: float) -> str:
+    return f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else f"{v:+.3f} (no interval)"
+
+
 def sentences(folder: str | Path) -> list[str]:
     folder = Path(folder)
     return FINDINGS[folder.name.removesuffix(".running")](folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _classes, _csv, _order, chance_warning, consistency, family_list, finding
+from . import _classes, _csv, _order, aligned, chance_warning, consistency, family_list, finding
 
 # ---------------------------------------------------------------- 02
 
@@ -45,5 +45,6 @@ def _robustness(folder: Path) -> list[str]:
         out += consistency(_csv(folder, "error_consistency.csv"),
                            {"clean": f"on the first {n} clean test images",
                             "PGD-10": "on their PGD-10 images"})
+    out += aligned(folder, {"clean": f"on the first {n} clean test images", "PGD-10": "under PGD-10"})
     return out
 

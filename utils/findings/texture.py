@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _classes, _csv, _order, chance_warning, change, consistency, family_list, finding
+from . import _classes, _csv, _order, aligned, chance_warning, change, consistency, family_list, finding
 
 # ---------------------------------------------------------------- 03
 
@@ -32,5 +32,6 @@ def _texture(folder: Path) -> list[str]:
                            {"original": "on the unmodified images",
                             "patch_shuffle_4": "on 4x4 patch-shuffled images",
                             "cue conflict": "on cue-conflict images (right = the shape class)"})
+    out += aligned(folder, {"cue conflict": "on the cue-conflict images"})
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _classes, _config, _csv, _f, chance_warning, change, consistency, family_list, finding
+from . import _classes, _config, _csv, _f, aligned, chance_warning, change, consistency, family_list, finding
 
 # ---------------------------------------------------------------- 01
 
@@ -27,6 +27,7 @@ def _training(folder: Path) -> list[str]:
                    f"{summary.test_top1[best] - summary.test_top1[mlp[0]]:.3f} behind it.")
     if (Path(folder) / "error_consistency.csv").exists():
         out += consistency(_csv(folder, "error_consistency.csv"), {"clean": "on the clean test set"})
+    out += aligned(folder, {"clean": "on the clean test set"})
     lr, bs = _csv(folder, "lr_sweep.csv"), _csv(folder, "batch_sweep.csv")
     pick = lr.loc[lr.val_top1.idxmax()]
     out.append(f"The learning-rate sweep of {pick.model} picks lr {pick.lr:g} on the validation split "

@@ -1,5 +1,6 @@
 """Figures of feature transfer and similarity (04): CKA heatmaps, probe accuracy by depth, transfer curves;
-and of error consistency (02, 03): kappa per setting for every pair of models."""
+of error consistency (02, 03): kappa per setting for every pair of models; and of the recipe-aligned control
+(01, 02, 03): each family difference under the own recipes and under one shared recipe."""
 
 from __future__ import annotations
 
@@ -156,3 +157,48 @@ def _suite(t, cfg):
                  "images)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def aligned_plot(diff: pd.DataFrame, title: str = "") -> plt.Figure:
+    """The reference family's metric minus each other family's (utils.aligned.differences), one row per
+    setting x other family: under the own recipes (filled, paired bootstrap interval over the images) and
+    under the shared recipe (hollow, t interval over the seeds); 0, no difference, as a line."""
+    rows = list(zip(diff.setting, diff.other, strict=True))
+    fig, ax = plt.subplots(figsize=(6.0, 0.45 * len(rows) + 1.4), constrained_layout=True)
+    for offset, (col, lo, hi, label, hollow) in enumerate(
+            [("own", "own_lo", "own_hi", "own recipes (one seed; images resampled)", False),
+             ("aligned", "aligned_lo", "aligned_hi", "one shared recipe (mean over seeds)", True)]):
+        y = [i + (0.15 if offset else -0.15) for i in range(len(rows))]
+        err = [(diff[col] - diff[lo]).clip(lower=0).fillna(0), (diff[hi] - diff[col]).clip(lower=0).fillna(0)]
+        ax.errorbar(diff[col], y, xerr=err, fmt="o", ms=4, capsize=2, color="C1" if hollow else "C0",
+                    mfc="none" if hollow else None, label=label)
+    ax.axvline(0, color="0.5", lw=0.8, ls="--")
+    ref = diff.reference.iloc[0] if len(diff) else "mlp"
+    ax.set_yticks(range(len(rows)), [f"{s} ({m}): {ref} - {o}" for (s, o), m in zip(rows, diff.metric,
+                                                                                       strict=True)])
+    ax.invert_yaxis()
+    ax.set(xlabel="difference (95% interval)")
+    ax.legend(fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def _aligned(t, cfg, what: str) -> plt.Figure:
+    return aligned_plot(t["aligned_differences.csv"],
+                        f"{cfg['dataset']}, {what}: does a family difference survive one shared recipe?")
+
+
+@figure("01_vit_finetuning", "aligned_differences.png", "aligned_differences.csv")
+def _aligned_01(t, cfg):
+    return _aligned(t, cfg, "clean test set")
+
+
+@figure("02_adversarial_robustness", "aligned_differences.png", "aligned_differences.csv")
+def _aligned_02(t, cfg):
+    return _aligned(t, cfg, "clean and PGD-10")
+
+
+@figure("03_texture_vs_shape_bias", "aligned_differences.png", "aligned_differences.csv")
+def _aligned_03(t, cfg):
+    return _aligned(t, cfg, "cue-conflict images")

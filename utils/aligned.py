@@ -1,0 +1,185 @@
+"""Family or recipe? The recipe-aligned control (issue 27) and the intervals its answer is read with.
+
+Each family trains with its own recipe (optimizer, schedule, augmentation, epochs), so "the MLP is more
+robust" may mean "the MLP's recipe is" (Bai et al. 2021 closed a CNN/Transformer robustness gap by aligning
+the recipes). The control trains every model of the trio again under ONE shared recipe
+(`recipes.ALIGNED[profile]`: one optimizer, schedule, augmentation, label smoothing and epoch budget), its lr
+chosen on the validation split (the best mean validation top-1 over the three families at seed 0), then from
+every seed of the control at that lr. 01 trains and scores it (clean), 02 attacks it (PGD-10), 03 shows it
+the cue-conflict images (shape bias).
+
+    runs = recipes.aligned_runs(models, profile, lr)   # name -> recipe: "<model>@aligned-lr<lr>-s<seed>"
+    table = aligned.metrics(predictions)               # per setting x run: top-1 (shape bias: cue conflict)
+    diff = aligned.differences(predictions, "mlp")     # per setting x other family: both recipes, verdict
+
+A family difference is then read twice: under the families' own recipes (one seed: a paired bootstrap over
+the test images) and under the shared recipe (seed-matched differences: mean and a t interval over the
+seeds). It *holds* when both intervals exclude 0 with the same sign.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from .experiments.similarity import kappa
+from .experiments.texture_shape import CUE_CONFLICT  # its metric is the shape bias
+from .models import family
+from .recipes import ALIGNED_TAG
+from .store import model_of
+
+LEVEL = 0.95
+
+
+def describe(run: str) -> tuple[str, str, int]:
+    """(model, recipe, seed) of a scored run's name: "cnn_small@aligned-lr0.003-s2" -> ("cnn_small",
+    "aligned", 2); "cnn_small@seed1" -> ("cnn_small", "own", 1); any other name: its own recipe, seed 0."""
+    model = model_of(run)
+    if ALIGNED_TAG in run:
+        return model, "aligned", int(run.rsplit("-s", 1)[1])
+    tag = run.partition("@")[2]
+    seed = int(tag.rsplit("seed", 1)[1]) if "seed" in tag else 0
+    return model, "own", seed
+
+
+def own(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The rows of runs under their own recipes (what the notebooks' error_consistency pairs)."""
+    return predictions[~predictions.model.str.contains(ALIGNED_TAG, regex=False)]
+
+
+def metric_name(setting: str) -> str:
+    return "shape bias" if setting == CUE_CONFLICT else "top-1"
+
+
+def _indicators(part: pd.DataFrame, setting: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, (numerator, denominator) of the setting's metric: top-1 = correct / 1; shape bias (cue
+    conflict, Geirhos et al. 2019) = shape decision / (shape or texture decision), over the images whose
+    shape and texture classes differ (texture_shape.shape_bias)."""
+    if setting == CUE_CONFLICT:
+        kept = (part.label != part.texture_label).to_numpy()
+        shape = (part.pred == part.label).to_numpy() & kept
+        texture = (part.pred == part.texture_label).to_numpy() & kept
+        return shape.astype(float), (shape | texture).astype(float)
+    return part.correct.to_numpy(dtype=float), np.ones(len(part))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray | float:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num.sum(-1) / den.sum(-1)
+
+
+def metrics(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per setting x scored run of a per-image predictions table (model, setting, image, label, pred,
+    correct; texture_label for the cue conflict): setting, metric, run, model, family, recipe, seed, value,
+    n (images)."""
+    rows = []
+    for (setting, run), part in predictions.groupby(["setting", "model"], sort=False):
+        model, recipe, seed = describe(run)
+        rows.append({"setting": setting, "metric": metric_name(setting), "run": run, "model": model,
+                     "family": family(model), "recipe": recipe, "seed": seed,
+                     "value": float(_ratio(*_indicators(part, setting))), "n": len(part)})
+    return pd.DataFrame(rows)
+
+
+def seed_interval(values: Sequence[float], level: float = LEVEL, bounds: tuple[float, float] = (-1.0, 1.0)
+                  ) -> tuple[float, float, float]:
+    """(mean, lo, hi): the t interval of the mean over seeds (n - 1 degrees of freedom), cut to `bounds` (a
+    difference of proportions and a kappa lie in [-1, 1]); lo and hi are NaN for fewer than two values (one
+    seed has no spread)."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    if len(v) < 2:
+        return float(v[0]), math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), max(bounds[0], float(v.mean() - half)), min(bounds[1], float(v.mean() + half))
+
+
+def paired_bootstrap(a: pd.DataFrame, b: pd.DataFrame, setting: str, n_boot: int = 1000, seed: int = 0,
+                     level: float = LEVEL) -> tuple[float, float, float, int]:
+    """(difference a - b of the setting's metric, lo, hi, images): on the images both were scored on, with a
+    percentile interval over `n_boot` resamples of those images (the same images for both: paired)."""
+    common = np.intersect1d(a.image.to_numpy(), b.image.to_numpy())
+    a, b = (x.set_index("image").loc[common].reset_index() for x in (a, b))
+    (na, da), (nb, db) = _indicators(a, setting), _indicators(b, setting)
+    diff = float(_ratio(na, da) - _ratio(nb, db))
+    idx = np.random.default_rng(seed).integers(0, len(common), size=(n_boot, len(common)))
+    boots = _ratio(na[idx], da[idx]) - _ratio(nb[idx], db[idx])
+    lo, hi = np.nanquantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return diff, float(lo), float(hi), len(common)
+
+
+def verdict(own_lo: float, own_hi: float, lo: float, hi: float) -> str:
+    """How a difference reads under the two recipes, from its two intervals: "holds" (both exclude 0, same
+    sign), "reverses" (both exclude 0, opposite signs), "own recipes only" (the aligned interval includes
+    0), "aligned recipe only", or "neither" (both include 0); "no seed spread" where the aligned one is
+    unknown."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "no seed spread"
+    sign = lambda low, high: 0 if low <= 0 <= high else (1 if low > 0 else -1)
+    s_own, s_al = sign(own_lo, own_hi), sign(lo, hi)
+    if s_own and s_al:
+        return "holds" if s_own == s_al else "reverses"
+    return "own recipes only" if s_own else ("aligned recipe only" if s_al else "neither")
+
+
+def differences(predictions: pd.DataFrame, reference: str = "mlp", n_boot: int = 1000, seed: int = 0
+                ) -> pd.DataFrame:
+    """The reference family's metric minus each other family's, per setting, under both recipes: own (the
+    families' own-recipe seed-0 runs: paired bootstrap over the images) and aligned (seed-matched differences
+    of the control's runs: mean and t interval over the seeds), and the verdict. Families, not models: under
+    full the control's ViT is ViT-S/16's from-scratch counterpart (recipes.control_model). One row per
+    setting x other family: setting, metric, reference, other, own, own_lo, own_hi, n_images, aligned,
+    aligned_lo, aligned_hi, n_seeds, verdict."""
+    table = metrics(predictions)
+    rows = []
+    for setting, part in table.groupby("setting", sort=False):
+        mine = part[(part.recipe == "own") & (part.seed == 0)].drop_duplicates("family")
+        mine = mine.set_index("family").run
+        al = part[part.recipe == "aligned"].pivot_table(index="seed", columns="family", values="value")
+        if reference not in mine:
+            continue
+        here = predictions[predictions.setting == setting]
+        for other in (f for f in mine.index if f != reference):
+            a, b = (here[here.model == mine[f]] for f in (reference, other))
+            d, lo, hi, n = paired_bootstrap(a, b, setting, n_boot, seed)
+            per_seed = (al[reference] - al[other]).dropna().tolist() if {reference, other} <= set(al) else []
+            mean, a_lo, a_hi = seed_interval(per_seed)
+            rows.append({"setting": setting, "metric": metric_name(setting), "reference": reference,
+                         "other": other, "own": d, "own_lo": lo, "own_hi": hi, "n_images": n, "aligned": mean,
+                         "aligned_lo": a_lo, "aligned_hi": a_hi, "n_seeds": len(per_seed),
+                         "verdict": verdict(lo, hi, a_lo, a_hi)})
+    return pd.DataFrame(rows)
+
+
+def consistency(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Error consistency among the control's runs, per setting: every pair of models at the same seed
+    ("families") and every model against itself from another seed ("two seeds": the ceiling under the shared
+    recipe), Cohen's kappa per pair, then per (model_a, model_b, kind): the mean with its t interval over the
+    pairs (seeds for families; seed pairs, which share runs, for the ceiling). Columns: setting, model_a,
+    model_b, kind, kappa, kappa_lo, kappa_hi, n_pairs."""
+    rows = []
+    for setting, part in predictions[predictions.model.str.contains(ALIGNED_TAG, regex=False)].groupby(
+            "setting", sort=False):
+        wide = part.pivot(index="image", columns="model", values="correct")
+        runs = {describe(r)[::2]: r for r in dict.fromkeys(part.model)}  # (model, seed) -> run, in order
+        models = list(dict.fromkeys(m for m, _ in runs))
+        seeds = sorted({s for _, s in runs})
+        pairs = {(a, b, "families"): [(runs[a, s], runs[b, s]) for s in seeds
+                                      if (a, s) in runs and (b, s) in runs]
+                 for a, b in itertools.combinations(models, 2)}
+        pairs |= {(m, m, "two seeds"): [(runs[m, s], runs[m, t]) for s, t in itertools.combinations(seeds, 2)
+                                        if (m, s) in runs and (m, t) in runs] for m in models}
+        for (a, b, kind), among in pairs.items():
+            values = [kappa(*(torch.tensor(wide[[x, y]].dropna().astype(bool)[c].to_numpy()) for c in (x, y)))
+                      for x, y in among]
+            mean, lo, hi = seed_interval(values)
+            rows.append({"setting": setting, "model_a": a, "model_b": b, "kind": kind, "kappa": mean,
+                         "kappa_lo": lo, "kappa_hi": hi, "n_pairs": len(values)})
+    return pd.DataFrame(rows)
