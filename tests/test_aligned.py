@@ -19,8 +19,8 @@ def _rows(model: str, setting: str, correct, pred=None, label=None, texture=None
     n = len(correct)
     label = np.zeros(n, int) if label is None else np.asarray(label)
     pred = np.where(correct, label, label + 1) if pred is None else np.asarray(pred)
-    out = pd.DataFrame({"model": model, "setting": setting, "image": np.arange(n), "label": label, "pred": pred,
-                        "correct": pred == label})
+    out = pd.DataFrame({"model": model, "setting": setting, "image": np.arange(n), "label": label,
+                        "pred": pred, "correct": pred == label})
     return out if texture is None else out.assign(texture_label=np.asarray(texture))
 
 
@@ -57,7 +57,8 @@ def test_metrics_count_top1_and_shape_bias_by_hand():
                 texture=[1, 1, 1, 1, 0])
     table = aligned.metrics(pd.concat([clean, cue])).set_index("setting")
     assert table.value["clean"] == 0.75 and table.metric["clean"] == "top-1"
-    assert table.value["cue conflict"] == pytest.approx(2 / 3) and table.metric["cue conflict"] == "shape bias"
+    assert table.value["cue conflict"] == pytest.approx(2 / 3)
+    assert table.metric["cue conflict"] == "shape bias"
     assert table.family["clean"] == "cnn" and table.recipe["clean"] == "own"
 
 
@@ -77,7 +78,8 @@ def test_differences_pair_families_under_both_recipes():
     parts = [_rows("mlp_b4_wi256", "clean", own_mlp), _rows("cnn_small", "clean", own_cnn)]
     for s, gap in enumerate([0.10, 0.12, 0.14]):
         parts += [_rows(f"mlp_b4_wi256@aligned-lr0.001-s{s}", "clean", np.arange(100) < 80),
-                  _rows(f"cnn_small@aligned-lr0.001-s{s}", "clean", np.arange(100) < round(100 * (0.8 - gap)))]
+                  _rows(f"cnn_small@aligned-lr0.001-s{s}", "clean",
+                        np.arange(100) < round(100 * (0.8 - gap)))]
     diff = aligned.differences(pd.concat(parts), n_boot=300).set_index("other")
     r = diff.loc["cnn"]
     assert r.own == pytest.approx(own_mlp.mean() - own_cnn.mean()) and r.own_lo > 0 and r.n_images == 200

@@ -40,8 +40,8 @@ def test_the_counted_steps_and_bytes_are_what_a_smoke_run_does(roots, monkeypatc
         steps.clear()
         assert plan.train_run(run, "smoke") == "stored"
         cost = estimate.run_cost(run, "smoke")
-        # 2 epochs of 461 // 64 batches; the aligned control's runs: 2 epochs of 230 // 64 (256 images, a tenth
-        # held out for validation)
+        # 2 epochs of 461 // 64 batches; the aligned control's runs: 2 epochs of 230 // 64 (256 images, a
+        # tenth held out for validation)
         assert cost["steps"] == sum(steps) == (6 if "@aligned-" in run.name else 14), run.name
         assert cost["checkpoint_saves"] == len(written) - 1 == 2
         assert abs(cost["bytes_written"] - sum(written)) <= 8192 + 0.01 * sum(written), run.name

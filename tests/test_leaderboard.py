@@ -74,3 +74,23 @@ def test_the_answer_reads_each_measure_from_the_intervals(results):
     assert "more like the CNN's: 0.60 of the gap with the CNN, 0.20 with the ViT" in lines[-1]
     assert leaderboard.answer(leaderboard.table(results / "nothing")) == [
         "The answer needs all three families' rows (01 has not run with the trio)."]
+
+
+def test_the_aligned_control_gives_a_seed_mean_and_its_t_interval(results, monkeypatch):
+    """01's predictions with the control's runs (two seeds per family, 100 images): the clean top-1 column
+    under the shared recipe is the mean over seeds with aligned.seed_interval's t interval."""
+    from utils import aligned
+
+    own = pd.read_csv(results / "01_vit_finetuning/predictions.csv")
+    right = {("m", 0): 70, ("m", 1): 74, ("c", 0): 80, ("c", 1): 80, ("v", 0): 60, ("v", 1): 50}
+    control = pd.DataFrame([{"model": f"{m}@aligned-lr0.001-s{s}", "setting": "clean", "image": i,
+                             "label": 0, "pred": 0 if i < k else 1, "correct": i < k}
+                            for (m, s), k in right.items() for i in range(100)])
+    pd.concat([own, control]).to_csv(results / "01_vit_finetuning/predictions.csv", index=False)
+    monkeypatch.setattr(aligned, "family", {"m": "mlp", "c": "cnn", "v": "vit"}.get)  # hand-written models
+    board = leaderboard.table(results).set_index("family")
+    assert board.clean_top1_aligned.to_dict() == pytest.approx({"mlp": 0.72, "cnn": 0.80, "vit": 0.55})
+    assert (board.clean_top1_aligned_lo["mlp"], board.clean_top1_aligned_hi["mlp"]) == pytest.approx(
+        aligned.seed_interval([0.70, 0.74])[1:])
+    assert board.clean_top1_aligned_lo["cnn"] == board.clean_top1_aligned_hi["cnn"] == pytest.approx(0.8)
+    assert board.clean_top1_aligned_lo["vit"] == 0.0  # 0.55 +- 12.7 x 0.05: cut at 0

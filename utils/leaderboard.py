@@ -13,7 +13,9 @@ Columns, each with `<column>_lo` / `_hi` (a 95% interval) where one exists:
 - ece (05, fp32), params and flops_per_image (05's size table, else 01's params);
 - kappa_<family> (01: error consistency, clean test images, with the model of that family; its own
   family's column: the model with its seed twin, the ceiling) with the bootstrap interval 01 saved;
-- cka_<family> (04: linear CKA gap closed between the two families' sources, both directions averaged).
+- cka_<family> (04: linear CKA gap closed between the two families' sources, both directions averaged);
+- clean_top1_aligned, pgd10_top1_aligned, shape_bias_aligned: the family's model under the recipe-aligned
+  control (utils/aligned.py: one shared recipe; 01, 02, 03), the mean over its seeds with a t interval.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import aligned
+from .recipes import ALIGNED_TAG
+
 FAMILIES = ("mlp", "cnn", "vit")
+# (notebook, setting, column) of the aligned control's headline numbers, read from the per-image predictions
+ALIGNED_COLUMNS = (("01_vit_finetuning", "clean", "clean_top1_aligned"),
+                   ("02_adversarial_robustness", "PGD-10", "pgd10_top1_aligned"),
+                   ("03_texture_vs_shape_bias", "cue conflict", "shape_bias_aligned"))
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 
 
@@ -106,6 +115,16 @@ def table(root: str | Path) -> pd.DataFrame:
             for mine, theirs in ((a, b), (b, a)):
                 if mine in model_of:
                     next(x for x in rows if x["family"] == mine)[f"cka_{theirs}"] = r.gap_closed
+    for notebook, setting, column in ALIGNED_COLUMNS:
+        scored = _read(root, f"{notebook}/predictions.csv")
+        if scored is None:
+            continue
+        control = aligned.metrics(scored[(scored.setting == setting)
+                                         & scored.model.str.contains(ALIGNED_TAG, regex=False)])
+        for row in rows if len(control) else []:
+            values = control.value[control.family == row["family"]]
+            mean, lo, hi = aligned.seed_interval(values, bounds=(0, 1))
+            row |= {column: mean, f"{column}_lo": lo, f"{column}_hi": hi}
     return pd.DataFrame(rows)
 
 

@@ -69,7 +69,12 @@ CAVEATS = {
 
 LEADERBOARD_COLUMNS = ["model", "family", "params", "flops_per_image", "clean_top1", "clean_top1_seed1",
                        "pgd10_top1", "autoattack_top1", "shape_bias", "ece", "kappa_mlp", "kappa_cnn",
-                       "kappa_vit", "cka_mlp", "cka_cnn", "cka_vit"]
+                       "kappa_vit", "cka_mlp", "cka_cnn", "cka_vit", "clean_top1_aligned",
+                       "pgd10_top1_aligned", "shape_bias_aligned"]
+# the recipe-aligned control's verdicts in the report's answer: notebook -> {setting: how a sentence names it}
+RECIPE_CONTROL = {"01_vit_finetuning": {"clean": "on the clean test set"},
+                  "02_adversarial_robustness": {"PGD-10": "under PGD-10"},
+                  "03_texture_vs_shape_bias": {"cue conflict": "on the cue-conflict images"}}
 
 
 def _markdown_table(df: pd.DataFrame) -> str:
@@ -159,6 +164,11 @@ def build(profile: str, dataset: str) -> tuple[str, list[Path]]:
               "intervals: Wilson over the test images, the bootstrap for kappa), from the leaderboard below.",
               ""]
     lines += [f"- {s}" for s in leaderboard.answer(board)] + [""]
+    control = [s for nb, settings in RECIPE_CONTROL.items() for s in findings.aligned(root / nb, settings)]
+    if control:
+        lines += ["Family or recipe? Each family trains with its own recipe; the control trains the trio "
+                  "again under one shared recipe (`utils/aligned.py`), and a difference *holds* when its "
+                  "interval excludes 0 under both:", ""] + [f"- {s}" for s in control] + [""]
     if len(board):
         shown = board[[c for c in LEADERBOARD_COLUMNS if c in board]]
         lines += ["Leaderboard (`leaderboard.csv`: every column with its `_lo` / `_hi` interval; click a "
