@@ -358,3 +358,5 @@ def rehearsed(recipe: Recipe) -> Recipe:
 
 RECIPES.update({("rehearsal", run): rehearsed(r) for (p, run), r in list(RECIPES.items()) if p == "full"})
 SWEEP_BASE["rehearsal"] = rehearsed(SWEEP_BASE["full"])
+# the aligned control's full path (full's models, recipe and fallbacks) at one lr and two seeds: 6 runs
+ALIGNED["rehearsal"] = Control(rehearsed(ALIGNED["full"].recipe), lrs=ALIGNED["full"].lrs[:1], seeds=(0, 1))

@@ -353,8 +353,8 @@ SMALLER = {
                   batch_size=128, ceiling_seed=None),
     "smoke": dict(n_images=32, n_transfer=32, n_autoattack=8, autoattack_steps=3, autoattack_queries=10,
                   batch_size=32),
-    # rehearsal: no seed twins and no aligned control (01's rehearsal trains neither: experiments/zoo.py)
-    "rehearsal": dict(ceiling_seed=None, aligned=False, n_images=2, n_transfer=2, n_autoattack=2,
+    # rehearsal: no seed twins (01's rehearsal trains none: utils/experiments/zoo.py)
+    "rehearsal": dict(ceiling_seed=None, n_images=2, n_transfer=2, n_autoattack=2,
                       autoattack_steps=1,
                       autoattack_queries=2,
                       batch_size=2, fgsm_points=3, pgd_points=2, max_pgd_steps=2),

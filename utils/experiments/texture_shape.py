@@ -412,8 +412,8 @@ class Config:
 SMALLER = {"smoke": dict(n_images=256, n_cue=256),
            # quick: the ceiling from the aligned control's seeds, not from seed twins (01's budget)
            "quick": dict(ceiling_seed=None),
-           # rehearsal: no seed twins and no aligned control (01's rehearsal trains none: experiments/zoo.py)
-           "rehearsal": dict(n_images=8, n_cue=8, ceiling_seed=None, aligned=False)}
+           # rehearsal: no seed twins (01's rehearsal trains none: utils/experiments/zoo.py)
+           "rehearsal": dict(n_images=8, n_cue=8, ceiling_seed=None)}
 
 
 def config(profile: str | None = None, **overrides) -> Config:

@@ -215,14 +215,14 @@ SMALLER = {
                   ladder=["perceiver_medium@latent8", "perceiver_medium@latent16"],
                   ladder_ablations=["perceiver_medium@latent8-no-aug",
                                     "perceiver_medium@latent8-no-dropout"]),
-    # rehearsal: full's names at one point each, no aligned control (its path is smoke's: 12 more full-size
-    # runs); one member of the zoo (the loop and its table: every zoo
+    # rehearsal: full's names at one point each (the aligned control: recipes.ALIGNED's one lr, two seeds);
+    # one member of the zoo (the loop and its table: every zoo
     # member's full recipe takes a bf16 step in tests/test_bf16.py; all five took 72 s of CI's rehearsal); the
     # pretrained zoo's paper MLP, ViT-S/16 and Swin-T (TNT-S's and Mixer-B/16's weights files are read by
     # tests/test_rehearsal.py; Mixer-B/16: 12.6 GFLOPs an image); no seed twins: their path is smoke's, and a
     # pretrained recipe the store builds itself (the ViT twin's case) is 04's sources' (three more full-size
     # runs cost CI about a minute; 02 and 03 follow)
-    "rehearsal": dict(ceiling_seed=None, aligned=False, zoo=["swin_tiny_p2"],
+    "rehearsal": dict(ceiling_seed=None, zoo=["swin_tiny_p2"],
                       pretrained_zoo=["mlp_b12_wi1024@in21k", "vit_small_patch16_224",
                                       "swin_tiny_patch4_window7_224"],
                       lr_grid=[1e-3], batch_grid=[16], tnt_grid=[[8, 4]], ladder=["perceiver_medium"],
