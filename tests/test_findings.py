@@ -161,7 +161,8 @@ def test_error_consistency_is_stated_per_pair_with_its_interval_and_the_most_sha
                           "kappa_lo": [0.25, 0.36, 0.15, 0.8], "kappa_hi": [0.37, 0.48, 0.26, 1.0]})
     (sentence,) = consistency(table, {"clean": "on the clean test set"})
     assert "mlp and cnn 0.310 [0.250, 0.370]" in sentence and "cnn and vit 0.200" in sentence
-    assert sentence.endswith("mlp and vit share the most mistakes (no two-seed ceiling in this run).")
+    assert sentence.endswith("mlp and vit share the most mistakes (no two-seed ceiling under the own recipes "
+                             "in this run; the aligned control's, where it ran, is below).")
     assert sentence.startswith("Error consistency on the clean test set (Cohen's kappa")
     assert consistency(table[table.setting == "pgd"], {"clean": "on the clean test set"}) == []
     (both, pgd) = consistency(table, {"clean": "clean", "pgd": "under PGD"})
@@ -174,3 +175,28 @@ def test_error_consistency_is_stated_per_pair_with_its_interval_and_the_most_sha
     assert ceiling.startswith(sentence.replace("on the clean test set", "clean").split(". mlp and vit")[0])
     assert ceiling.endswith("mlp and vit share the most mistakes; the ceiling, each model against itself "
                             "from another seed: mlp 0.700 [0.650, 0.750]; cnn 0.600 [0.500, 0.700].")
+
+
+def test_the_aligned_control_sentence_reads_each_verdict_from_its_table(tmp_path):
+    """findings.aligned: both intervals and the verdict per family pair, then the control's kappa."""
+    from utils.findings import aligned
+
+    pd.DataFrame([{"setting": "clean", "metric": "top-1", "reference": "mlp", "other": "cnn", "own": -0.02,
+                   "own_lo": -0.03, "own_hi": -0.01, "aligned": -0.015, "aligned_lo": -0.02,
+                   "aligned_hi": -0.01, "n_seeds": 3, "verdict": "holds"},
+                  {"setting": "clean", "metric": "top-1", "reference": "mlp", "other": "vit", "own": 0.02,
+                   "own_lo": 0.01, "own_hi": 0.03, "aligned": 0.0, "aligned_lo": -0.02, "aligned_hi": 0.02,
+                   "n_seeds": 3, "verdict": "own recipes only"}]).to_csv(tmp_path / "aligned_differences.csv")
+    pd.DataFrame([{"setting": "clean", "model_a": "m", "model_b": "c", "kind": "families", "kappa": 0.3,
+                   "kappa_lo": 0.2, "kappa_hi": 0.4, "n_pairs": 3},
+                  {"setting": "clean", "model_a": "m", "model_b": "m", "kind": "two seeds", "kappa": 0.6,
+                   "kappa_lo": 0.5, "kappa_hi": 0.7, "n_pairs": 3}]
+                 ).to_csv(tmp_path / "aligned_consistency.csv")
+    (diff, kappa) = aligned(tmp_path, {"clean": "on the clean test set"})
+    assert ("MLP minus CNN -0.020 [-0.030, -0.010] under the own recipes, -0.015 [-0.020, -0.010] under the "
+            "shared one: the difference holds under the shared recipe") in diff
+    assert "MLP minus ViT +0.020 [+0.010, +0.030]" in diff and "is the recipes', not the family's" in diff
+    assert "3 seeds" in diff and diff.startswith("Family or recipe")
+    assert "m and c +0.300 [+0.200, +0.400]" in kappa and kappa.endswith("from another seed: m +0.600 "
+                                                                         "[+0.500, +0.700].")
+    assert aligned(tmp_path / "nothing", {"clean": "x"}) == []

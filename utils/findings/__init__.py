@@ -127,7 +127,8 @@ def consistency(table: pd.DataFrame, settings: dict[str, str]) -> list[str]:
                 "the same mistakes; 95% bootstrap interval)")  # said once
         ceiling = ("; the ceiling, each model against itself from another seed: "
                    + "; ".join(f"{r.model_a} {interval(r)}" for r in seeds.itertuples())
-                   if len(seeds) else " (no two-seed ceiling in this run)")
+                   if len(seeds) else " (no two-seed ceiling under the own recipes in this run; the aligned "
+                   "control's, where it ran, is below)")
         out.append(f"Error consistency {name}{what}: {pairs}. {top.model_a} and {top.model_b} share the most "
                    f"mistakes{ceiling}.")
     return out
