@@ -8,7 +8,7 @@ chosen on the validation split (the best mean validation top-1 over the three fa
 every seed of the control at that lr. 01 trains and scores it (clean), 02 attacks it (PGD-10), 03 shows it
 the cue-conflict images (shape bias).
 
-    runs = recipes.aligned_runs(models, profile, lr)   # name -> recipe: "<model>@aligned-lr<lr>-s<seed>"
+    trials, summary, nets = aligned.trained(models, profile, dataset)  # lr trials, chosen lr's seeds, nets
     table = aligned.metrics(predictions)               # per setting x run: top-1 (shape bias: cue conflict)
     diff = aligned.differences(predictions, "mlp")     # per setting x other family: both recipes, verdict
 
@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from . import recipes, store
 from .experiments.similarity import kappa
 from .experiments.texture_shape import CUE_CONFLICT  # its metric is the shape bias
 from .models import family
@@ -35,6 +36,19 @@ from .recipes import ALIGNED_TAG
 from .store import model_of
 
 LEVEL = 0.95
+
+
+def trained(models: list[str], profile, dataset: str, device: str | None = None
+            ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The control, trained or loaded from the store: (its lr trials' summary, every seed's summary at the lr
+    chosen on the validation split, {run: network in eval mode}). 01 trains it; 02 and 03 load it."""
+    name = getattr(profile, "name", profile)
+    trials = store.sweep(recipes.aligned_trials(models, name), dataset, profile, device)
+    runs = recipes.aligned_runs(models, name, recipes.aligned_lr(trials, name))
+    summary = store.sweep(runs, dataset, profile, device)
+    nets = {r: store.get_or_train(r, dataset, profile, recipe=recipe, device=device)
+            for r, recipe in runs.items()}
+    return trials, summary, nets
 
 
 def describe(run: str) -> tuple[str, str, int]:
