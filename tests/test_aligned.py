@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from utils import aligned, recipes
 
@@ -126,3 +127,24 @@ def test_full_trains_the_pretrained_vit_from_scratch_as_its_fallback():
 def test_a_seed_interval_stays_within_the_bounds_of_a_kappa():
     mean, lo, hi = aligned.seed_interval([0.2, 0.9, 0.95])
     assert hi == 1.0 and lo > -1.0 and mean == pytest.approx(0.6833333)
+
+
+def test_similarity_of_the_control_pairs_seeds_and_says_which_family_is_nearer():
+    """A measure given by hand per pair of runs: the MLP's features are 0.2 closer to the CNN's than to the
+    ViT's at every seed, so the difference is 0.2 with a zero-width interval; each model's ceiling is 0.9."""
+    runs = [f"{m}@aligned-lr0.001-s{s}" for m in TRIO for s in range(3)]
+    features = {r: torch.tensor([float(i)]) for i, r in enumerate(runs)}
+    value = {("mlp", "cnn"): 0.7, ("mlp", "vit"): 0.5, ("cnn", "vit"): 0.4}
+
+    def measure(x, y):
+        a, b = (aligned.family(aligned.describe(runs[int(t)])[0]) for t in (x, y))
+        return 0.9 if a == b else value[a, b]
+
+    table = aligned.similarity(features, measure).set_index(["model_a", "model_b"])
+    assert table.value["mlp_b4_wi256", "cnn_small"] == pytest.approx(0.7)
+    assert table.n_pairs["mlp_b4_wi256", "cnn_small"] == 3
+    assert table.kind["vit_mini_p4", "vit_mini_p4"] == "two seeds"
+    assert table.value["vit_mini_p4", "vit_mini_p4"] == pytest.approx(0.9)
+    diff = table.loc["mlp_b4_wi256", "cnn_small - vit_mini_p4"]
+    assert (diff.kind, diff.value, diff.lo, diff.hi) == ("difference", pytest.approx(0.2), pytest.approx(0.2),
+                                                         pytest.approx(0.2))

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
+from torch import Tensor
 
 from . import recipes, store
 from .experiments.similarity import kappa
@@ -172,6 +173,19 @@ def differences(predictions: pd.DataFrame, reference: str = "mlp", n_boot: int =
     return pd.DataFrame(rows)
 
 
+def _pairs(runs: Sequence[str]) -> dict[tuple[str, str, str], list[tuple[str, str]]]:
+    """The control's runs paired: (model_a, model_b, "families") -> the two models' runs at each seed both
+    have; (model, model, "two seeds") -> the model's runs at every two seeds (the ceiling); models in
+    order."""
+    by = {describe(r)[::2]: r for r in dict.fromkeys(runs) if ALIGNED_TAG in r}  # (model, seed) -> run
+    models = list(dict.fromkeys(m for m, _ in by))
+    seeds = sorted({s for _, s in by})
+    pairs = {(a, b, "families"): [(by[a, s], by[b, s]) for s in seeds if (a, s) in by and (b, s) in by]
+             for a, b in itertools.combinations(models, 2)}
+    return pairs | {(m, m, "two seeds"): [(by[m, s], by[m, t]) for s, t in itertools.combinations(seeds, 2)
+                                          if (m, s) in by and (m, t) in by] for m in models}
+
+
 def consistency(predictions: pd.DataFrame) -> pd.DataFrame:
     """Error consistency among the control's runs, per setting: every pair of models at the same seed
     ("families") and every model against itself from another seed ("two seeds": the ceiling under the shared
@@ -182,18 +196,34 @@ def consistency(predictions: pd.DataFrame) -> pd.DataFrame:
     for setting, part in predictions[predictions.model.str.contains(ALIGNED_TAG, regex=False)].groupby(
             "setting", sort=False):
         wide = part.pivot(index="image", columns="model", values="correct")
-        runs = {describe(r)[::2]: r for r in dict.fromkeys(part.model)}  # (model, seed) -> run, in order
-        models = list(dict.fromkeys(m for m, _ in runs))
-        seeds = sorted({s for _, s in runs})
-        pairs = {(a, b, "families"): [(runs[a, s], runs[b, s]) for s in seeds
-                                      if (a, s) in runs and (b, s) in runs]
-                 for a, b in itertools.combinations(models, 2)}
-        pairs |= {(m, m, "two seeds"): [(runs[m, s], runs[m, t]) for s, t in itertools.combinations(seeds, 2)
-                                        if (m, s) in runs and (m, t) in runs] for m in models}
-        for (a, b, kind), among in pairs.items():
+        for (a, b, kind), among in _pairs(part.model).items():
             values = [kappa(*(torch.tensor(wide[[x, y]].dropna().astype(bool)[c].to_numpy()) for c in (x, y)))
                       for x, y in among]
             mean, lo, hi = seed_interval(values)
             rows.append({"setting": setting, "model_a": a, "model_b": b, "kind": kind, "kappa": mean,
                          "kappa_lo": lo, "kappa_hi": hi, "n_pairs": len(values)})
+    return pd.DataFrame(rows)
+
+
+def similarity(features: Mapping[str, Tensor], measure: Callable[[Tensor, Tensor], float]) -> pd.DataFrame:
+    """A similarity measure among the control's runs (features: run -> (N, D) features of the same images):
+    each pair of models at the same seed ("families"), each model against itself from another seed ("two
+    seeds", the ceiling), the mean and t interval over the pairs; and for the first model, which of the other
+    two its features are closer to: per seed measure(first, second) - measure(first, third) ("difference",
+    model_b "<second> - <third>"). Columns: model_a, model_b, kind, value, lo, hi, n_pairs."""
+    rows, per_seed = [], {}
+    for (a, b, kind), among in _pairs(list(features)).items():
+        values = [measure(features[x], features[y]) for x, y in among]
+        if kind == "families":
+            per_seed[a, b] = dict(zip((describe(x)[2] for x, _ in among), values, strict=True))
+        mean, lo, hi = seed_interval(values)
+        rows.append({"model_a": a, "model_b": b, "kind": kind, "value": mean, "lo": lo, "hi": hi,
+                     "n_pairs": len(values)})
+    models = list(dict.fromkeys(describe(r)[0] for r in features if ALIGNED_TAG in r))
+    if len(models) == 3:
+        first, second, third = models
+        ab, ac = per_seed[first, second], per_seed[first, third]
+        mean, lo, hi = seed_interval([ab[s] - ac[s] for s in ab if s in ac], bounds=(-math.inf, math.inf))
+        rows.append({"model_a": first, "model_b": f"{second} - {third}", "kind": "difference", "value": mean,
+                     "lo": lo, "hi": hi, "n_pairs": len(set(ab) & set(ac))})
     return pd.DataFrame(rows)

@@ -375,7 +375,9 @@ def analysis_passes(notebook: str, profile: str | Profile, dataset: str | None =
     if notebook == "03_texture_vs_shape_bias":
         return _modifications_03(cfg, p, trio, twins, n_test, control)
     if notebook == "04_feature_generalizability":
-        return _features_04(cfg, p, trio)
+        return _features_04(cfg, p, trio) + [Pass("aligned control: final features", m, cfg.n_similarity, 1,
+                                                  _batches(cfg.n_similarity, p.eval_batch_size))
+                                             for m in control]
     if notebook == "05_inference_time":
         return _timing_05(cfg, p, trio, {m: _flops(m, p, dataset) for m in trio}, n_test)
     if notebook == "08_activation_maximization":

@@ -314,7 +314,8 @@ class TransferTask:
 def runs(cfg: Config, ctx) -> list:
     """Every run 04 asks the store for (utils.plan): two seeds of each source model; per target and model
     the fine-tune and LP-FT lr trials at lr_per_class; then every trained method at each k, fine-tune and
-    LP-FT at the lr chosen on the target's validation split (waiting until the trials are stored)."""
+    LP-FT at the lr chosen on the target's validation split (waiting until the trials are stored); and 01's
+    aligned control, whose final features the similarity suite compares."""
     P, out = ctx.profile.name, []
     for m in ctx.models:
         out += [ctx.run(name, recipe, cfg.source) for name, recipe in source_runs(cfg, m, P).items()]
@@ -340,7 +341,7 @@ def runs(cfg: Config, ctx) -> list:
                     name = run_name(m, method, k, scale) if known else f"{run_name(m, method, k)}-lr?"
                     waits = "" if known else f"the {method} lr of {m} on {target} (validation)"
                     out.append(ctx.run(name, t.provisional(ctx.profile), target, task=t, waits_for=waits))
-    return out
+    return out + (ctx.aligned() if cfg.aligned else [])
 
 
 # ---------------------------------------------------------------- notebook 04: its knobs
@@ -359,6 +360,8 @@ class Config:
     n_cka: int = 5000  # test images for CKA
     n_similarity: int = 2000  # test images for the similarity suite (four measures of the final features)
     n_null: int = 20  # the suite's permutation null: shuffles per cross pair and measure
+    aligned: bool = True  # the suite's debiased CKA among 01's aligned control (the trio under one shared
+    # recipe, every seed; utils/aligned.py), beside the own-recipe sources'
     n_probe_train: int = 20000  # training images for the layer probes
     n_probe_test: int = 10000  # test images for the layer probes
     # k images per class (None: all). Both targets hold 450 per class once validation is held out (5,000

@@ -20,6 +20,8 @@ def _transfer(folder: Path) -> list[str]:
                    f"{_f(r.ceiling)}: {r.gap_closed:.2f} of the gap closed; it peaks at {_f(r.peak)} "
                    f"({r.model_a} {r.peak_layer_a} with {r.model_b} {r.peak_layer_b}).")
     out += _suite(_csv(folder, "similarity_summary.csv"), _csv(folder, "similarity_agreement.csv"))
+    if (Path(folder) / "aligned_similarity.csv").exists():
+        out += _aligned(_csv(folder, "similarity_summary.csv"), _csv(folder, "aligned_similarity.csv"))
     probes = _csv(folder, "probes.csv")
     for model, g in probes.groupby("model", sort=False):
         inner = g[(g.relative_depth > 0) & (g.relative_depth < 1)]
@@ -71,4 +73,28 @@ def _suite(summary, agreement) -> list[str]:
         rho = (f"; Spearman's correlation of their gap closed over the {agreement.pairs.iloc[0]} pairs is "
                f"{agreement.spearman.min():.2f} at the least" if agreement.pairs.iloc[0] >= 3 else "")
         out.append(f"The {len(set(agreement.measure_a) | set(agreement.measure_b))} measures {verdict}{rho}.")
+    return out
+
+
+def _aligned(own, control) -> list[str]:
+    """Debiased CKA of the final features under the own recipes (04's sources, one seed) and under 01's
+    aligned control (mean and t interval over the seeds), and which family the MLP is nearer under each."""
+    cka = own[own.measure == "CKA"].set_index("pair").cross
+    ci = lambda r: f"{_f(r.value)} [{_f(r.lo)}, {_f(r.hi)}]"
+    pairs = "; ".join(f"{r.model_a} and {r.model_b} {ci(r)}" for r in control[control.kind == "families"]
+                      .itertuples())
+    ceiling = "; ".join(f"{r.model_a} {ci(r)}" for r in control[control.kind == "two seeds"].itertuples())
+    out = [f"Family or recipe, debiased CKA of the final features (01's aligned control, mean over seeds, "
+           f"95% t interval): {pairs}; the ceiling, each model against itself from another seed: {ceiling}."]
+    diff = control[control.kind == "difference"]
+    if len(diff) and {"mlp - cnn", "mlp - vit"} <= set(cka.index):
+        d = diff.iloc[0]
+        second, third = d.model_b.split(" - ")
+        own_near = "CNN" if cka["mlp - cnn"] > cka["mlp - vit"] else "ViT"
+        near = ("neither is nearer beyond the seed spread" if d.lo <= 0 <= d.hi
+                else f"nearer {second if d.value > 0 else third}'s")
+        out.append(f"Under the own recipes the MLP's final features are nearer the {own_near}'s (CKA "
+                   f"{_f(cka['mlp - cnn'])} with the CNN, {_f(cka['mlp - vit'])} with the ViT; one seed); "
+                   f"under the shared recipe CKA with {second} minus with {third} is {d.value:+.3f} "
+                   f"[{d.lo:+.3f}, {d.hi:+.3f}]: {near}.")
     return out
