@@ -30,6 +30,7 @@ from . import aligned
 from .recipes import ALIGNED_TAG
 
 FAMILIES = ("mlp", "cnn", "vit")
+NAMES = {"mlp": "MLP", "cnn": "CNN", "vit": "ViT"}
 # (notebook, setting, column) of the aligned control's headline numbers, read from the per-image predictions
 ALIGNED_COLUMNS = (("01_vit_finetuning", "clean", "clean_top1_aligned"),
                    ("02_adversarial_robustness", "PGD-10", "pgd10_top1_aligned"),
@@ -154,14 +155,14 @@ def _overlap(b: pd.DataFrame, column: str, x: str, y: str, cx: str | None = None
 def _where(b: pd.DataFrame, column: str) -> str:
     if not _interval(b, column):
         nearer = min(("cnn", "vit"), key=lambda f: abs(b[column]["mlp"] - b[column][f]))
-        return f"nearer the {nearer.upper()} (no interval)"
+        return f"nearer the {NAMES[nearer]} (no interval)"
     near = [f for f in ("cnn", "vit") if _overlap(b, column, "mlp", f)]
     if len(near) == 2:
         return "with both (its interval overlaps each)"
     if not near:
         return "apart from both (no interval overlaps)"
     other = ({"cnn", "vit"} - set(near)).pop()
-    return f"with the {near[0].upper()} (the intervals overlap), not the {other.upper()}"
+    return f"with the {NAMES[near[0]]} (the intervals overlap), not the {NAMES[other]}"
 
 
 def answer(board: pd.DataFrame) -> list[str]:
@@ -173,13 +174,14 @@ def answer(board: pd.DataFrame) -> list[str]:
     out = []
     for column, what in MEASURES.items():
         if column in b and not b[column].isna().any():
-            values = ", ".join(f"{f.upper()} {_value(b, f, column)}" for f in FAMILIES)
+            values = ", ".join(f"{NAMES[f]} {_value(b, f, column)}" for f in FAMILIES)
             out.append(f"{what[0].upper()}{what[1:]}: the MLP sits {_where(b, column)}: {values}.")
     if all(c in b and not np.isnan(b[c]["mlp"]) for c in ("kappa_cnn", "kappa_vit")):
         how = ("as much like the CNN as like the ViT (the intervals overlap)"
                if _overlap(b, "", "mlp", "mlp", "kappa_cnn", "kappa_vit") else
                f"more like the {'CNN' if b.kappa_cnn['mlp'] > b.kappa_vit['mlp'] else 'ViT'}")
-        ceiling = f"; with its seed twin {_value(b, 'mlp', 'kappa_mlp')}" if "kappa_mlp" in b else ""
+        twin = "kappa_mlp" in b and not np.isnan(b.kappa_mlp["mlp"])  # quick: no seed twin (the control's)
+        ceiling = f"; with its seed twin {_value(b, 'mlp', 'kappa_mlp')}" if twin else ""
         chance = "" if (b.kappa_cnn_lo["mlp"] > 0 or b.kappa_vit_lo["mlp"] > 0) else "; neither above chance"
         out.append(f"Which test images it gets wrong (error consistency): the MLP errs {how}: kappa with "
                    f"the CNN {_value(b, 'mlp', 'kappa_cnn')}, with the ViT {_value(b, 'mlp', 'kappa_vit')}"
