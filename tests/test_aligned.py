@@ -81,7 +81,9 @@ def test_differences_pair_families_under_both_recipes():
         parts += [_rows(f"mlp_b4_wi256@aligned-lr0.001-s{s}", "clean", np.arange(100) < 80),
                   _rows(f"cnn_small@aligned-lr0.001-s{s}", "clean",
                         np.arange(100) < round(100 * (0.8 - gap)))]
+    parts += [_rows("mlp_b4_wi256", "FGSM", own_mlp), _rows("cnn_small", "FGSM", own_cnn)]  # no control there
     diff = aligned.differences(pd.concat(parts), n_boot=300).set_index("other")
+    assert list(diff.setting) == ["clean"]
     r = diff.loc["cnn"]
     assert r.own == pytest.approx(own_mlp.mean() - own_cnn.mean()) and r.own_lo > 0 and r.n_images == 200
     assert (r.aligned, r.n_seeds) == (pytest.approx(0.12), 3)

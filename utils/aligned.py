@@ -151,14 +151,14 @@ def differences(predictions: pd.DataFrame, reference: str = "mlp", n_boot: int =
     of the control's runs: mean and t interval over the seeds), and the verdict. Families, not models: under
     full the control's ViT is ViT-S/16's from-scratch counterpart (recipes.control_model). One row per
     setting x other family: setting, metric, reference, other, own, own_lo, own_hi, n_images, aligned,
-    aligned_lo, aligned_hi, n_seeds, verdict."""
+    aligned_lo, aligned_hi, n_seeds, verdict; only the settings the control was scored in."""
     table = metrics(predictions)
     rows = []
     for setting, part in table.groupby("setting", sort=False):
         mine = part[(part.recipe == "own") & (part.seed == 0)].drop_duplicates("family")
         mine = mine.set_index("family").run
         al = part[part.recipe == "aligned"].pivot_table(index="seed", columns="family", values="value")
-        if reference not in mine:
+        if reference not in mine or al.empty:  # a setting the control was not scored in: nothing to read
             continue
         here = predictions[predictions.setting == setting]
         for other in (f for f in mine.index if f != reference):
