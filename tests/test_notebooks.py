@@ -31,6 +31,11 @@ KEY_TABLES = {
                             "model+twins"),
         "error_consistency.csv": ({"setting", "model_a", "model_b", "n", "kappa", "kappa_lo", "kappa_hi"},
                                   ["setting", "model_a", "model_b"], None),
+        "aligned_differences.csv": ({"setting", "metric", "reference", "other", "own", "own_lo", "own_hi",
+                                     "aligned", "aligned_lo", "aligned_hi", "n_seeds", "verdict"},
+                                    ["setting", "other"], None),
+        "aligned_consistency.csv": ({"setting", "model_a", "model_b", "kind", "kappa", "kappa_lo", "kappa_hi",
+                                     "n_pairs"}, ["setting", "model_a", "model_b"], None),
         "lr_sweep.csv": ({"run", "lr", "val_top1", "test_top1"}, ["run"], None),
         "batch_sweep.csv": ({"run", "batch_size", "lr", "val_top1"}, ["run"], None),
         "tnt_sweep.csv": ({"run", "model", "patch", "pixel", "words_per_patch", "params", "val_top1",
@@ -46,6 +51,11 @@ KEY_TABLES = {
                             ["model", "setting", "image"], "model+twins"),
         "error_consistency.csv": ({"setting", "model_a", "model_b", "n", "kappa", "kappa_lo", "kappa_hi"},
                                   ["setting", "model_a", "model_b"], None),
+        "aligned_differences.csv": ({"setting", "metric", "reference", "other", "own", "own_lo", "own_hi",
+                                     "aligned", "aligned_lo", "aligned_hi", "n_seeds", "verdict"},
+                                    ["setting", "other"], None),
+        "aligned_consistency.csv": ({"setting", "model_a", "model_b", "kind", "kappa", "kappa_lo", "kappa_hi",
+                                     "n_pairs"}, ["setting", "model_a", "model_b"], None),
         "transfer.csv": ({"source", "target", "setting", "transfer_rate"}, ["source", "target", "setting"],
                          "source"),
     },
@@ -59,8 +69,15 @@ KEY_TABLES = {
                             ["model", "setting", "image"], "model+twins"),
         "error_consistency.csv": ({"setting", "model_a", "model_b", "n", "kappa", "kappa_lo", "kappa_hi"},
                                   ["setting", "model_a", "model_b"], None),
+        "aligned_differences.csv": ({"setting", "metric", "reference", "other", "own", "own_lo", "own_hi",
+                                     "aligned", "aligned_lo", "aligned_hi", "n_seeds", "verdict"},
+                                    ["setting", "other"], None),
+        "aligned_consistency.csv": ({"setting", "model_a", "model_b", "kind", "kappa", "kappa_lo", "kappa_hi",
+                                     "n_pairs"}, ["setting", "model_a", "model_b"], None),
     },
     "04_feature_generalizability": {
+        "aligned_similarity.csv": ({"model_a", "model_b", "kind", "value", "lo", "hi", "n_pairs"},
+                                   ["model_a", "model_b"], None),
         "similarity_summary.csv": ({"measure", "pair", "cross", "ceiling", "floor", "gap_closed", "null_q95",
                                     "above_null"}, ["measure", "pair"], None),
         "similarity_agreement.csv": ({"measure_a", "measure_b", "pairs", "spearman", "same_order"},
@@ -185,8 +202,12 @@ if NOTEBOOKS:
             assert len(df) > 0 and not df.duplicated(keys).any(), f"{table}: more than one row per {keys}"
             if model_column == "model" and "model" in df:
                 assert set(df.model) == set(TRIO), f"{table}: models {set(df.model)}"
-            if model_column == "model+twins":  # and each from a second seed: the error-consistency ceiling
-                assert set(df.model) == {*TRIO, *(t for t, _ in TWINS.values())}, f"{table}: {set(df.model)}"
+            if model_column == "model+twins":  # and each from a second seed: the error-consistency ceiling,
+                # and the aligned control's runs, every seed at the one lr chosen on validation
+                control = {m for m in df.model if "@aligned-" in m}
+                assert control in [set(recipes.aligned_runs(TRIO, "smoke", lr))
+                                   for lr in recipes.ALIGNED["smoke"].lrs], f"{table}: {control}"
+                assert set(df.model) - control == {*TRIO, *(t for t, _ in TWINS.values())}, table
 
     def every_smoke_run(dirs) -> None:
         for name in NOTEBOOKS:

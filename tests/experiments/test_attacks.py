@@ -240,7 +240,7 @@ def test_bad_arguments_are_refused(batch):
 
 def test_02s_config_is_fulls_with_the_smaller_profiles_changes():
     full, quick = attacks.config("full"), attacks.config("quick")
-    assert (full.n_images, full.autoattack_steps, full.max_pgd_steps) == (None, 100, 50)
+    assert (full.n_images, full.autoattack_steps, full.max_pgd_steps) == (5000, 100, 50)  # issue 26's budget
     assert (quick.n_images, quick.n_autoattack, quick.batch_size) == (500, 128, 128)
     assert attacks.config("quick", n_images=64).n_images == 64
     with pytest.raises(KeyError, match="knobs: n_images"):
