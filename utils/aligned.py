@@ -46,10 +46,9 @@ def trained(models: list[str], profile, dataset: str, device: str | None = None
     name = getattr(profile, "name", profile)
     trials = store.sweep(recipes.aligned_trials(models, name), dataset, profile, device)
     runs = recipes.aligned_runs(models, name, recipes.aligned_lr(trials, name))
-    summary = store.sweep(runs, dataset, profile, device)
     nets = {r: store.get_or_train(r, dataset, profile, recipe=recipe, device=device)
             for r, recipe in runs.items()}
-    return trials, summary, nets
+    return trials, store.summarize(list(runs), dataset, profile), nets
 
 
 def describe(run: str) -> tuple[str, str, int]:
