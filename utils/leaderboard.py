@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from . import aligned
+from .findings import FAMILY_NAMES as NAMES
 from .recipes import ALIGNED_TAG
 
 FAMILIES = ("mlp", "cnn", "vit")
-NAMES = {"mlp": "MLP", "cnn": "CNN", "vit": "ViT"}
 # (notebook, setting, column) of the aligned control's headline numbers, read from the per-image predictions
 ALIGNED_COLUMNS = (("01_vit_finetuning", "clean", "clean_top1_aligned"),
                    ("02_adversarial_robustness", "PGD-10", "pgd10_top1_aligned"),

@@ -202,7 +202,7 @@ class Config:
 SMALLER = {
     # quick: CPU-sized zoo (3 epochs on 10k images), the ladder's rungs only at 14x14 (3 min, not 7 at 28x28)
     # and no seed twins: the two-seed ceiling comes from the aligned control's three seeds (the twins were 24
-    # min of training on two cores, the control is about 15: issue 27's 25 minutes)
+    # min of training on two cores, the control's 12 runs took 8.1 on 2026-12-04: issue 27's 25 minutes)
     "quick": dict(ceiling_seed=None,
                   zoo=["swin_mini_p2", "tnt_mini_p4", "mixer_mini_p4", "perceiver_mini", "perceiver_io_mini"],
                   pretrained_zoo=[], sweep_model="vit_mini_p4", lr_grid=[5e-4, 2e-3, 8e-3],
