@@ -245,7 +245,8 @@ def aligned_runs(models: list[str], profile: str, lr: float, seeds: tuple[int, .
     seed of the control (or `seeds`)."""
     control = ALIGNED[profile]
     return {f"{control_model(m, profile)}{ALIGNED_TAG}lr{lr:g}-s{s}":
-            with_train(control.recipe, lr=lr, seed=s) for m in models for s in (seeds or control.seeds)}
+            with_train(control.recipe, lr=lr, seed=s) for m in models
+            for s in (control.seeds if seeds is None else seeds)}
 
 
 def aligned_trials(models: list[str], profile: str) -> dict[str, Recipe]:
