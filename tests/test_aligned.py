@@ -150,3 +150,23 @@ def test_similarity_of_the_control_pairs_seeds_and_says_which_family_is_nearer()
     diff = table.loc["mlp_b4_wi256", "cnn_small - vit_mini_p4"]
     assert (diff.kind, diff.value, diff.lo, diff.hi) == ("difference", pytest.approx(0.2), pytest.approx(0.2),
                                                          pytest.approx(0.2))
+
+
+def test_tables_read_own_recipes_apart_from_the_control_and_add_its_tables_only_when_it_was_scored():
+    """Own recipes: the MLP right where the CNN is wrong (kappa -0.6, as above), its twin identical to it
+    (kappa 1, "two seeds"); the control's runs never enter error_consistency."""
+    base = np.arange(40) % 4 != 0
+    own = [_rows("mlp_b4_wi256", "clean", base), _rows("cnn_small", "clean", ~base),
+           _rows("mlp_b4_wi256@seed1", "clean", base)]
+    twins = {"mlp_b4_wi256": "mlp_b4_wi256@seed1"}
+    alone = aligned.tables(pd.concat(own), twins)
+    assert list(alone) == ["error_consistency"]
+    k = alone["error_consistency"].set_index(["model_a", "model_b"]).kappa
+    assert k["mlp_b4_wi256", "cnn_small"] == pytest.approx(-0.6) and len(k) == 2
+    assert k["mlp_b4_wi256", "mlp_b4_wi256@seed1"] == pytest.approx(1.0)
+    control = [_rows(f"{m}@aligned-lr0.001-s{s}", "clean", base) for m in TRIO[:2] for s in range(2)]
+    both = aligned.tables(pd.concat(own + control), twins)
+    assert list(both) == ["error_consistency", "aligned_consistency", "aligned_differences"]
+    assert both["error_consistency"].equals(alone["error_consistency"])
+    control_kappa = both["aligned_consistency"].set_index(["model_a", "model_b"]).kappa
+    assert control_kappa["mlp_b4_wi256", "cnn_small"] == 1

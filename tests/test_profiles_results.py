@@ -46,6 +46,8 @@ def test_save_config_and_table(tmp_path):
     df = pd.DataFrame({"model": ["a", "b"], "top1": [0.5, 0.25]})
     results.save_table(df, tmp_path / "t.csv")
     assert pd.read_csv(tmp_path / "t.csv").equals(df)
+    paths = results.save_tables({"a": df, "b": df.head(1)}, tmp_path)
+    assert [p.name for p in paths] == ["a.csv", "b.csv"] and len(pd.read_csv(tmp_path / "b.csv")) == 1
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):

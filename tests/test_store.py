@@ -177,6 +177,28 @@ def test_resolve_builds_a_pretrained_model_once_and_get_or_train_uses_it(monkeyp
     assert trained is net and builds == [True]  # not built (fetched) a second time
 
 
+def test_train_runs_trains_fallbacks_in_place_or_skips_them(monkeypatch, ck, capsys):
+    offline = Recipe(RECIPE.train, pretrained=True, fallback="test_mlp", note="fine-tunes published weights")
+    monkeypatch.setitem(recipes.RECIPES, ("smoke", "vit_small_patch16_224"), offline)
+    scratch = dataclasses.replace(RECIPE, note="from scratch")
+    monkeypatch.setitem(recipes.RECIPES, ("smoke", "test_mlp"), scratch)
+
+    real = store.models.create_for
+
+    def no_hub(name, info, seed=None, pretrained=False, **kw):
+        if pretrained:
+            raise store.models.WeightsUnreachable("hub unreachable")
+        return real(name, info, seed=seed, **kw)
+
+    monkeypatch.setattr(store.models, "create_for", no_hub)
+    calls = count_epochs(monkeypatch)
+    assert store.train_runs(["vit_small_patch16_224"], "synthetic", "smoke", fallbacks=False) == []
+    assert calls == [] and "skipped" in capsys.readouterr().out
+    assert store.train_runs(["vit_small_patch16_224", "test_mlp"], "synthetic", "smoke") == ["test_mlp"] * 2
+    assert calls == [0, 1]  # the fallback trained once, loaded the second time
+    assert "test_mlp: from scratch" in capsys.readouterr().out
+
+
 def test_other_build_errors_are_not_taken_for_offline(monkeypatch, data_root):
     monkeypatch.setitem(recipes.RECIPES, ("smoke", "vit_small_patch16_224"),
                         Recipe(RECIPE.train, pretrained=True, fallback="test_vit"))

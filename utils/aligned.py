@@ -30,7 +30,7 @@ from scipy import stats
 from torch import Tensor
 
 from . import recipes, store
-from .experiments.similarity import kappa
+from .experiments.similarity import error_consistency, kappa
 from .experiments.texture_shape import CUE_CONFLICT  # its metric is the shape bias
 from .models import family
 from .recipes import ALIGNED_TAG
@@ -49,6 +49,30 @@ def trained(models: list[str], profile, dataset: str, device: str | None = None
     nets = {r: store.get_or_train(r, dataset, profile, recipe=recipe, device=device)
             for r, recipe in runs.items()}
     return trials, store.summarize(list(runs), dataset, profile), nets
+
+
+def comparison_nets(runs: list[str], profile, dataset: str, device: str | None, ceiling_seed: int | None,
+                    control: bool) -> tuple[dict[str, str], dict, dict]:
+    """What a family comparison scores beside `runs` (the trio): ({run: its seed twin}, {twin: network}: the
+    two-seed ceiling a pair is read against, none when `ceiling_seed` is None; {control run: network}: the
+    control, {} when `control` is off). 01 trains them; 02 and 03 load them."""
+    name = getattr(profile, "name", profile)
+    twins = recipes.seed_twins(runs, name, ceiling_seed)
+    twin_nets = {t: store.get_or_train(t, dataset, profile, recipe=recipe, device=device)
+                 for t, recipe in twins.values()}
+    control_nets = trained(runs, profile, dataset, device)[2] if control else {}
+    return {r: t for r, (t, _) in twins.items()}, twin_nets, control_nets
+
+
+def tables(predictions: pd.DataFrame, twins: Mapping[str, str], seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The comparison tables of a predictions table (model, setting, image, correct, ...), by file name:
+    error_consistency (the own-recipe runs: every two families, each run with its twin), and where the
+    control was scored, aligned_consistency and aligned_differences."""
+    out = {"error_consistency": error_consistency(own(predictions), seed=seed, twins=twins)}
+    if predictions.model.str.contains(ALIGNED_TAG, regex=False).any():
+        out |= {"aligned_consistency": consistency(predictions),
+                "aligned_differences": differences(predictions, seed=seed)}
+    return out
 
 
 def describe(run: str) -> tuple[str, str, int]:

@@ -129,6 +129,11 @@ def save_table(df: pd.DataFrame, path: Path) -> Path:
     return atomic_write(path, lambda p: df.to_csv(p, index=False))
 
 
+def save_tables(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+    """Each table of {name: DataFrame} as `folder/<name>.csv` (save_table)."""
+    return [save_table(df, Path(folder) / f"{name}.csv") for name, df in tables.items()]
+
+
 def save_arrays(arrays: dict, path: Path) -> Path:
     """Named numpy arrays (images for figures) as a compressed .npz, written atomically."""
     def write(tmp: Path) -> None:

@@ -387,6 +387,30 @@ def resolve(run: str, dataset: str | None = None, profile: str | Profile | None 
         return recipe.fallback, None
 
 
+def train_runs(runs: list[str], dataset: str | None = None, profile: str | Profile | None = None,
+               device: str | None = None, fallbacks: bool = True) -> list[str]:
+    """Train (or load) each named run with its recipe, saying what the recipe is (its note); the names that
+    were trained, in order. A run whose pretrained weights are unreachable (offline) trains its recipe's
+    fallback in its place, or with fallbacks=False is skipped (a pretrained zoo: a fallback trained from
+    scratch is not a pretrained run), as is one without a fallback."""
+    p, done = get_profile(profile), []
+    for run in runs:
+        try:
+            name, net = resolve(run, dataset, p)
+        except models.WeightsUnreachable as err:
+            if fallbacks:
+                raise
+            print(f"{run}: skipped.\n  {err}")
+            continue
+        if name != run and not fallbacks:
+            print(f"{run}: skipped (weights unreachable; {name} is its from-scratch counterpart)")
+            continue
+        print(f"{name}: {get_recipe(name, p.name).note}")
+        get_or_train(name, dataset, p, device=device, net=net)
+        done.append(name)
+    return done
+
+
 def history(run: str, dataset: str | None = None, profile: str | Profile | None = None) -> pd.DataFrame:
     """Per-epoch history of a finished stored run (val_* columns: the validation split)."""
     p = get_profile(profile)
@@ -396,6 +420,10 @@ def history(run: str, dataset: str | None = None, profile: str | Profile | None 
 def model_card(run: str, dataset: str | None = None, profile: str | Profile | None = None) -> dict:
     p = get_profile(profile)
     return checkpoints.read_card(run_dir(run, dataset or p.dataset, p.name))
+
+
+SUMMARY_FORMAT = {"params": "{:,.0f}", "val_top1": "{:.4f}", "test_top1": "{:.4f}", "test_top5": "{:.4f}",
+                  "train_min": "{:.2f}", "images_per_s": "{:,.0f}"}  # summarize's table, shown: .style.format
 
 
 def summarize(runs: list[str], dataset: str | None = None, profile: str | Profile | None = None

@@ -64,6 +64,18 @@ def test_a_point_is_a_stored_run_that_a_second_call_loads(ck, monkeypatch):
     assert not rows.diverged.any()
 
 
+def test_trained_points_load_each_point_with_its_tags_and_mark_the_ends(ck, monkeypatch):
+    calls = count_epochs(monkeypatch)
+    got = list(ablations.trained_points([tiny_study()], "synthetic", "smoke"))
+    assert [t["run"] for t, _, _ in got] == ["test_mlp@abl-tiny-baseline-s0", "test_mlp@abl-tiny-baseline-s1",
+                                             "test_mlp@abl-tiny-smooth-s0", "mlp_plain@abl-tiny-plain-s1"]
+    assert [end for _, _, end in got] == [True, True, False, True]  # baseline and plain: first and last
+    assert got[2][0] == {"run": "test_mlp@abl-tiny-smooth-s0", "model": "test_mlp", "seed": 0, "knob": 1}
+    assert [net.model_name for _, net, _ in got] == ["test_mlp"] * 3 + ["mlp_plain"] and len(calls) == 8
+    again = list(ablations.trained_points([tiny_study()], "synthetic", "smoke"))
+    assert len(calls) == 8 and torch.equal(next(again[3][1].parameters()), next(got[3][1].parameters()))
+
+
 def test_seeds_change_the_initialisation_and_the_recipe():
     study = tiny_study()
     r0, r1 = (ablations.recipe_for(study, study.ablations[0], s) for s in (0, 1))

@@ -178,6 +178,27 @@ def test_autoattack_cascade_and_report(trained, synth):
     report = attacks.autoattack_report(trained, loader, eps, steps=5, n_queries=20, progress=False)
     assert list(report["attack"]) == list(log) and (report["n"] == 32).all()
     assert report["top1"].tolist() == pytest.approx([c / 32 for c in counts])  # per-batch = whole-batch
+    table = attacks.autoattack_table({"a": trained, "b": trained}, loader, eps, 5, 20, family=str.upper,
+                                     progress=False)
+    assert table.model.tolist() == ["a"] * len(log) + ["b"] * len(log) and set(table.family) == {"A", "B"}
+    assert table.top1.tolist() == pytest.approx(2 * [c / 32 for c in counts])  # seeded: the same twice
+    assert (table.steps == 5).all() and (table.n_queries == 20).all()
+
+
+def test_robustness_tables_score_every_point_and_autoattack_the_flagged_ones(trained, synth, batch):
+    x, y = synth[1].images[:32].float() / 255, synth[1].labels[:32]
+    loader, untrained = [(x[:16], y[:16]), (x[16:], y[16:])], batch[0]
+    points = [({"run": "a", "seed": 0}, trained, True), ({"run": "b", "seed": 1}, untrained, False)]
+    curves, aa = attacks.robustness_tables(iter(points), loader, loader, 0.03, [0, 0.03], 5, 20, seed=0)
+    assert curves.run.tolist() == ["a", "a", "b", "b"] and curves.eps.tolist() == [0, 0.03, 0, 0.03]
+    for name, net in (("a", trained), ("b", untrained)):
+        alone = attacks.robust_accuracy(net, loader, attacks.pgd, [0, 0.03], steps=10, seed=0,
+                                        early_stop=True, progress=False)
+        assert curves[curves.run == name].top1.tolist() == alone.top1.tolist()
+    report = attacks.autoattack_report(trained, loader, 0.03, steps=5, n_queries=20, seed=0, progress=False)
+    assert set(aa.run) == {"a"} and aa.top1.tolist() == report.top1.tolist()
+    assert (aa.pgd_top1 == attacks.robust_accuracy(trained, loader, attacks.pgd, [0.03], steps=10, seed=0,
+                                                   progress=False).top1.iloc[0]).all()
 
 
 class Threshold(nn.Module):

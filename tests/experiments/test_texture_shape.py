@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -236,6 +237,16 @@ def test_stylized_without_a_folder_says_what_to_provide(data_root):
     assert not ts.stylized_available("cifar10")
 
 
+def test_usable_drops_stylized_without_its_images_and_says_where_they_go(data_root, capsys):
+    names = ["original", "stylized", "edges"]
+    assert ts.usable(names, "cifar10") == ["original", "edges"]
+    assert str(data_root / "stylized" / "cifar10") in capsys.readouterr().out
+    folder = ts.stylized_dir("cifar10")
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "00000.png")
+    assert ts.usable(names, "cifar10") == names and capsys.readouterr().out == ""
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_stylized_reads_the_images_by_test_index(data_root, channels):
     folder = ts.stylized_dir("toy")
@@ -341,3 +352,31 @@ def test_tile_shuffle_accuracy():
     assert out.top1.iloc[0] == 1.0 and (out.top1.iloc[1:] < 0.9).all() and out["drop"].iloc[0] == 0
     out = ts.tile_shuffle_accuracy({"pooled": pooled}, x, y_pooled)
     assert out.top1.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_examples_are_the_first_images_modified_and_in_cue_conflict_with_their_partners():
+    x, y = rand(b=6, c=1, h=8, w=8), torch.tensor([0, 1, 2, 0, 1, 2])
+    out = ts.examples(x, y, ["original", "grayscale"], ("a", "b", "c"), n=2, seed=3)
+    partner = ts.partners(y, 3)[:2]
+    assert out["columns"] == ["original", "grayscale", "cue conflict"] and out["classes"] == ["a", "b", "c"]
+    assert torch.equal(out["original"], x[:2]) and torch.equal(out["grayscale"], x[:2])  # 1 channel
+    assert torch.equal(out["cue conflict"], ts.cue_conflict(x[:2], x[partner]))
+    assert out["labels"].tolist() == [0, 1] and torch.equal(out["partner_labels"], y[partner])
+    assert (out["partner_labels"] != out["labels"]).all()
+
+
+def test_per_class_wide_orders_rows_as_given_and_names_the_classes():
+    per_class = pd.DataFrame({"modification": ["original"] * 4 + ["edges"] * 4,
+                              "model": ["m", "m", "n", "n"] * 2, "class_index": [1, 0] * 4,
+                              "top1": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]})
+    wide = ts.per_class_wide(per_class, ["edges", "original"], ["n", "m"], ("zero", "one"))
+    assert list(wide.index) == [("edges", "n"), ("edges", "m"), ("original", "n"), ("original", "m")]
+    assert list(wide.columns) == ["zero", "one"]
+    assert wide.loc[("edges", "n")].tolist() == [0.8, 0.7]
+    assert wide.loc[("original", "m")].tolist() == [0.2, 0.1]
+
+
+def test_predictions_of_no_nets_are_an_empty_table():
+    x, y = rand(b=4, c=1, h=8, w=8), torch.tensor([0, 1, 0, 1])
+    assert ts.modification_predictions({}, x, y, ["original"], progress=False).empty
+    assert ts.cue_conflict_predictions({}, x, y).empty

@@ -109,7 +109,7 @@ def test_the_figures_draw_from_saved_tables(tmp_path):
                           "test_top1": [0.52, 0.58], "images_per_s": [300.0, 500.0]})
     zoo.tnt_sweep_table(sweep, [(4, 2), (4, 4)], 28).to_csv(folder / "tnt_sweep.csv", index=False)
     for file in ("perceiver_ladder.png", "tnt_sweep.png"):
-        assert plots.draw(folder, file).stat().st_size > 1000
+        assert plots.draw(folder, file)[0].stat().st_size > 1000
 
 
 def test_the_tnt_reading_names_the_fastest_point_only_when_it_is_another():

@@ -18,7 +18,7 @@ this module needs no other experiment module.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -97,6 +97,19 @@ def load_point(study: Study, name: str, seed: int, dataset: str | None = None, p
     a = study.get(name)
     return store.get_or_train(run_name(study, a, seed), dataset, profile, recipe=recipe_for(study, a, seed),
                               device=device, progress=progress)
+
+
+def trained_points(studies: Sequence[Study], dataset: str | None = None, profile=None,
+                   device: str | None = None) -> Iterator[tuple[dict, nn.Module, bool]]:
+    """Every point of the studies, loaded (or trained) one at a time: (tags: run, model, seed and the
+    ablation's tags; its network; whether it is its study's first or last ablation, the two ends an
+    expensive evaluation scores)."""
+    for study in studies:
+        ends = (study.ablations[0].name, study.ablations[-1].name)
+        for a, seed in points(study):
+            net = load_point(study, a.name, seed, dataset, profile, device, progress=False)
+            tags = dict(run=run_name(study, a, seed), model=a.model or study.model, seed=seed, **a.tags)
+            yield tags, net, a.name in ends
 
 
 def fresh_model(study: Study, name: str, seed: int, info) -> tuple[nn.Module, Recipe]:

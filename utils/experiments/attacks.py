@@ -440,10 +440,43 @@ def clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.0, 
 CLEAN = Setting("clean", "clean", eps=0.0)
 
 
+def robustness_tables(points: Iterable[tuple[dict, nn.Module, bool]], curve_loader: Iterable,
+                      aa_loader: Iterable, eps: float, curve_eps: Sequence[float], aa_steps: int,
+                      aa_queries: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Robustness of trained points ((tags, network, whether AutoAttack scores it), one network at a time):
+    (PGD-10's robust top-1 at each of `curve_eps` on curve_loader's images (early stop), one row per point x
+    eps with the tags; AutoAttack's report at `eps` on aa_loader's images beside PGD-10's top-1 there
+    (`pgd_top1`, every step run), for the flagged points)."""
+    curves, reports = [], []
+    for tags, net, full in points:
+        curves.append(robust_accuracy(net, curve_loader, pgd, list(curve_eps), steps=10, seed=seed,
+                                      early_stop=True, progress=False).assign(**tags))
+        if full:
+            pgd_top1 = robust_accuracy(net, aa_loader, pgd, [eps], steps=10, seed=seed,
+                                       progress=False).top1.iloc[0]
+            reports.append(autoattack_report(net, aa_loader, eps, steps=aa_steps, n_queries=aa_queries,
+                                             seed=seed, progress=False).assign(pgd_top1=pgd_top1, **tags))
+    return pd.concat(curves, ignore_index=True), pd.concat(reports, ignore_index=True)
+
+
+def autoattack_table(nets: Mapping[str, nn.Module], loader: Iterable, eps: float, steps: int, n_queries: int,
+                     seed: int = 0, family: Callable[[str], str] = str, norm: str = "linf",
+                     progress: bool = True) -> pd.DataFrame:
+    """autoattack_report for each model, one table: stage, attack, norm, eps, top1, n, model, family, steps
+    (APGD's), n_queries (Square's)."""
+    return pd.concat([autoattack_report(net, loader, eps, norm, steps=steps, n_queries=n_queries, seed=seed,
+                                        progress=progress)
+                      .assign(model=m, family=family(m), steps=steps, n_queries=n_queries)
+                      for m, net in nets.items()], ignore_index=True)
+
+
 def settings_predictions(nets: Mapping[str, nn.Module], loader: Iterable, settings: Sequence[Setting],
                          seed: int = 0, family: Callable[[str], str] = str) -> pd.DataFrame:
     """Per image, each model under each setting: one row per model x setting x image (model, family,
-    setting, attack, norm, eps, steps, image, label, pred, correct, top5). settings_table counts it."""
+    setting, attack, norm, eps, steps, image, label, pred, correct, top5; no rows without nets).
+    settings_table counts it."""
+    if not nets:
+        return pd.DataFrame()
     return pd.concat([robust_predictions(net, loader, s.fn, [s.eps], **s.kwargs(seed))
                       .assign(model=m, family=family(m), setting=s.name, norm=s.norm, steps=s.steps)
                       for m, net in nets.items() for s in settings], ignore_index=True)

@@ -210,6 +210,22 @@ def modify(
     return MODIFICATIONS[name](x, seed=seed, index=index, dataset=dataset)  # KeyError listing the names
 
 
+def usable(modifications: Sequence[str], dataset: str) -> list[str]:
+    """The modifications that can run on `dataset`, in order: "stylized" only where its images are (says
+    where to put them when they are not; style-transfer networks are not reachable offline)."""
+    names = [m for m in modifications if m != "stylized" or stylized_available(dataset)]
+    if len(names) < len(modifications):
+        print(f"stylized: skipped, no stylised images in {stylized_dir(dataset)}. Style-transfer networks"
+              " are not reachable offline; put stylised test images there as PNGs named by test index"
+              " (00000.png, ...) and rerun.")
+    return names
+
+
+def notes(names: Sequence[str], channels: int, size: int) -> pd.DataFrame:
+    """One row per modification: modification, note (what it does on these images, where not its name)."""
+    return pd.DataFrame({"modification": list(names), "note": [note(m, channels, size) for m in names]})
+
+
 def note(name: str, channels: int, size: int) -> str:
     """What a modification really does on images of `channels` x `size` x `size` where that differs from
     its name (for the tables): grayscale on 1 channel, patch grids that do not divide the side."""
@@ -289,7 +305,7 @@ def per_class_accuracy(pred: Tensor, labels: Tensor, classes: tuple[str, ...]) -
 
 
 def _tensor(column: pd.Series) -> Tensor:
-    return torch.as_tensor(column.to_numpy())
+    return torch.from_numpy(column.to_numpy().copy())  # pandas hands out read-only views
 
 
 def _rows(model: str, setting: str, index: Tensor, labels: Tensor, pred: Tensor) -> pd.DataFrame:
@@ -311,7 +327,10 @@ def modification_predictions(
 ) -> pd.DataFrame:
     """Every model on every modification of the same images x (N, C, H, W) in [0, 1] with labels y, per
     image: one row per modification x model x image (model, setting: the modification, image: `index`,
-    default 0..N-1, label, pred, correct). per_class_table counts it; error consistency reads it as is."""
+    default 0..N-1, label, pred, correct; no rows without nets). per_class_table counts it; error
+    consistency reads it as is."""
+    if not nets:
+        return pd.DataFrame()
     index = torch.arange(len(x)) if index is None else index
     rows, bar = [], progress_bar(total=len(names) * len(nets), desc="modification x model",
                                  disable=not progress)
@@ -354,13 +373,39 @@ def cue_conflict_predictions(
 ) -> pd.DataFrame:
     """Each image of x (shape cue, label y) combined with a seeded partner of another class (texture cue)
     by cue_conflict; every model's prediction per image: model, setting ("cue conflict"), image, label (the
-    shape class), texture_label, pred, correct (the shape class predicted). cue_conflict_bias counts it."""
+    shape class), texture_label, pred, correct (the shape class predicted); no rows without nets.
+    cue_conflict_bias counts it."""
+    if not nets:
+        return pd.DataFrame()
     index = torch.arange(len(x)) if index is None else index
     partner = partners(y, seed)
     images = cue_conflict(x, x[partner])
     return pd.concat([_rows(m, CUE_CONFLICT, index, y, predict_classes(net, images, batch_size))
                       .assign(texture_label=y[partner].numpy()) for m, net in nets.items()],
                      ignore_index=True)
+
+
+def examples(x: Tensor, y: Tensor, names: Sequence[str], classes: Sequence[str], n: int = 3, seed: int = 0,
+             dataset: str | None = None) -> dict:
+    """The arrays of the examples figure: the first n images (x (N, C, H, W) in [0, 1], labels y) under each
+    modification and as cue conflict with their seeded partners (as cue_conflict_predictions pairs them);
+    "columns" (the figure's column order), "classes", "labels", "partner_labels"."""
+    rows = torch.arange(n)
+    partner = partners(y, seed)[rows]
+    shown = {m: modify(m, x[rows], seed=seed, index=rows, dataset=dataset) for m in names}
+    shown[CUE_CONFLICT] = cue_conflict(x[rows], x[partner])
+    return {**shown, "columns": list(shown), "classes": list(classes), "labels": y[rows],
+            "partner_labels": y[partner]}
+
+
+def per_class_wide(per_class: pd.DataFrame, names: Sequence[str], models: Sequence[str],
+                   classes: Sequence[str]) -> pd.DataFrame:
+    """per_class_table as a grid: one row per (modification, model) in the given orders, one column of top-1
+    per class label in label order."""
+    wide = per_class.pivot(index=["modification", "model"], columns="class_index", values="top1")
+    wide = wide.reindex(pd.MultiIndex.from_product([list(names), list(models)]))
+    wide.columns = [classes[i] for i in wide.columns]
+    return wide
 
 
 def cue_conflict_bias(predictions: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Every figure as a function of a saved table (see `base` for the registry, `draw`, `redraw`).
 
-    plots.draw(run.out, "trio_curves.png")     # in a notebook: one call per figure
+    plots.draw(run.out, "trio_curves.png", "zoo_curves.png")   # in a notebook: each figure from its tables
     plots.redraw(results_root() / "quick" / "fashion-mnist")   # 07: the stale ones (force: all), figures.json
 
 One module per question: training (01), ablations (06), robustness (02), texture (03, 08's tile shuffle),

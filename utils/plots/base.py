@@ -210,10 +210,9 @@ def render(folder: str | Path, file: str) -> plt.Figure:
     return spec.fn({t: load_file(folder / t) for t in spec.tables}, cfg)
 
 
-def draw(folder: str | Path, file: str) -> Path:
-    """render() and save the PNG beside the tables (the notebook shows it inline); returns the path."""
-    fig = render(folder, file)
-    return save(fig, Path(folder) / file)
+def draw(folder: str | Path, *files: str) -> list[Path]:
+    """render() and save each PNG beside the tables (the notebook shows them inline); returns the paths."""
+    return [save(render(folder, file), Path(folder) / file) for file in files]
 
 
 def stale(folder: Path, spec: FigureSpec) -> bool:
