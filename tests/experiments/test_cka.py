@@ -264,3 +264,35 @@ def test_best_match_in_both_directions():
     assert r.mean_best == pytest.approx((0.9 + 0.4) / 2)
     assert r.mean_best_b == pytest.approx((0.9 + 0.4 + 0.2) / 3)
     assert (r.peak, r.peak_layer_a, r.peak_layer_b) == (0.9, "a1", "b1")
+
+
+def test_pairs_table_has_every_kind_in_order_with_known_values():
+    """Two models of 2 and 3 layers: each seed twin (s1) is its s0 rotated and scaled (CKA 1 on the diagonal),
+    b at initialisation is b rotated (so each floor of a against b equals the cross value), and every entry is
+    linear_cka of the two features."""
+    g = gen(3)
+    feats = {"a": {f"a{i}": torch.randn(40, 6, generator=g) for i in range(2)},
+             "b": {f"b{i}": torch.randn(40, 5, generator=g) for i in range(3)}}
+    q6, q5 = (torch.linalg.qr(torch.randn(d, d, generator=g)).Q for d in (6, 5))
+    rot = {"a": q6, "b": q5}
+    tagged = {(m, "s0"): f for m, f in feats.items()}
+    tagged |= {(m, "s1"): {k: 2 * v @ rot[m] for k, v in f.items()} for m, f in feats.items()}
+    tagged |= {(m, "init"): {k: v @ rot[m] for k, v in f.items()} for m, f in feats.items()}
+    grams = {key: {k: cka.hsic_gram(v, debiased=True) for k, v in f.items()} for key, f in tagged.items()}
+    table = cka.pairs_table(grams, ["a", "b"])
+    assert table.columns.tolist() == ["kind", "model_a", "model_b", "layer_a", "layer_b", "cka"]
+    blocks = table.groupby(["kind", "model_a", "model_b"], sort=False).size()
+    assert list(blocks.items()) == [(("within", "a", "a"), 4), (("within", "b", "b"), 9),
+                                    (("ceiling", "a", "a"), 4), (("ceiling", "b", "b"), 9),
+                                    (("cross", "a", "b"), 6), (("floor", "a", "b"), 6),
+                                    (("floor", "b", "a"), 6)]
+    by = table.set_index(["kind", "model_a", "model_b", "layer_a", "layer_b"]).cka
+    for m, layers in (("a", ["a0", "a1"]), ("b", ["b0", "b1", "b2"])):
+        for layer in layers:
+            assert by["within", m, m, layer, layer] == pytest.approx(1.0)
+            assert by["ceiling", m, m, layer, layer] == pytest.approx(1.0)
+    want = cka.linear_cka(feats["a"]["a1"], feats["b"]["b2"], debiased=True)
+    assert by["cross", "a", "b", "a1", "b2"] == pytest.approx(want, abs=1e-12)
+    assert by["floor", "a", "b", "a1", "b2"] == pytest.approx(want, abs=1e-6)  # b at init: b rotated
+    assert by["floor", "b", "a", "b2", "a1"] == pytest.approx(want, abs=1e-6)
+    assert cka.pair_summary(cka.best_match(table), {"a": "mlp", "b": "cnn"}).pair.tolist() == ["mlp - cnn"]

@@ -148,3 +148,28 @@ def test_fitted_probe_on_raw_features_is_linear_probes_fit():
     scores = probes.linear_probe(x, y, tx, ty, num_classes=4, seed=0)
     assert (head(tx).argmax(1) == ty).double().mean().item() == pytest.approx(scores["top1"])
     assert not head.weight.requires_grad
+
+
+def test_layer_table_probes_each_network_from_its_pixels_to_its_logits():
+    """Two tiny networks on 8x8 gratings: a block of rows per network in the given order, the pixels first
+    (pooled to 2x2 per channel: 12 features, depth 0) and the logits last (10 features, depth 1), and the
+    pixels' row is linear_probe on those pooled pixels."""
+    from utils import data, hooks, models
+
+    train, test = (data.load_dataset("synthetic", split, n=n, size=8, cache=False)
+                   for split, n in (("train", 200), ("test", 100)))
+    nets = {m: models.create_for(m, train.info, seed=0) for m in ("test_mlp", "test_cnn")}
+    layers = {m: hooks.stage_layers(net) + ["head"] for m, net in nets.items()}
+    table = probes.layer_table(nets, layers, train, test, seed=0)
+    assert table.columns.tolist() == ["layer", "relative_depth", "dims", "train_top1", "top1", "train_loss",
+                                      "loss", "model", "family"]
+    for m, family in (("test_mlp", "mlp"), ("test_cnn", "cnn")):
+        rows = table[table.model == m]
+        assert rows.layer.tolist() == ["pixels", *layers[m]] and set(rows.family) == {family}
+        assert rows.relative_depth.tolist() == probes.relative_depth(["pixels", *layers[m]])
+        assert rows.dims.iloc[0] == 3 * 2 * 2 and rows.dims.iloc[-1] == 10
+    assert table.model.tolist()[0] == "test_mlp" and table.model.tolist()[-1] == "test_cnn"
+    pooled = [probes.compact(ds.images.float() / 255) for ds in (train, test)]  # (N, 12)
+    want = probes.linear_probe(pooled[0], train.labels, pooled[1], test.labels, num_classes=10, seed=0)
+    assert table.top1.iloc[0] == want["top1"] and table.train_top1.iloc[0] == want["train_top1"]
+    assert table.loss.iloc[0] == pytest.approx(want["loss"], rel=1e-4)  # the loader's /255 vs ours: rounding

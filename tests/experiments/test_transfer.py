@@ -210,3 +210,106 @@ def test_no_two_ks_train_on_the_same_images(profile):
         sizes = [transfer.TransferTask(cfg, "resnet18_cifar", target, "scratch", k, 1.0, 0).n_train(
             profile_of(profile)) for k in cfg.trained_per_class]
         assert len(set(sizes)) == len(sizes), (target, cfg.trained_per_class, sizes)
+
+
+# ---------------------------------------------------------------- 04's tables
+
+
+def test_source_nets_are_both_stored_seeds_and_the_seed_0_recipe_at_initialisation(monkeypatch, synth):
+    from utils.profiles import get_profile
+
+    cfg, info, asked = transfer.config("smoke"), synth[0].info, []
+
+    def get_or_train(name, dataset, profile, *, recipe, device):
+        asked.append((name, dataset, profile.name, recipe.train.seed, device))
+        return store.models.create_for("test_mlp", info, seed=100 + recipe.train.seed)
+
+    monkeypatch.setattr(store, "get_or_train", get_or_train)
+    nets = transfer.source_nets(cfg, ["test_mlp", "test_cnn"], info, get_profile("smoke"), "cpu")
+    assert list(nets) == [(m, t) for m in ("test_mlp", "test_cnn") for t in ("s0", "s1", "init")]
+    assert asked == [(f"{m}@source-s{s}", "fashion-mnist[0-4]", "smoke", s, "cpu")
+                     for m in ("test_mlp", "test_cnn") for s in (0, 1)]
+    init, fresh = nets["test_cnn", "init"], store.models.create_for("test_cnn", info, seed=0)
+    assert not init.training and all(v.equal(fresh.state_dict()[k]) for k, v in init.state_dict().items())
+    summarized = lambda runs, dataset, profile: pd.DataFrame({"run": runs, "dataset": dataset})  # noqa: E731
+    monkeypatch.setattr(store, "summarize", summarized)
+    table = transfer.sources_table(cfg, ["test_mlp", "test_cnn"], get_profile("smoke"))
+    assert table.run.tolist() == ["test_mlp@source-s0", "test_mlp@source-s1", "test_cnn@source-s0",
+                                  "test_cnn@source-s1"]
+    assert set(table.dataset) == {"fashion-mnist[0-4]"}
+
+
+def test_target_tasks_leave_out_a_target_without_files(monkeypatch, capsys):
+    def target_splits(profile, target, info, n_val, seed):
+        if target == "missing":
+            raise FileNotFoundError("no files")
+        return target, n_val, seed
+
+    monkeypatch.setattr(transfer, "target_splits", target_splits)
+    cfg = transfer.config("smoke", targets=["a", "missing", "b"])
+    assert transfer.target_tasks(cfg, None, None, seed=3) == {"a": ("a", 50, 3), "b": ("b", 50, 3)}
+    assert capsys.readouterr().out == "missing: skipped (no files)\n"
+
+
+def test_lr_trials_and_the_transfer_table(monkeypatch, tmp_path, synth):
+    """One target, one model, k = 2 and 10 (trained runs at k = 2 only), the store's training replaced by
+    known validation scores: the trials are the lr grid of fine-tune and LP-FT on validation only, the chosen
+    lr (fine-tune 0.1; LP-FT 1.0, its 0.1 diverged) is the one each final run trains at, and the table has
+    a row per method in a fixed order with the images per class, lr, batch and steps of each run."""
+    from utils.profiles import get_profile
+
+    tr, te = synth
+    pool, val = transfer.transfer_splits(tr, n_val=50)  # 40 validation images
+    cfg = transfer.config("smoke", per_class=[2, 10], trained_per_class=[2], lr_grid=[1.0, 0.1])
+    net, smoke = store.models.create_for("test_mlp", tr.info, seed=0).eval(), get_profile("smoke")
+    head = tmp_path / "t-test_mlp-k2.safetensors"
+    monkeypatch.setattr(transfer, "head_file", lambda p, target, m, k, source: tmp_path / f"{target}-{m}-k{k}"
+                                                                                       ".safetensors")
+    val_top1 = {"test_mlp@ft-k2": 0.5, "test_mlp@ft-k2-lr0.1": 0.7, "test_mlp@lpft-k2": 0.6,
+                "test_mlp@lpft-k2-lr0.1": math.nan}
+    asked = []
+
+    def trained_metrics(name, dataset, profile, recipe, splits, device=None):
+        asked.append((name, dataset, recipe.head_init, *map(len, splits)))
+        v = val_top1.get(name, 0.9)
+        return {"val_top1": v, "test_top1": v / 2, "diverged": math.isnan(v)}
+
+    monkeypatch.setattr(transfer, "trained_metrics", trained_metrics)
+    tasks, sources = {"t": (pool, val, te)}, {"test_mlp": net}
+    trials = transfer.lr_trials(cfg, tasks, sources, smoke, "cpu", seed=0)
+    lr, batch = (lambda t: (t.lr, t.batch_size))(store.get_recipe("test_mlp", "smoke").train)
+    assert trials.columns.tolist() == ["target", "model", "method", "per_class", "lr_scale", "lr", "val_top1",
+                                       "diverged"]
+    assert trials.method.tolist() == ["fine-tune", "fine-tune", "LP-FT", "LP-FT"]
+    assert trials.lr_scale.tolist() == [1.0, 0.1, 1.0, 0.1] and set(trials.per_class) == {2}
+    assert trials.lr.tolist() == pytest.approx([lr, lr / 10, lr, lr / 10])
+    assert trials.val_top1.tolist()[:3] == [0.5, 0.7, 0.6]
+    assert trials.diverged.tolist() == [False, False, False, True]
+    assert head.exists()  # the probe fitted on the 20 images' head inputs, LP-FT's start
+    assert asked == [(n, "t", h, 20, 40, 100) for n, h in (("test_mlp@ft-k2", "new"),
+                                                             ("test_mlp@ft-k2-lr0.1", "new"),
+                                                             ("test_mlp@lpft-k2", str(head)),
+                                                             ("test_mlp@lpft-k2-lr0.1", str(head)))]
+
+    asked.clear()
+    xgb = []
+    monkeypatch.setattr(transfer, "xgboost_pixels", lambda train, test, *, seed, **kw: xgb.append(kw) or {
+        "top1": 0.25, "train_top1": float(len(train))})
+    fit = lambda tx, ty, vx, vy, *, num_classes, seed: {"top1": float(len(vx)),  # noqa: E731
+                                                         "train_top1": float(tx.shape[1]), "loss": 0.0}
+    table = transfer.transfer_table(cfg, tasks, sources, trials, smoke, "cpu", 0,
+                                    probes={"p1": fit, "p2": fit})
+    assert table.columns.tolist() == ["target", "family", "model", "method", "per_class", "top1",
+                                      "train_top1", "val_top1", "diverged", "lr", "batch_size", "steps"]
+    methods = ["xgboost (pixels)", "p1", "p2"]
+    assert table.method.tolist() == methods + list(transfer.METHODS) + methods
+    assert table.per_class.tolist() == [2] * 6 + [10] * 3 and xgb == [cfg.xgboost] * 2
+    assert table.family.tolist() == ["-"] + ["mlp"] * 5 + ["-", "mlp", "mlp"]
+    probe_rows = table[table.method.isin(["p1", "p2"])]
+    assert set(probe_rows.top1) == {100.0} and set(probe_rows.train_top1) == {32.0}  # test images; head dims
+    assert table.train_top1[0] == 20.0 and table.train_top1[6] == 100.0  # xgboost's k images
+    trained = table.iloc[3:6]
+    assert [a[0] for a in asked] == ["test_mlp@ft-k2-lr0.1", "test_mlp@lpft-k2", "test_mlp@scratch-k2"]
+    assert trained.top1.tolist() == [0.35, 0.3, 0.45] and trained.val_top1.tolist() == [0.7, 0.6, 0.9]
+    assert trained.lr.tolist() == pytest.approx([lr / 10, lr, lr]) and set(trained.steps) == {cfg.steps}
+    assert set(trained.batch_size) == {transfer.step_plan(20, batch, cfg.steps, cfg.max_epochs)[0]}

@@ -8,6 +8,7 @@ images, within one model or across models (notebook 04).
     model_cka(net_a, net_b, loader, layers_a, layers_b)  # the same, streamed over a loader, nothing cached
     grams = centred_grams(net, ds, layers)       # layer -> centred (N, N) Gram, on the model's device
     gram_matrix(grams_a, grams_b)                # the layer x layer DataFrame from those (04)
+    pairs_table(grams, models)                   # 04's tidy table: within, ceiling, cross, floor
 
 CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) on Gram matrices K_ij = k(x_i, x_j) (Kornblith et al.
 2019). Biased: HSIC = tr(K H L H) / (n-1)^2, H the centring matrix. Debiased: the unbiased estimator of Song
@@ -23,6 +24,7 @@ CKA NaN. All arithmetic is float64, on the features' device.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
@@ -334,6 +336,23 @@ def tidy(matrix: pd.DataFrame, kind: str, model_a: str, model_b: str) -> pd.Data
     long = matrix.rename_axis(index="layer_a", columns="layer_b").stack().rename("cka").reset_index()
     return long.assign(kind=kind, model_a=model_a, model_b=model_b)[
         ["kind", "model_a", "model_b", "layer_a", "layer_b", "cka"]]
+
+
+def pairs_table(grams: Mapping[tuple[str, str], Mapping[str, torch.Tensor]], models: Sequence[str]
+                ) -> pd.DataFrame:
+    """04's tidy CKA table (tidy's columns) from centred_grams of the same images, keyed (model, tag): "s0"
+    the model, "s1" its seed twin, "init" its architecture at initialisation. Kinds, in this order: "within"
+    (each model's layers against its own), "ceiling" (against its twin), then per pair (a, b) of `models`
+    "cross" (a against b), "floor" (a against b at initialisation) and "floor" (b against a at
+    initialisation): the rows pair_summary needs."""
+    g = grams
+    parts = [tidy(gram_matrix(g[m, "s0"], g[m, "s0"]), "within", m, m) for m in models]
+    parts += [tidy(gram_matrix(g[m, "s0"], g[m, "s1"]), "ceiling", m, m) for m in models]
+    for a, b in itertools.combinations(models, 2):
+        parts += [tidy(gram_matrix(g[a, "s0"], g[b, "s0"]), "cross", a, b),
+                  tidy(gram_matrix(g[a, "s0"], g[b, "init"]), "floor", a, b),
+                  tidy(gram_matrix(g[b, "s0"], g[a, "init"]), "floor", b, a)]
+    return pd.concat(parts, ignore_index=True)
 
 
 def best_match(cka: pd.DataFrame) -> pd.DataFrame:

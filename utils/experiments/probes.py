@@ -5,6 +5,7 @@
     linear_probe(train_x, train_y, test_x, test_y, num_classes=10)   # {"top1", "train_top1", ...}
     sklearn_probe(train_x, train_y, test_x, test_y, num_classes=10)  # the same problem, scikit-learn
     probe_layers(train_feats, train_y, test_feats, test_y, 10)       # a row per layer, input to head
+    layer_table(nets, layers, train, test)                           # 04: probe_layers of every network
 
 Both probes minimise mean cross-entropy + weight_decay / 2 * ||W||^2 (bias not penalised) on features
 standardised with the training set's mean and std, so they solve the same convex problem and agree to
@@ -95,6 +96,9 @@ def sklearn_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
     return _scores(log_proba(tx), train_y.cpu(), log_proba(vx), test_y.cpu())
 
 
+METHODS = {"linear probe": linear_probe, "logistic regression": sklearn_probe}  # by their name in 04's tables
+
+
 def compact(t: torch.Tensor, size: int = 2) -> torch.Tensor:
     """A layer's tensor made probe-sized, per image: a conv map (B, C, H, W) average-pooled to size x size,
     tokens (B, T, D) as the first token next to the mean over tokens (B, 2D), anything else flattened.
@@ -146,3 +150,22 @@ def probe_layers(train_feats: Mapping[str, torch.Tensor], train_y: torch.Tensor,
                      "train_top1": s["train_top1"], "top1": s["top1"], "train_loss": s["train_loss"],
                      "loss": s["loss"]})
     return pd.DataFrame(rows)
+
+
+def layer_table(nets: Mapping[str, nn.Module], layers: Mapping[str, Sequence[str]], train, test, *,
+                seed: int = 0) -> pd.DataFrame:
+    """probe_layers of every network (model name -> network) on the pixels it is fed ("input:input", layer
+    "pixels", relative depth 0) and each of layers[model] in order (the last, the logits, at depth 1), the
+    features compact-ed, collected over the ImageSets train and test; probe_layers' columns with model,
+    family and layer, a block of rows per model in nets' order."""
+    from ..hooks import collect_many
+    from ..models import family
+
+    rows = []
+    for m, net in nets.items():
+        points = ["input:input", *layers[m]]
+        feats_tr = collect_many(net, train, points, reduce=compact, dtype=torch.float32)
+        feats_te = collect_many(net, test, points, reduce=compact, dtype=torch.float32)
+        table = probe_layers(feats_tr, train.labels, feats_te, test.labels, train.info.num_classes, seed=seed)
+        rows.append(table.assign(model=m, family=family(m), layer=["pixels", *layers[m]]))
+    return pd.concat(rows, ignore_index=True)

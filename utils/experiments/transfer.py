@@ -8,6 +8,8 @@ plus the data plumbing every method shares.
     transfer_recipe("LP-FT", base_cfg, len(train_k), budget, source="fashion-mnist[0-4]/cnn_small@source-s0",
                     head_file=save_head(probe, "heads/cnn_small-k10.safetensors"))
     xgboost_pixels(train_k, test)                                   # {"top1": ...}
+    lr_trials(cfg, tasks, sources, profile)                        # 04's tables: the lr trials on validation,
+    transfer_table(cfg, tasks, sources, trials, profile, probes=)  # every method at every k
 
 Fine-tuning and scratch runs are trained through the store (stored, resumable) with the same number of
 optimizer steps whatever the target size (step_plan picks the batch so that full epochs add up to exactly
@@ -19,7 +21,9 @@ probe's (LP-FT), never the source task's classifier. The linear probes on frozen
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from .. import store
 from ..config import resolve
 from ..data import ImageSet, stratified_index, train_val_split
 from ..files import atomic_write
+from ..models import family
 from ..recipes import Recipe, get_recipe, with_train
 from ..train import TrainConfig
 
@@ -246,6 +251,121 @@ def head_input(net: nn.Module, ds: ImageSet) -> torch.Tensor:
     from ..hooks import collect_activations
 
     return collect_activations(net, ds, "head:input", dtype=torch.float32, progress=False)
+
+
+# ---------------------------------------------------------------- notebook 04: its tables
+
+
+def source_nets(cfg: Config, models: Sequence[str], info, profile, device: str | None = None
+                ) -> dict[tuple[str, str], nn.Module]:
+    """04's source networks, eval mode on `device`, keyed (model, tag): "s0" and "s1" the stored runs of
+    source_runs (trained on first use), "init" the seed-0 recipe's network at initialisation (the CKA floor).
+    info: the source task's DatasetInfo; profile: a Profile."""
+    nets = {}
+    for m in models:
+        seeds = source_runs(cfg, m, profile.name)  # "<m>@source-s0", "<m>@source-s1" -> recipe
+        for s, (name, recipe) in enumerate(seeds.items()):
+            nets[m, f"s{s}"] = store.get_or_train(name, cfg.source, profile, recipe=recipe, device=device)
+        nets[m, "init"] = store.build(m, info, seeds[f"{m}@source-s0"]).to(device).eval()
+    return nets
+
+
+def sources_table(cfg: Config, models: Sequence[str], profile) -> pd.DataFrame:
+    """store.summarize of the source runs, a row per model and seed (seed 0 first)."""
+    return store.summarize([name for m in models for name in source_runs(cfg, m, profile.name)], cfg.source,
+                           profile)
+
+
+def target_tasks(cfg: Config, profile, info, seed: int = 0) -> dict[str, tuple[ImageSet, ImageSet, ImageSet]]:
+    """target -> (pool, validation, test) of each of cfg.targets (target_splits); a target whose files are
+    missing (STL-10 offline) is left out with a printed line, and the others still run."""
+    tasks = {}
+    for target in cfg.targets:
+        try:
+            tasks[target] = target_splits(profile, target, info, cfg.n_val, seed)
+        except FileNotFoundError as err:
+            print(f"{target}: skipped ({err})")
+    return tasks
+
+
+def _train_run(cfg: Config, profile, device: str | None, seed: int, target: str, model: str, method: str,
+               k: int | None, scale: float, splits: store.Splits, head: Path | None) -> tuple[Recipe, dict]:
+    """One trained transfer run on splits.train (k per class) at `scale` times the recipe's lr: (recipe,
+    trained_metrics)."""
+    recipe = transfer_recipe(method, get_recipe(model, profile.name).train, len(splits.train),
+                             budget(cfg, seed), source=source_of(cfg, model), head_file=head, lr_scale=scale)
+    return recipe, trained_metrics(run_name(model, method, k, scale), target, profile, recipe, splits, device)
+
+
+def _probe_head(cfg: Config, profile, seed: int, target: str, model: str, k: int | None,
+                features: torch.Tensor, train_k: ImageSet, num_classes: int) -> Path:
+    return probe_head(head_file(profile.name, target, model, k, source_of(cfg, model)), features,
+                      train_k.labels, num_classes, seed)
+
+
+def _row(target: str, model: str, method: str, per_class: int, **scores) -> dict:
+    """A transfer table row: target, family ("-" for the pixels), model, method, per_class, then scores."""
+    return {"target": target, "family": "-" if model == "pixels" else family(model), "model": model,
+            "method": method, "per_class": per_class, **scores}
+
+
+def lr_trials(cfg: Config, tasks: Mapping[str, tuple], sources: Mapping[str, nn.Module], profile,
+              device: str | None = None, seed: int = 0) -> pd.DataFrame:
+    """The fine-tuning lr trials: fine-tune and LP-FT of every model on every target task at k =
+    cfg.lr_per_class images per class, at each lr of cfg.lr_grid (times the recipe's). A row per (target,
+    model, method, lr_scale) with per_class, lr, val_top1 (validation only: the test score is not read) and
+    diverged. tasks: target_tasks'; sources: model -> its seed-0 source network (LP-FT's probe is fitted on
+    its head's input, the probe's head file kept in the store); profile: a Profile."""
+    k, rows = cfg.lr_per_class, []
+    for (target, (pool, val, te)), m in itertools.product(tasks.items(), sources):
+        train_k = per_class(pool, k, seed)
+        head = _probe_head(cfg, profile, seed, target, m, k, head_input(sources[m], train_k), train_k,
+                           te.info.num_classes)
+        for method, scale in itertools.product(METHODS[:2], cfg.lr_grid):
+            recipe, scores = _train_run(cfg, profile, device, seed, target, m, method, k, scale,
+                                        store.Splits(train_k, val, te), head)
+            rows.append({"target": target, "model": m, "method": method, "per_class": k, "lr_scale": scale,
+                         "lr": recipe.train.lr, "val_top1": scores["val_top1"],
+                         "diverged": scores["diverged"]})
+    return pd.DataFrame(rows)
+
+
+def transfer_table(cfg: Config, tasks: Mapping[str, tuple], sources: Mapping[str, nn.Module],
+                   trials: pd.DataFrame, profile, device: str | None = None, seed: int = 0, *,
+                   probes: Mapping[str, Callable[..., dict]]) -> pd.DataFrame:
+    """Transfer to each target task at each k of cfg.per_class, every method on the same k images per class,
+    top-1 on the target's test split: XGBoost on the pixels (model "pixels"), then per model each of `probes`
+    (name -> fit(train_x, train_y, test_x, test_y, num_classes=, seed=) -> {"top1", "train_top1", ...}, on
+    the frozen seed-0 source's head input) and, at the ks of cfg.trained_per_class, each of METHODS at the
+    lr_scale chosen on validation in `trials` (chosen_lr; scratch: its recipe's lr) with val_top1, diverged,
+    lr, batch_size and steps. per_class: the images per class actually available. Arguments as lr_trials'."""
+    chosen = {(r.target, r.model, r.method): r.lr_scale for r in chosen_lr(trials).itertuples()}
+    rows = []
+    for target, (pool, val, te) in tasks.items():
+        f_te = {m: head_input(net, te) for m, net in sources.items()}  # (N_test, D) per model
+        for k in cfg.per_class:
+            train_k = per_class(pool, k, seed)
+            n_k = len(train_k) // train_k.info.num_classes  # images per class actually available
+            rows.append(_row(target, "pixels", "xgboost (pixels)", n_k,
+                             **xgboost_pixels(train_k, te, seed=seed, **cfg.xgboost)))
+            for m, net in sources.items():
+                f_tr = head_input(net, train_k)
+                for method, fit in probes.items():
+                    s = fit(f_tr, train_k.labels, f_te[m], te.labels, num_classes=te.info.num_classes,
+                            seed=seed)
+                    rows.append(_row(target, m, method, n_k, top1=s["top1"], train_top1=s["train_top1"]))
+                if k not in cfg.trained_per_class:
+                    continue
+                head = _probe_head(cfg, profile, seed, target, m, k, f_tr, train_k, te.info.num_classes)
+                for method in METHODS:
+                    scale = chosen.get((target, m, method), 1.0)  # scratch: its recipe's lr
+                    recipe, card = _train_run(cfg, profile, device, seed, target, m, method, k, scale,
+                                              store.Splits(train_k, val, te), head)
+                    rows.append(_row(target, m, method, n_k, top1=card["test_top1"],
+                                     val_top1=card["val_top1"], diverged=card["diverged"], lr=recipe.train.lr,
+                                     batch_size=recipe.train.batch_size,
+                                     steps=steps_of(recipe, len(train_k))))
+    return pd.DataFrame(rows)
 
 
 @dataclass(frozen=True)
