@@ -4,6 +4,8 @@ fraction against hand-computed cases; resampling revives a planted dead feature;
 cannot; activation caching; logit weights."""
 
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -254,3 +256,110 @@ def test_the_sweep_findings_quote_the_l0_reached_against_k():
                     "m 2.5 of 8.",
                     "Over the sparsity sweep, from the sparsest to the densest SAE: m L0 8 -> 32, FVE "
                     "0.500 -> 0.800, CE increase 0.200 -> 0.050."]
+
+
+# ---------------------------------------------------------------- notebook 09's tables
+
+
+def test_untrained_copies_are_seeded_the_same_whatever_was_drawn_before(tiny):
+    from utils import models
+
+    net = tiny[0]
+    networks = dictionary.with_untrained({"test_mlp": net}, seed=3, device="cpu")
+    assert list(networks) == [("test_mlp", "trained"), ("test_mlp", "untrained")]
+    assert networks["test_mlp", "trained"] is net and not networks["test_mlp", "untrained"].training
+    torch.rand(100)  # another draw in between changes nothing: the seed is set right before each copy
+    torch.manual_seed(3)
+    expected = models.create_model("test_mlp", **net.model_config).state_dict()
+    copy = networks["test_mlp", "untrained"].state_dict()
+    assert all(torch.equal(copy[k], v) for k, v in expected.items())
+    assert not torch.equal(copy["head.weight"], net.state_dict()["head.weight"])
+
+
+def test_network_activations_cache_each_network_under_its_tag(tiny, tmp_path, monkeypatch):
+    from utils import hooks
+
+    monkeypatch.setenv("MLPZOOM_CHECKPOINTS", str(tmp_path))
+    net, ds = tiny
+    networks = {("m", "trained"): net, ("m", "untrained"): fitted_linear(ds)}
+    layers = {"m": "head:input"}
+    fit, evals = dictionary.network_activations(networks, layers, ds, ds.head(40), 24, 16, "smoke", "d", 7,
+                                                batch_size=10)
+    assert list(fit) == list(evals) == list(networks)
+    d = net.head.in_features
+    assert fit["m", "trained"].shape == (24, d) and evals["m", "trained"].shape == (16, d)
+    assert fit["m", "untrained"].shape == (24, ds.images[0].numel())  # the flatten -> head network
+    direct = hooks.collect_activations(net, ds, "head:input", n=24, batch_size=10)
+    torch.testing.assert_close(fit["m", "trained"], direct.half().float(), atol=0, rtol=0)  # float16 cache
+    cached = {p.name for p in (tmp_path / "smoke" / "d" / "activations").iterdir()}
+    assert cached == {"m__head-input__test24.pt", "m__head-input__test16.pt",
+                      "m@random7__head-input__test24.pt", "m@random7__head-input__test16.pt"}
+    table = dictionary.activation_table(fit, evals, layers)
+    assert table.to_dict("list") == {"model": ["m", "m"], "network": ["trained", "untrained"],
+                                     "layer": ["head:input"] * 2, "fit_vectors": [24, 24],
+                                     "eval_vectors": [16, 16], "dims": [d, ds.images[0].numel()]}
+
+
+def test_fit_saes_runs_the_main_seeds_the_untrained_copies_then_the_sweep(capsys):
+    x, _ = sparse_data(n=64, d=8, m=12, k=2)
+    y, _ = sparse_data(n=64, d=8, m=12, k=2, seed=1)
+    cfg = dictionary.SAEConfig(expansion=2, activation="topk_signed", k_per_dim=0.25, epochs=2, batch_size=16,
+                               progress=False)
+    saes, sweep, history = dictionary.fit_saes({("a", "trained"): x, ("a", "untrained"): y}, cfg, ["a"],
+                                               [4, 5], [{"k_per_dim": 0.5}])
+    assert list(saes) == [("a", "trained", 4), ("a", "trained", 5), ("a", "untrained", 4)]
+    assert list(sweep) == [("a", "sweep1")] and sweep["a", "sweep1"][0].k_per_dim == 0.5
+    assert sweep["a", "sweep1"][1].k == 4 and saes["a", "trained", 4].k == 2  # k = k_per_dim * 8
+    by_hand, _ = dictionary.fit_sae(y, replace(cfg, seed=4))
+    torch.testing.assert_close(saes["a", "untrained", 4].W_dec, by_hand.W_dec)
+    assert len(history) == 4 * 2 and history.setting.tolist() == ["main"] * 6 + ["sweep1"] * 2
+    assert history.seed.tolist() == [4, 4, 5, 5, 4, 4, 4, 4]
+    assert capsys.readouterr().out.splitlines() == [
+        "SAE on a (trained), seed 4, main: topk_signed, k/D 0.25",
+        "SAE on a (trained), seed 5, main: topk_signed, k/D 0.25",
+        "SAE on a (untrained), seed 4, main: topk_signed, k/D 0.25",
+        "SAE on a (trained), seed 4, sweep1: topk_signed, k/D 0.5"]
+
+
+def test_metrics_table_has_a_row_per_sae_and_splits_into_main_and_sweep(tiny):
+    from utils import hooks
+
+    net, ds = tiny
+    d = net.head.in_features
+    acts = hooks.collect_activations(net, ds, "head:input")
+    dead = identity_sae(d)
+    with torch.no_grad():
+        dead.b_enc.fill_(-1e4)  # x_hat = 0: the head predicts argmax(bias) on every image
+    networks = {("test_mlp", "trained"): net, ("test_mlp", "untrained"): net}
+    saes = {("test_mlp", "trained", 0): identity_sae(d), ("test_mlp", "untrained", 0): identity_sae(d)}
+    sweep = {("test_mlp", "sweep1"): (dictionary.SAEConfig(k_per_dim=0.5), dead)}
+    every = dictionary.metrics_table(networks, {"test_mlp": "head:input"}, saes, sweep, dictionary.ORIGINAL,
+                                     {key: acts for key in networks}, ds, 0, batch_size=16)
+    assert every[["network", "seed", "setting"]].values.tolist() == [
+        ["trained", 0, "main"], ["untrained", 0, "main"], ["trained", 0, "sweep1"]]
+    assert every.k_per_dim.isna().tolist() == [True, True, False]  # ORIGINAL's k_per_dim is None
+    assert every.k_per_dim[2] == 0.5
+    assert (every.family == "mlp").all() and (every.dims == d).all() and (every.features == 2 * d).all()
+    assert every.fve[0] == pytest.approx(1.0) and every.accuracy_kept[0] == pytest.approx(1.0)
+    expected = (ds.labels == net.head.bias.argmax()).float().mean().item()
+    assert every.top1_spliced[2] == pytest.approx(expected) and every.alive_fraction[2] == 0.0
+    metrics, sweep_table = dictionary.split_metrics(every, 0)
+    assert metrics.setting.tolist() == ["main", "main"] and metrics.index.tolist() == [0, 1]
+    assert sweep_table.setting.tolist() == ["main", "sweep1"] and sweep_table.index.tolist() == [0, 2]
+    assert set(dictionary.SHOWN) <= set(every.columns)
+
+
+def test_logit_weight_table_lists_each_shown_feature_per_class(capsys):
+    import pandas as pd
+
+    net = torch.nn.Sequential()
+    net.add_module("head", torch.nn.Linear(3, 2))
+    shown = {"a": pd.DataFrame({"feature": [4, 0]}), "b": pd.DataFrame({"feature": [1]})}
+    table = dictionary.logit_weight_table({"a": net, "b": net}, {"a": "head:input", "b": "head"},
+                                          {"a": identity_sae(3), "b": identity_sae(3)}, shown, ["x", "y"])
+    w = net.head.weight.detach()  # feature 4 is -e_1 (identity_sae: +e_i, then -e_i)
+    assert table.to_dict("list") == {"model": ["a"] * 4, "feature": [4, 4, 0, 0],
+                                     "class": ["x", "y", "x", "y"],
+                                     "weight": [-w[0, 1].item(), -w[1, 1].item(), w[0, 0].item(),
+                                                w[1, 0].item()]}
+    assert capsys.readouterr().out == "b: logit weights need the SAE at the head's input; layer is head\n"

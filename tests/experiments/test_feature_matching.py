@@ -77,3 +77,69 @@ def test_compare_dictionaries_and_prediction2():
     v = feature_matching.prediction2(toy, threshold=0.5)
     assert v.cross[0] == pytest.approx(0.45) and v.gap_closed[0] == pytest.approx(0.2 / 0.6)
     assert not v.holds[0]
+
+
+# ---------------------------------------------------------------- notebook 09's tables
+
+
+def test_shown_features_are_the_most_selective_live_ones_by_hand():
+    labels = torch.tensor([0, 0, 1, 1])
+    # m: feature 0 is class 0's exactly (J 1), feature 1 fires on 3 of 4 (J 0.5), feature 2 is dead
+    m = torch.tensor([[1.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    n = torch.tensor([[0.0], [0.0], [3.0], [0.0]])  # class 1 on one of its two images: J 0.5
+    codes = {"m": m, "n": n}
+    selectivity, shown, table = feature_matching.shown_features(codes, labels, ["cat", "dog"], 2, 2)
+    assert selectivity.model.tolist() == ["m", "m", "m", "n"] and selectivity.feature.tolist() == [0, 1, 2, 0]
+    assert selectivity["class"].tolist()[:2] == ["cat", "dog"] and selectivity["class"].tolist()[3] == "dog"
+    assert shown["m"].feature.tolist() == [0, 1] and shown["n"].feature.tolist() == [0]  # the dead one never
+    assert table.columns.tolist() == [*feature_matching.SHOWN_COLUMNS, "chosen_on"]
+    assert table.youden.tolist() == [1.0, 0.5, 0.5] and (table.chosen_on == 4).all()
+    per_class = feature_matching.features_per_class(selectivity, ["n", "m"])
+    assert per_class.index.tolist() == ["n", "m"]
+    assert per_class.to_dict("list") == {"cat": [0, 1], "dog": [1, 1]}
+
+
+def test_top_images_stack_each_shown_features_best_images():
+    images = torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1) * 10  # image i is 10 i
+    labels = torch.tensor([4, 3, 2, 1, 0])
+    h = torch.tensor([[0.0, 5.0], [1.0, 4.0], [3.0, 3.0], [2.0, 2.0], [0.5, 1.0]])  # (5, 2)
+    shown = {"m": pd.DataFrame({"feature": [1, 0]})}
+    top = feature_matching.top_images({"m": h}, shown, images, labels, 2)
+    assert list(top) == ["m", "m_labels"] and top["m"].shape == (2, 2, 1, 1, 1)
+    assert top["m"].flatten().tolist() == [0, 10, 20, 30]  # feature 1: images 0, 1; feature 0: images 2, 3
+    assert top["m_labels"].tolist() == [[4, 3], [2, 1]]
+
+
+def test_pairs_are_named_by_family_unless_two_models_share_one():
+    assert feature_matching.pair_names({"mlp_s": "mlp", "resnet": "cnn"}) == {"mlp_s": "mlp", "resnet": "cnn"}
+    assert feature_matching.pair_names({"mlp_s": "mlp", "mlp_b": "mlp", "resnet": "cnn"}) == {
+        "mlp_s": "mlp_s", "mlp_b": "mlp_b", "resnet": "resnet"}
+
+
+def test_compare_seeds_picks_main_ceiling_and_floor_codes():
+    g = torch.Generator().manual_seed(0)
+    codes = {(n, k, s): torch.relu(torch.randn(300, 4, generator=g))
+             for n in ("a_net", "b_net") for k, s in (("trained", 3), ("trained", 5), ("untrained", 3))}
+    table, per_feature = feature_matching.compare_seeds(codes, {"a_net": "a", "b_net": "b"}, [3, 5])
+    pick = lambda k, s: {"a": codes["a_net", k, s], "b": codes["b_net", k, s]}
+    expected = feature_matching.compare_dictionaries(pick("trained", 3), pick("trained", 5),
+                                                     pick("untrained", 3))
+    pd.testing.assert_frame_equal(table, expected[0])
+    pd.testing.assert_frame_equal(per_feature, expected[1])
+    assert table.source.tolist() == ["a"] * 3 + ["b"] * 3
+
+
+def test_prediction2_lines_state_each_pair_and_the_original_prediction():
+    verdict = pd.DataFrame({"pair": ["cnn - mlp", "mlp - vit"], "cross": [0.5, 0.3], "ceiling": [0.9, 0.8],
+                            "floor": [0.1, 0.2], "l0": [4.0, 6.25], "share_min": [0.0208, 0.02],
+                            "share_max": [0.0209, 0.03], "gap_closed": [0.5, 1 / 6], "holds": [True, False]})
+    lines = feature_matching.prediction2_lines(verdict, 0.5, "smoke", "fashion-mnist", 256)
+    assert lines == [
+        "Prediction 2 (threshold: cross-model matching closes >= 50% of the floor-ceiling gap)",
+        "  cnn - mlp : cross 0.500, floor 0.100, ceiling 0.900, gap closed 0.50 at L0 4.0 (active share "
+        "0.0208-0.0209) -> holds",
+        "  mlp - vit : cross 0.300, floor 0.200, ceiling 0.800, gap closed 0.17 at L0 6.2 (active share "
+        "0.0200-0.0300) -> does not hold",
+        "The original study's Prediction 2 (MLP and CNN learn similar features) holds here: 0.50 of the gap "
+        "closed (smoke, fashion-mnist, 256 test images)."]
+    assert len(feature_matching.prediction2_lines(verdict.tail(1), 0.5, "smoke", "d", 8)) == 2  # no MLP-CNN

@@ -226,7 +226,7 @@ def test_the_steering_figure_and_findings_read_the_saved_tables(tmp_path):
     pd.concat(parts).to_csv(folder / "steering.csv", index=False)
     pd.DataFrame(rows).to_csv(folder / "steering_majority.csv", index=False)
     control.assign(model="test_mlp", control=0).to_csv(folder / "steering_control.csv", index=False)
-    assert plots.draw(folder, "steering.png").stat().st_size > 1000
+    assert plots.draw(folder, "steering.png")[0].stat().st_size > 1000
     said = findings.features.steering_sentences(pd.read_csv(folder / "steering_majority.csv"), ["test_mlp"])
     assert said[0].startswith("Steering the 2 most class-selective features per model at head:input")
     assert "5 test images, held out from the 6 that chose the features" in said[0]
@@ -259,3 +259,30 @@ def test_steer_features_tables_each_feature_and_the_random_control():
                for r in torch.randn(2, 2, generator=torch.Generator().manual_seed(0))]
     expected = sum(t[t.class_index == 0].share.max() for t in by_hand) / 2
     assert m.loc[0, "control_max_share"] == pytest.approx(expected) and m.loc[0, "n_control"] == 2
+
+
+def test_steer_models_joins_the_models_draws_controls_in_turn_and_notes_the_choosing_images(capsys):
+    """Two toy models: each model's tables are steer_features', the random directions of the second drawn
+    after the first's from one generator; chosen_on follows n_images."""
+    features = pd.DataFrame({"feature": [0], "class_index": [0], "youden": [0.9]})
+    values, classes = [-4.0, 0.0, 3.0], ["a", "b", "c", "d"]
+    both = lambda a, b: {"x": a, "y": b}
+    steered, control, majority = steering.steer_models(
+        both(Toy(), Toy()), both("head:input", "head:input"), both(torch.eye(2), torch.eye(2)),
+        both(features, features), values, toy_images(), classes, both("mlp", "cnn"), n_control=1, seed=5,
+        relative=False, chosen_on=6)
+    gen = torch.Generator().manual_seed(5)
+    by_hand = [steering.steer_features(Toy(), "head:input", torch.eye(2), features, values, toy_images(),
+                                       classes, n_control=1, generator=gen, relative=False) for _ in range(2)]
+    pd.testing.assert_frame_equal(control, pd.concat([by_hand[0][1].assign(model="x"),
+                                                      by_hand[1][1].assign(model="y")], ignore_index=True))
+    cols = majority.columns.tolist()
+    assert cols[:2] == ["model", "family"] and cols[cols.index("n_images") + 1] == "chosen_on"
+    assert majority.family.tolist() == ["mlp", "cnn"] and majority.chosen_on.tolist() == [6, 6]
+    assert majority.majority.tolist() == ["3", "3"] and len(steered) == 2 * 3 * 4
+    assert steered.columns.tolist()[-4:] == ["model", "feature", "feature_class", "class"]
+    said = "1 features and 1 random directions steered at 3 values on 5 images"
+    assert capsys.readouterr().out.count(said) == 2
+    one = steering.steer_models({"x": Toy()}, {"x": "head:input"}, {"x": torch.eye(2)}, {"x": features},
+                                values, toy_images(), classes, {"x": "mlp"}, relative=False)
+    assert "chosen_on" not in one[2]

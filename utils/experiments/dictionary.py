@@ -6,6 +6,9 @@ features across models: feature_matching).
     h = encode(sae, acts)                                        # (N, F) feature activations, >= 0
     sae_metrics(sae, acts); splice_accuracy(net, "head:input", sae, test_ds)   # SAEBench's core metrics
 
+Notebook 09's tables: with_untrained + network_activations (the activations), fit_saes (every SAE and the
+training history), metrics_table + split_metrics (SAEBench's metrics per SAE), logit_weight_table.
+
 Layers are named as in `model.named_modules()`: "head" is the output of `head`, "head:input" its (first)
 input. Activations are flattened per image to (N, D). The SAE sees them divided by one scalar (`sae.scale`,
 set so that the mean squared norm of a vector is D, i.e. unit RMS per dimension) so one L1 coefficient means
@@ -40,7 +43,8 @@ L1 term.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import torch
@@ -49,9 +53,9 @@ import torch.nn.functional as F
 
 from ..config import resolve
 from ..data import ImageSet, make_loader
-from ..hooks import hooked
+from ..hooks import activation_path, collect_activations, hooked
 from ..metrics import evaluate
-from ..models import model_device
+from ..models import create_model, family, model_device
 from ..progress import bar as progress_bar
 
 ACTIVATIONS = ("relu", "topk", "topk_signed")
@@ -375,3 +379,113 @@ SMALLER = {  # lr 1e-2 where the epochs are few
 def config(profile: str | None = None, **overrides) -> Config:
     """09's config under `profile`, with `overrides` (checked: unknown knobs and wrong types are errors)."""
     return resolve(Config, profile, SMALLER, overrides)
+
+
+# ---------------------------------------------------------------- notebook 09: its tables
+
+Networks = dict[tuple[str, str], nn.Module]  # (model, "trained" | "untrained") -> network
+Acts = dict[tuple[str, str], torch.Tensor]  # keyed like Networks: (N, D) float32 activations on the CPU
+
+# the columns 09 shows of sae_metrics.csv (the sweep's: model, setting, activation and SHOWN[3:])
+SHOWN = ["model", "network", "seed", "k", "l0", "active_share", "fve", "alive_fraction", "negative_share",
+         "ce_increase", "ce_recovered", "accuracy_kept"]
+
+
+def with_untrained(nets: dict[str, nn.Module], seed: int, device: str | torch.device) -> Networks:
+    """(model, "trained") -> each of nets, then (model, "untrained") -> a fresh copy of each (the same
+    architecture and input stage: create_model(name, **net.model_config)), each built right after
+    torch.manual_seed(seed), in eval mode on `device`: Prediction 2's floor."""
+    networks = {(name, "trained"): net for name, net in nets.items()}
+    for name, net in nets.items():
+        torch.manual_seed(seed)  # the same draw for every copy, whatever was drawn before
+        networks[name, "untrained"] = create_model(name, **net.model_config).to(device).eval()
+    return networks
+
+
+def network_activations(networks: Networks, layers: dict[str, str], fit_ds: ImageSet, eval_ds: ImageSet,
+                        n_fit: int, n_eval: int, profile: str, dataset: str, seed: int,
+                        batch_size: int = 256) -> tuple[Acts, Acts]:
+    """(fit, eval): each network's activations at its model's layer (`layers`: model -> layer) on the first
+    n_fit images of fit_ds and the first n_eval of eval_ds, keyed like `networks`. Cached (float16) at
+    hooks.activation_path under the model's name, an untrained copy's as "<model>@random<seed>"."""
+    fit_acts, eval_acts = {}, {}
+    for (name, kind), net in networks.items():
+        tag = name if kind == "trained" else f"{name}@random{seed}"
+        for acts, ds, n in ((fit_acts, fit_ds, n_fit), (eval_acts, eval_ds, n_eval)):
+            path = activation_path(profile, dataset, tag, layers[name], ds.split, n)
+            acts[name, kind] = collect_activations(net, ds, layers[name], n=n, cache=path,
+                                                   batch_size=batch_size)
+    return fit_acts, eval_acts
+
+
+def activation_table(fit_acts: Acts, eval_acts: Acts, layers: dict[str, str]) -> pd.DataFrame:
+    """One row per network: model, network, layer, fit_vectors, eval_vectors, dims (D)."""
+    return pd.DataFrame([{"model": n, "network": k, "layer": layers[n], "fit_vectors": len(fit_acts[n, k]),
+                          "eval_vectors": len(eval_acts[n, k]), "dims": fit_acts[n, k].shape[1]}
+                         for n, k in fit_acts])
+
+
+def fit_saes(fit_acts: Acts, cfg: SAEConfig, models: Sequence[str], seeds: Sequence[int],
+             sweep: Sequence[dict], device: str | torch.device | None = None
+             ) -> tuple[dict, dict, pd.DataFrame]:
+    """09's SAEs, fitted in this order with a printed line each: every trained model x seed, one per
+    untrained copy (seeds[0]), one per trained model x sweep entry (seeds[0]; `cfg` with the entry's changes;
+    setting "sweep<i>", i from 1). Returns (saes: (model, network, seed) -> SAE, the main ones; sweep_saes:
+    (model, setting) -> (its config, SAE); history: fit_sae's rows of every SAE with model, network, seed and
+    setting)."""
+    saes, sweep_saes, histories = {}, {}, []
+    jobs = [(n, "trained", s, "main", {}) for n in models for s in seeds]
+    jobs += [(n, "untrained", seeds[0], "main", {}) for n in models]
+    jobs += [(n, "trained", seeds[0], f"sweep{i}", c) for n in models for i, c in enumerate(sweep, 1)]
+    for name, kind, seed, setting, changes in jobs:
+        c = replace(cfg, seed=seed, **changes)
+        print(f"SAE on {name} ({kind}), seed {seed}, {setting}: {c.activation}, k/D {c.k_per_dim}")
+        sae, hist = fit_sae(fit_acts[name, kind], c, device=device)
+        if setting == "main":
+            saes[name, kind, seed] = sae
+        else:
+            sweep_saes[name, setting] = (c, sae)
+        histories.append(hist.assign(model=name, network=kind, seed=seed, setting=setting))
+    return saes, sweep_saes, pd.concat(histories, ignore_index=True)
+
+
+def metrics_table(networks: Networks, layers: dict[str, str], saes: dict, sweep_saes: dict, cfg: SAEConfig,
+                  eval_acts: Acts, eval_ds: ImageSet, sweep_seed: int, batch_size: int = 256) -> pd.DataFrame:
+    """One row per SAE of fit_saes (the main ones, then the sweep's, whose seed is `sweep_seed`): model,
+    family, network, seed, setting, activation, k_per_dim, layer, dims, sae_metrics on eval_acts and
+    splice_accuracy on eval_ds (the clean and zero-ablated passes once per network)."""
+    every = [((n, k, s, "main"), cfg, sae) for (n, k, s), sae in saes.items()]
+    every += [((n, "trained", sweep_seed, setting), c, sae) for (n, setting), (c, sae) in sweep_saes.items()]
+    reference = {key: splice_reference(net, layers[key[0]], eval_ds, batch_size=batch_size)
+                 for key, net in networks.items()}
+    rows = []
+    for (name, kind, seed, setting), c, sae in every:
+        acc = splice_accuracy(networks[name, kind], layers[name], sae, eval_ds, batch_size=batch_size,
+                              reference=reference[name, kind])
+        rows.append({"model": name, "family": family(name), "network": kind, "seed": seed, "setting": setting,
+                     "activation": sae.activation, "k_per_dim": c.k_per_dim, "layer": layers[name],
+                     "dims": sae.b_dec.numel(), **sae_metrics(sae, eval_acts[name, kind]), **acc})
+    return pd.DataFrame(rows)
+
+
+def split_metrics(every: pd.DataFrame, sweep_seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """metrics_table's rows as (the main SAEs', index reset; the sweep's: every trained network's SAE of seed
+    `sweep_seed`, main and sweep settings, with metrics_table's index)."""
+    metrics = every[every.setting == "main"].reset_index(drop=True)
+    return metrics, every[(every.network == "trained") & (every.seed == sweep_seed)]
+
+
+def logit_weight_table(nets: dict[str, nn.Module], layers: dict[str, str], saes: dict[str, SparseAutoencoder],
+                       shown: dict[str, pd.DataFrame], classes: Sequence[str]) -> pd.DataFrame:
+    """One row per model x shown feature (shown[model].feature) x class: logit_weights' weight of the feature
+    on the class's logit. A model whose layer is not "head:input" has none (a printed line says so)."""
+    rows = []
+    for name, net in nets.items():
+        if layers[name] != "head:input":
+            print(f"{name}: logit weights need the SAE at the head's input; layer is {layers[name]}")
+            continue
+        w = logit_weights(saes[name], net.get_submodule("head"))  # (K, F)
+        for f in shown[name].feature:
+            rows += [{"model": name, "feature": int(f), "class": c, "weight": w[k, f].item()}
+                     for k, c in enumerate(classes)]
+    return pd.DataFrame(rows)

@@ -5,6 +5,9 @@ signals, and the original study's Prediction 2 (MLP and CNN dictionaries alike).
     class_selectivity(h, labels, 10)        # the class each feature signals best (Youden's J)
     table, per_feature = compare_dictionaries(codes, seed_codes, random_codes); prediction2(table)
 
+Notebook 09's tables: shown_features (selectivity and the features shown), top_images, pair_names +
+compare_seeds (the matching), prediction2_lines (the verdict, in words).
+
 match_features: for each feature of A, the largest (signed) Pearson r of its per-image activations with any
 feature of B, over the same images. Constant features (dead ones) have no correlation: NaN for A (left out
 of the summary, counted), never a match in B.
@@ -13,6 +16,7 @@ of the summary, counted), never a match in B.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,3 +140,77 @@ def prediction2(table: pd.DataFrame, threshold: float = 0.5, stat: str = "mean")
     out["gap_closed"] = np.where(gap > 0, (out.cross - out.floor) / gap.where(gap > 0, 1), np.nan)
     out["holds"] = out.gap_closed >= threshold
     return out
+
+
+# ---------------------------------------------------------------- notebook 09: its tables
+
+SHOWN_COLUMNS = ["model", "feature", "class", "sensitivity", "specificity", "youden", "density"]
+
+
+def shown_features(codes: dict[str, torch.Tensor], labels: torch.Tensor, classes: Sequence[str],
+                   num_classes: int, n_shown: int
+                   ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]:
+    """codes: model -> (N, F) codes over the same N images (labels (N,)). Returns (selectivity:
+    class_selectivity of every model with model and class (name) columns; shown: model -> its n_shown live
+    (density > 0) features of largest Youden's J, selectivity's rows; the shown table: those rows'
+    SHOWN_COLUMNS and chosen_on = N)."""
+    selectivity = pd.concat([class_selectivity(h, labels, num_classes).assign(model=n)
+                             for n, h in codes.items()], ignore_index=True)
+    selectivity["class"] = [classes[i] for i in selectivity.class_index]
+    shown = {n: selectivity[(selectivity.model == n) & (selectivity.density > 0)].nlargest(n_shown, "youden")
+             for n in codes}
+    return selectivity, shown, pd.concat(shown.values())[SHOWN_COLUMNS].assign(chosen_on=len(labels))
+
+
+def features_per_class(selectivity: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
+    """Live features (density > 0) per model (rows, in the order of `models`) and best class (columns)."""
+    live = selectivity[selectivity.density > 0]
+    return live.groupby(["model", "class"]).size().unstack(fill_value=0).loc[list(models)]
+
+
+def top_images(codes: dict[str, torch.Tensor], shown: dict[str, pd.DataFrame], images: torch.Tensor,
+               labels: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """top_examples of each model's shown features (shown[model].feature): "<model>" -> (F, k, C, H, W)
+    images, "<model>_labels" -> (F, k) labels; codes: model -> (N, all features) over images (N, C, H, W)."""
+    top = {}
+    for name, h in codes.items():
+        chosen, chosen_labels = top_examples(h, shown[name].feature, images, labels, k)
+        top |= {name: chosen, f"{name}_labels": chosen_labels}
+    return top
+
+
+def pair_names(families: dict[str, str]) -> dict[str, str]:
+    """model -> its name in a pair ("cnn - mlp"): its family (`families`: model -> family), or the model's
+    own name for every model when two models share a family."""
+    if len(set(families.values())) < len(families):
+        return {name: name for name in families}
+    return dict(families)
+
+
+def compare_seeds(codes: dict[tuple[str, str, int], torch.Tensor], names: dict[str, str], seeds: Sequence[int]
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """compare_dictionaries on 09's SAEs: codes (model, "trained" | "untrained", seed) -> (N, F). Per model
+    (named names[model]): the trained model's seeds[0] SAE, its seeds[1] SAE (ceiling) and the untrained
+    copy's seeds[0] SAE (floor)."""
+    pick = lambda kind, seed: {names[n]: codes[n, kind, seed] for n in names}
+    main, ceiling, floor = pick("trained", seeds[0]), pick("trained", seeds[1]), pick("untrained", seeds[0])
+    return compare_dictionaries(main, ceiling, floor)
+
+
+def prediction2_lines(verdict: pd.DataFrame, threshold: float, profile: str, dataset: str, n_images: int
+                      ) -> list[str]:
+    """prediction2's verdict in words: a header, one line per pair, and the original study's MLP-CNN
+    prediction when the pair "cnn - mlp" is there (on `n_images` test images of `dataset` under `profile`)."""
+    lines = [f"Prediction 2 (threshold: cross-model matching closes >= {threshold:.0%} of the floor-ceiling "
+             "gap)"]
+    for _, v in verdict.iterrows():
+        status = "holds" if v.holds else "does not hold"
+        lines.append(f"  {v.pair:10s}: cross {v.cross:.3f}, floor {v.floor:.3f}, ceiling {v.ceiling:.3f}, "
+                     f"gap closed {v.gap_closed:.2f} at L0 {v.l0:.1f} (active share {v.share_min:.4f}-"
+                     f"{v.share_max:.4f}) -> {status}")
+    if "cnn - mlp" in set(verdict.pair):
+        mlp_cnn = verdict.set_index("pair").loc["cnn - mlp"]
+        lines.append(f"The original study's Prediction 2 (MLP and CNN learn similar features) "
+                     f"{'holds' if mlp_cnn.holds else 'does not hold'} here: {mlp_cnn.gap_closed:.2f} of the "
+                     f"gap closed ({profile}, {dataset}, {n_images} test images).")
+    return lines

@@ -205,11 +205,12 @@ def steer_features(model: nn.Module, layer: str, directions: Tensor, features: p
 def steer_models(nets: dict[str, nn.Module], layers: dict[str, str], directions: dict[str, Tensor],
                  features: dict[str, pd.DataFrame], values: Sequence[float], images: Tensor,
                  classes: Sequence[str], family: dict[str, str], *, n_control: int = 0, seed: int = 0,
-                 relative: bool = True, batch_size: int = 500
+                 relative: bool = True, batch_size: int = 500, chosen_on: int | None = None
                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """steer_features for every model (dicts keyed by model name), the random directions of all models
     drawn in turn from one generator seeded `seed`: (steered, control, majority) with a `model` column
-    (majority: and `family`)."""
+    (majority: and `family`, and `chosen_on` after n_images when given: how many images chose the
+    features)."""
     gen, parts = torch.Generator().manual_seed(seed), {}
     for name, net in nets.items():
         parts[name] = steer_features(net, layers[name], directions[name], features[name], values, images,
@@ -224,4 +225,6 @@ def steer_models(nets: dict[str, nn.Module], layers: dict[str, str], directions:
     steered = steered[[*steered.columns.drop(tail), *tail]]
     majority = join(2, lambda n: {"family": family[n]})
     majority = majority[["model", "family", *majority.columns.drop(["model", "family"])]]
+    if chosen_on is not None:
+        majority.insert(majority.columns.get_loc("n_images") + 1, "chosen_on", chosen_on)
     return steered, join(1, lambda n: {}), majority
