@@ -167,3 +167,57 @@ def test_image_shape_is_needed_for_models_without_a_config():
 # ---------------------------------------------------------------- tile shuffle
 
 
+# ---------------------------------------------------------------- notebook 08's tables
+
+
+def test_class_and_unit_objectives_and_the_units_table():
+    objs = fv.class_objectives([0, 2], n_starts=2)
+    assert [o.terms[0].index for o in objs] == [0, 2, 0, 2] and all(o.layers == set() for o in objs)
+    units = fv.unit_objectives({"m": tiny("test_mlp")}, n_layers=2, n_units=3)
+    assert [o.label for o in units["m"]] == [f"{layer}:mean {i}" for layer in ("stem", "blocks.1")
+                                             for i in range(3)]
+    table = fv.units_table(units)
+    assert table.to_dict("list") == {"model": ["m"] * 6, "layer": ["stem"] * 3 + ["blocks.1"] * 3,
+                                     "index": [0, 1, 2] * 2}
+
+
+def test_visualize_groups_and_class_images_with_their_controls():
+    """Every network of every group, in order, as visualize would; the blurred control of a zero objective
+    without blur is the starting noise itself (a zero gradient never moves a pixel)."""
+    a, b = linear(), nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 2))
+    kw = dict(steps=3, transforms=fv.PLAIN, image_shape=(3, 12, 12), seed=2)
+    objs = fv.class_objectives([0, 1], n_starts=1)
+    noise = (0.5 + torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(2)) / 6).clamp(0, 1)
+    vis, arrays = fv.class_images({"trained": {"a": a}, "random": {"b": b}}, objs, noise, **kw)
+    assert list(vis) == [("trained", "a"), ("random", "b")]
+    assert torch.equal(vis["random", "b"].images, fv.visualize(b, objs, **kw).images)
+    assert list(arrays) == ["trained_class_a", "random_class_b", "noise", "blurred"]
+    assert (arrays["random_class_b"] == vis["random", "b"].images.numpy()).all()
+    assert (arrays["noise"] == noise.numpy()).all() and (arrays["blurred"] == noise.numpy()).all()
+    per_model = fv.visualize_groups({"g": {"a": a, "b": b}}, {"a": objs[:1], "b": objs}, **kw)
+    assert [v.images.shape[0] for v in per_model.values()] == [1, 2]
+    assert list(fv.image_arrays(per_model, "unit")) == ["g_unit_a", "g_unit_b"]
+
+
+def test_trace_table_and_its_ends_on_a_known_trace():
+    objs = fv.class_objectives([3, 5], n_starts=2)  # image k: class [3, 5][k % 2], start k // 2
+    trace = torch.arange(12.0).view(3, 4)  # (steps + 1, K): 2 steps, 4 images
+    vis = {("trained", "m"): fv.Visualization(torch.zeros(4, 1, 2, 2), trace, ("",) * 4)}
+    table = fv.trace_table(vis, objs, n_classes=2)
+    assert list(table.columns) == ["model", "kind", "class", "start", "step", "objective"]
+    assert len(table) == 12
+    assert table["class"].tolist() == [3] * 3 + [5] * 3 + [3] * 3 + [5] * 3
+    assert table.start.tolist() == [0] * 6 + [1] * 6 and table.step.tolist() == [0, 1, 2] * 4
+    assert table.objective.tolist() == [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]
+    ends = fv.trace_ends(table)
+    assert list(ends.columns) == [0, 2] and ends.loc[("m", "trained")].tolist() == [1.5, 9.5]
+
+
+def test_visualize_and_lucent_options_of_a_config():
+    cfg = fv.config("smoke", jitter=2)
+    opt = fv.visualize_options(cfg, seed=3)
+    assert opt == dict(steps=40, param="pixels", step_rule="normalized", lr=0.01,
+                       transforms=fv.Transforms(5, (0.5, 0.1), 2, 0.0, 0.0), seed=3, progress=False)
+    lucent = fv.lucent_options(cfg, seed=3, progress=True)
+    assert lucent == dict(steps=40, param="fourier", step_rule="adam", lr=0.05,
+                          transforms=fv.Transforms(jitter=1), seed=3, progress=True)

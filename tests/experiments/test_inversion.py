@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from utils import findings, models, plots
+from utils.data import DatasetInfo, ImageSet
 from utils.experiments import inversion as inv
 from utils.hooks import stage_layers
 from utils.results import save_arrays
@@ -158,7 +159,7 @@ def test_the_inversion_figure_and_findings_read_the_saved_tables(tmp_path):
                      for k in range(2)]
     save_arrays({"targets": x0.numpy(), **arrays}, folder / "inversion.npz")
     pd.DataFrame(rows).to_csv(folder / "inversion.csv", index=False)
-    assert plots.draw(folder, "inversion.png").stat().st_size > 1000
+    assert plots.draw(folder, "inversion.png")[0].stat().st_size > 1000
     table = pd.read_csv(folder / "inversion.csv")
     said = findings.features.inversion_sentences(table, ["test_mlp", "test_cnn"], {"invert_depth": 0.25})
     assert said[0].startswith("Feature inversion of 2 test images at relative depth 0.25 (test_mlp blocks.0 "
@@ -185,3 +186,32 @@ def test_08s_inversion_table_by_hand():
     rmse = (start - x0).pow(2).mean((1, 2, 3)).sqrt().tolist()
     assert table.start_pixel_error.tolist() == pytest.approx(rmse * 2)
     assert table.pixel_error.tolist() == pytest.approx(rmse * 2)  # no steps: still the noise
+
+
+def test_class_inversions_take_the_first_image_of_each_class_for_every_group():
+    """Classes capped at the dataset's two; the first images of class 0 and 1 are at 1 and 0; trained then
+    random, as inversion_table gives them on the flattened groups."""
+    info = DatasetInfo("toy", 2, ("zero", "one"), 1, 8, (0.3,), (0.2,))
+    images = (targets(4) * 255).to(torch.uint8)
+    test = ImageSet(images, torch.tensor([1, 0, 1, 0]), info)
+    groups = {"trained": {"test_mlp": tiny("test_mlp")}, "random": {"test_cnn": tiny("test_cnn")}}
+    table, arrays = inv.class_inversions(groups, test, 5, depth=1.0, steps=0, family=str.upper)
+    assert list(arrays) == ["targets", "trained_test_mlp", "random_test_cnn"]
+    assert torch.equal(torch.from_numpy(arrays["targets"]), images[[1, 0]].float() / 255)
+    assert table.test_index.tolist() == [1, 0] * 2 and table["class"].tolist() == ["zero", "one"] * 2
+    assert table.kind.tolist() == ["trained"] * 2 + ["random"] * 2 and table.family.iloc[-1] == "TEST_CNN"
+    start = (0.5 + torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) / 6).clamp(0, 1)
+    rmse = (start - images[[1, 0]].float() / 255).pow(2).mean((1, 2, 3)).sqrt().tolist()
+    assert table.pixel_error.tolist() == pytest.approx(rmse * 2)  # no steps: still the seeded noise
+
+
+def test_inversion_summary_means_per_model_kind_and_layer_in_first_seen_order():
+    table = pd.DataFrame({"model": ["b", "b", "a", "a"], "kind": ["trained"] * 4, "layer": ["x"] * 4,
+                          "relative_depth": [0.5] * 4, "feature_distance": [0.1, 0.3, 1.0, 2.0],
+                          "pixel_error": [0.2, 0.4, 0.0, 1.0], "start_pixel_error": [0.4] * 4,
+                          "image": range(4)})
+    summary = inv.inversion_summary(table)
+    assert summary.index.tolist() == [("b", "trained", "x"), ("a", "trained", "x")]
+    assert list(summary.columns) == ["relative_depth", "feature_distance", "pixel_error", "start_pixel_error"]
+    assert summary.feature_distance.tolist() == pytest.approx([0.2, 1.5])
+    assert summary.pixel_error.tolist() == pytest.approx([0.3, 0.5])

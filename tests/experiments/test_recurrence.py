@@ -2,12 +2,14 @@
 and the Prediction 1 verdict on made-up scores."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from utils.experiments import feature_viz as fv
 from utils.experiments import recurrence
 
 
@@ -100,3 +102,69 @@ def test_prediction_1_verdict(mlp, cnn, holds, says):
     assert table.set_index("family").recurs.tolist() == [mlp > 0.3, cnn > 0.3, False]
     verdict, text = recurrence.prediction_1(table)
     assert verdict is holds and says in text
+
+
+# ---------------------------------------------------------------- notebook 08's tables
+
+
+def test_tiled_noise_repeats_the_seeded_noise_tile():
+    x = recurrence.tiled_noise(3, (1, 28, 28), 4, seed=5)
+    tile = recurrence.noise_images(3, (1, 7, 7), seed=5)
+    assert x.shape == (3, 1, 28, 28) and torch.equal(x[..., 7:14, 21:28], tile)
+    assert recurrence.periodicity(x).min() > 0.99
+
+
+def test_periodicity_scores_label_every_image_set():
+    noise = recurrence.noise_images(4, (1, 8, 8), seed=0)
+    flat = torch.full((2, 1, 8, 8), 0.5)
+    class_objs = fv.class_objectives([3, 7], n_starts=2)
+    unit_objs = {"m": [fv.unit("stem", 0), fv.unit("blocks.0", 1)]}
+    images = SimpleNamespace(images=noise)  # what visualize gives: .images (N, C, H, W)
+    scores = recurrence.periodicity_scores(
+        {("trained", "m"): images, ("random", "m"): images}, class_objs,
+        {("trained", "m"): SimpleNamespace(images=noise[:2])}, unit_objs,
+        {"noise": noise.numpy(), "flat": flat}, family=str.upper,
+        fourier={("fourier", "m"): SimpleNamespace(images=noise[:2])})
+    assert scores.target.tolist() == ["class"] * 8 + ["unit"] * 2 + ["control"] * 6 + ["class (Fourier)"] * 2
+    assert scores.kind.tolist() == ["trained"] * 4 + ["random"] * 4 + ["trained"] * 2 + ["noise"] * 4 \
+        + ["flat"] * 2 + ["trained"] * 2
+    assert scores.model.tolist()[8:] == ["m"] * 2 + ["noise"] * 4 + ["flat"] * 2 + ["m"] * 2
+    assert scores.family.tolist()[:2] == ["M", "M"] and scores.family.tolist()[10] == "-"
+    assert scores["index"].tolist() == [3, 7, 3, 7] * 2 + [0, 1] + [-1] * 6 + [3, 7]
+    assert scores.layer.tolist()[7:11] == ["logits", "stem", "blocks.0", "-"]
+    p = recurrence.periodicity(noise).tolist()
+    assert scores.periodicity.tolist() == pytest.approx(p * 2 + p[:2] + p + [0.0, 0.0] + p[:2])
+    assert scores.contrast.tolist()[14:16] == [0.0, 0.0]
+
+
+def test_periodicity_summary_by_target_model_and_kind():
+    scores = pd.DataFrame({"target": ["unit", "unit", "class"], "model": ["m"] * 3, "kind": ["trained"] * 3,
+                           "periodicity": [0.2, 0.4, 0.9], "spectral_peak_share": [0.1, 0.1, 0.5],
+                           "contrast": [1.0, 3.0, 2.0]})
+    summary = recurrence.periodicity_summary(scores)
+    assert summary.target.tolist() == ["unit", "class"]  # first-seen order
+    assert summary.columns.tolist()[3:6] == ["periodicity_mean", "periodicity_sem", "periodicity_count"]
+    assert summary.periodicity_mean.tolist() == pytest.approx([0.3, 0.9])
+    assert summary.periodicity_sem.iloc[0] == pytest.approx(0.1)  # std 0.1414 / sqrt(2)
+    assert summary.contrast_mean.tolist() == pytest.approx([2.0, 2.0])
+    assert summary.contrast_count.tolist() == [2, 1]
+
+
+def test_recurrence_and_prediction_1_by_target():
+    """Class images that recur in both families and unit images that do not: one table per target against
+    the same controls, and the two verdicts under the keys prediction_1.json holds."""
+    s = scores(0.6, 0.7)
+    controls = s[s.kind == "noise"].assign(target="control")
+    units = scores(0.15, 0.15)
+    units = units[units.kind != "noise"]
+    per_image = pd.concat([s[s.kind != "noise"].assign(target="class"), units.assign(target="unit"),
+                           controls])
+    recurs = recurrence.recurrence_by_target(per_image)
+    assert recurs.target.tolist() == ["class"] * 3 + ["unit"] * 3
+    assert recurs.recurs.tolist() == [True, True, False, False, False, False]
+    alone = recurrence.recurrence_table(pd.concat([per_image[per_image.target == "class"], controls]))
+    assert recurs.iloc[:3].drop(columns="target").equals(alone)
+    verdicts = recurrence.prediction_1_by_target(recurs)
+    assert list(verdicts) == ["class_images", "unit_images"]
+    assert verdicts["class_images"]["holds"] is True and verdicts["unit_images"]["holds"] is False
+    assert verdicts["unit_images"]["verdict"] == recurrence.prediction_1(recurs.iloc[3:])[1]

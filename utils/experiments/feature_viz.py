@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -348,3 +349,78 @@ def config(profile: str | None = None, **overrides) -> Config:
 def transforms_of(cfg: Config) -> Transforms:
     """The regularisers a config asks for."""
     return Transforms(cfg.blur_size, tuple(cfg.blur_sigma), cfg.jitter, cfg.tv, cfg.l2)
+
+
+def visualize_options(cfg: Config, seed: int = 0, progress: bool = False) -> dict:
+    """visualize's keyword arguments for a config: the steps, parametrisation, step rule and regularisers."""
+    return dict(steps=cfg.steps, param=cfg.param, step_rule=cfg.step_rule, lr=cfg.lr,
+                transforms=transforms_of(cfg), seed=seed, progress=progress)
+
+
+def lucent_options(cfg: Config, seed: int = 0, progress: bool = False) -> dict:
+    """visualize's keyword arguments in Lucent's setting (Fourier, Adam lr 0.05, jitter 1 px), cfg's steps."""
+    return dict(steps=cfg.steps, param="fourier", step_rule="adam", lr=0.05, transforms=Transforms(jitter=1),
+                seed=seed, progress=progress)
+
+
+# ---------------------------------------------------------------- notebook 08's tables
+
+
+def class_objectives(classes: Sequence[int], n_starts: int) -> list[Objective]:
+    """One class-logit objective per start and class, start-major: objective k is class classes[k % n]."""
+    return [class_logit(c) for _ in range(n_starts) for c in classes]
+
+
+def unit_objectives(nets: dict[str, nn.Module], n_layers: int, n_units: int) -> dict[str, list[Objective]]:
+    """Per model: units 0 .. n_units - 1 of each of its pick_layers(net, n_layers), layer-major."""
+    layers = {name: pick_layers(net, n_layers) for name, net in nets.items()}
+    return {name: [unit(layer, i) for layer in layers[name] for i in range(n_units)] for name in nets}
+
+
+def visualize_groups(groups: dict[str, dict[str, nn.Module]],
+                     objectives: Sequence[Objective] | dict[str, Sequence[Objective]],
+                     **kwargs) -> dict[tuple[str, str], Visualization]:
+    """visualize(net, objectives, **kwargs) for every network of every group (kind -> model -> network), in
+    that order, keyed (kind, model); `objectives`: one list for every network, or model -> its own list."""
+    return {(kind, name): visualize(net, objectives[name] if isinstance(objectives, dict) else objectives,
+                                    **kwargs)
+            for kind, group in groups.items() for name, net in group.items()}
+
+
+def image_arrays(vis: dict[tuple[str, str], Visualization], what: str) -> dict[str, np.ndarray]:
+    """{"<kind>_<what>_<model>": the images (K, C, H, W) in [0, 1]} of visualize_groups' results."""
+    return {f"{kind}_{what}_{name}": v.images.numpy() for (kind, name), v in vis.items()}
+
+
+def class_images(groups: dict[str, dict[str, nn.Module]], objectives: Sequence[Objective], noise: Tensor,
+                 **kwargs) -> tuple[dict[tuple[str, str], Visualization], dict[str, np.ndarray]]:
+    """The class visualisations of every network (visualize_groups) and their images with two controls:
+    {"<kind>_class_<model>": (K, C, H, W), "noise": `noise`, the images the optimisation starts from
+    (K, C, H, W), "blurred": that noise through the same optimiser and blur schedule with a zero objective
+    on the first group's first network (smoothness alone)}, all in [0, 1]."""
+    vis = visualize_groups(groups, objectives, **kwargs)
+    first = next(iter(next(iter(groups.values())).values()))
+    blurred = visualize(first, [0 * o for o in objectives], **kwargs).images
+    return vis, image_arrays(vis, "class") | {"noise": noise.numpy(), "blurred": blurred.numpy()}
+
+
+def trace_table(vis: dict[tuple[str, str], Visualization], objectives: Sequence[Objective],
+                n_classes: int) -> pd.DataFrame:
+    """One row per (kind, model) x image x step of class visualisations made with class_objectives: model,
+    kind, the class, the start (k // n_classes), the step (0 .. steps) and the objective (the logit)."""
+    return pd.concat([pd.DataFrame({"model": name, "kind": kind, "class": objectives[k].terms[0].index,
+                                    "start": k // n_classes, "step": np.arange(len(v.trace)),
+                                    "objective": v.trace[:, k]})
+                      for (kind, name), v in vis.items() for k in range(len(objectives))], ignore_index=True)
+
+
+def trace_ends(trace: pd.DataFrame) -> pd.DataFrame:
+    """trace_table's mean objective per (model, kind) at the first and the last step (one column each)."""
+    ends = trace[trace.step.isin([0, trace.step.max()])]
+    return ends.pivot_table(index=["model", "kind"], columns="step", values="objective")
+
+
+def units_table(objectives: dict[str, Sequence[Objective]]) -> pd.DataFrame:
+    """One row per unit objective of unit_objectives: model, layer, index (in the images' order)."""
+    return pd.DataFrame([{"model": name, "layer": o.terms[0].layer, "index": o.terms[0].index}
+                         for name, objs in objectives.items() for o in objs])

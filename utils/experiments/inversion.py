@@ -225,3 +225,23 @@ def inversion_table(networks: dict[tuple[str, str], nn.Module], x0: Tensor, inde
                   "start_pixel_error": (start[k] - x0[k]).pow(2).mean().sqrt().item()}
                  for k in range(len(x0))]
     return pd.DataFrame(rows), arrays
+
+
+def class_inversions(groups: dict[str, dict[str, nn.Module]], test, n_classes: int, *, depth: float,
+                     steps: int, seed: int = 0, family=str, progress: bool = False
+                     ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """inversion_table of the first image of each class 0 .. n - 1 of `test` (a data.ImageSet: uint8 images,
+    labels, info.classes; n: n_classes, at most the number of classes) for every network of `groups` (kind ->
+    model -> network), in that order."""
+    first = first_of_each_class(test.labels, min(n_classes, test.info.num_classes))
+    x0 = test.subset(first).as_float()  # (N, C, H, W) in [0, 1]
+    networks = {(kind, name): net for kind, group in groups.items() for name, net in group.items()}
+    return inversion_table(networks, x0, first, test.info.classes, test.labels[first], depth=depth,
+                           steps=steps, seed=seed, family=family, progress=progress)
+
+
+def inversion_summary(inverted: pd.DataFrame) -> pd.DataFrame:
+    """inversion_table's mean relative depth, feature distance, pixel error and start pixel error per
+    (model, kind, layer), in first-seen order."""
+    return inverted.groupby(["model", "kind", "layer"], sort=False)[
+        ["relative_depth", "feature_distance", "pixel_error", "start_pixel_error"]].mean()

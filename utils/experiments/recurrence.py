@@ -7,6 +7,7 @@ classes recur like a CNN's): a periodicity score, its controls and the verdict.
     (the blurred control: that noise through visualize() with a zero objective: the blur schedule alone)
     score_table(images, model="mlp", kind="trained")   # one row per image: periodicity, spectral share
     recurrence_table(scores); prediction_1(table)
+    periodicity_scores(...), periodicity_summary, recurrence_by_target, prediction_1_by_target   # 08's tables
 """
 
 from __future__ import annotations
@@ -136,3 +137,69 @@ def prediction_1(table: pd.DataFrame) -> tuple[bool, str]:
                        f"do not ({said('cnn')}), so there is no CNN pattern for the MLP to be like.")
     return False, (f"Prediction 1 does not hold: the MLP's images are not more periodic than its controls "
                    f"({said('mlp')}); the CNN's {'do' if cnn else 'do not'} recur ({said('cnn')}).")
+
+
+# ---------------------------------------------------------------- notebook 08's tables
+
+
+def tiled_noise(n: int, shape: tuple[int, int, int], reps: int, seed: int = 0) -> Tensor:
+    """(n, C, H, W): noise_images of (C, H // reps, W // reps) tiled reps x reps (the perfectly recurring
+    control; H and W divisible by reps)."""
+    c, h, w = shape
+    return noise_images(n, (c, h // reps, w // reps), seed).repeat(1, 1, reps, reps)
+
+
+def _index(objectives) -> list:
+    return [o.terms[0].index for o in objectives]
+
+
+def periodicity_scores(class_vis: dict, class_objectives: list, unit_vis: dict, unit_objectives: dict,
+                       controls: dict[str, Tensor | np.ndarray], *, family=str,
+                       fourier: dict | None = None) -> pd.DataFrame:
+    """score_table of every image set, concatenated: the class images (target "class", layer "logits"), the
+    unit images (target "unit"), the controls (target "control", model and kind the control's name), and
+    Lucent's class images (target "class (Fourier)", kind "trained") when given.
+
+    class_vis, unit_vis, fourier: (kind, model) -> a result with .images (N, C, H, W) in [0, 1]
+    (feature_viz.visualize_groups); class_objectives: the class images' objectives (each .terms[0].index the
+    class; the Fourier images take the first N); unit_objectives: model -> its unit images' objectives
+    (.terms[0].layer, .index); controls: name -> (N, C, H, W) (tensors or arrays); family: model name ->
+    family."""
+    parts = [score_table(v.images, model=name, family=family(name), kind=kind, target="class", layer="logits",
+                         index=_index(class_objectives)) for (kind, name), v in class_vis.items()]
+    parts += [score_table(v.images, model=name, family=family(name), kind=kind, target="unit",
+                          layer=[o.terms[0].layer for o in unit_objectives[name]],
+                          index=_index(unit_objectives[name])) for (kind, name), v in unit_vis.items()]
+    parts += [score_table(torch.as_tensor(x), model=kind, family="-", kind=kind, target="control", layer="-",
+                          index=-1) for kind, x in controls.items()]
+    parts += [score_table(v.images, model=name, family=family(name), kind="trained", target="class (Fourier)",
+                          layer="logits", index=_index(class_objectives[:len(v.images)]))
+              for (_, name), v in (fourier or {}).items()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def periodicity_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per (target, model, kind) of periodicity_scores, in first-seen order: mean, sem and count of
+    periodicity, spectral_peak_share and contrast (columns "<score>_<statistic>")."""
+    columns = ["periodicity", "spectral_peak_share", "contrast"]
+    summary = scores.groupby(["target", "model", "kind"], sort=False)[columns].agg(["mean", "sem", "count"])
+    summary.columns = ["_".join(c) for c in summary.columns]
+    return summary.reset_index()
+
+
+def recurrence_by_target(scores: pd.DataFrame, targets: tuple[str, ...] = ("class", "unit")) -> pd.DataFrame:
+    """recurrence_table of each target's images of periodicity_scores against the controls (target
+    "control"), stacked, with a column `target`."""
+    controls = scores[scores.target == "control"]
+    return pd.concat([recurrence_table(pd.concat([scores[scores.target == t], controls])).assign(target=t)
+                      for t in targets], ignore_index=True)
+
+
+def prediction_1_by_target(recurs: pd.DataFrame, targets: tuple[str, ...] = ("class", "unit")) -> dict:
+    """{"<target>_images": {"holds": bool, "verdict": str}}: prediction_1 on each target's rows of
+    recurrence_by_target (the class images decide; the unit images are stated beside them)."""
+    verdicts = {}
+    for t in targets:
+        holds, verdict = prediction_1(recurs[recurs.target == t])
+        verdicts[f"{t}_images"] = {"holds": holds, "verdict": verdict}
+    return verdicts
