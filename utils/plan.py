@@ -373,15 +373,22 @@ def default_workers() -> int:
     return torch.cuda.device_count() or 1
 
 
-def executor(folder: Path, slurm: str | None, workers: int, gpus: int, timeout_min: int):
-    """A submitit executor: SLURM jobs on partition `slurm` (one GPU each), else local processes."""
+SLURM_CPUS = 8  # CPU cores asked per GPU job (torch threads, the loaders' workers); --slurm-cpus changes it
+
+
+def executor(folder: Path, slurm: str | None, workers: int, gpu: bool, timeout_min: int,
+             cpus: int | None = None):
+    """A submitit executor: SLURM jobs on partition `slurm`, else local processes; with `gpu`, one GPU each
+    (a CPU profile's SLURM jobs ask for none); `cpus`: cores per SLURM job (None: the cluster's default)."""
     import submitit
 
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm" if slurm else "local")
-    ex.update_parameters(timeout_min=timeout_min, gpus_per_node=1 if (slurm or gpus) else 0, nodes=1,
-                         tasks_per_node=1, name="mlpzoom-plan")
+    ex.update_parameters(timeout_min=timeout_min, nodes=1, tasks_per_node=1, name="mlpzoom-plan",
+                         **({"gpus_per_node": 1} if gpu else {}))  # 0 would be "--gpus-per-node=0" to SLURM
     if slurm:
         ex.update_parameters(slurm_partition=slurm, slurm_array_parallelism=workers)
+        if cpus:
+            ex.update_parameters(cpus_per_task=cpus)
     return ex
 
 
@@ -395,12 +402,15 @@ def cpu_budget() -> int:
 
 def train_ahead(profile: str | Profile, only: Sequence[str] | None = None, parameters: dict | None = None, *,
                 workers: int | None = None, slurm: str | None = None, pattern: str | None = None,
-                timeout_min: int = 24 * 60, log_dir: Path | None = None) -> pd.DataFrame:
+                timeout_min: int = 24 * 60, log_dir: Path | None = None, slurm_cpus: int | None = None
+                ) -> pd.DataFrame:
     """Train every planned run that is not stored, in waves (module docstring), each wave's runs dealt to
     `workers` submitit jobs (local processes, one GPU each where there are GPUs; or SLURM jobs); workers=0:
     one run after another in this process (no job, no import per wave: a debugger sees every run). A run
     that fails or diverges is not retried in this call. `pattern`: only runs whose name matches (fnmatch)
-    and what they start from. Returns one row per run trained, with its outcome."""
+    and what they start from. SLURM jobs of a CUDA profile ask for one GPU and `slurm_cpus` cores (default
+    SLURM_CPUS), a CPU profile's for no GPU and the cluster's default cores unless `slurm_cpus` is given;
+    `timeout_min`: each job's time limit. Returns one row per run trained, with its outcome."""
     # where it trains, a CUDA profile needs a GPU; a SLURM login node only submits
     p = profile_of(profile) if slurm else get_profile(getattr(profile, "name", profile))
     gpus = 0 if slurm else default_workers() if p.device.startswith("cuda") else 0
@@ -427,7 +437,10 @@ def train_ahead(profile: str | Profile, only: Sequence[str] | None = None, param
             continue
         dealt = shares(todo, workers, p)
         print(f"wave {wave}: {len(todo)} runs on {len(dealt)} worker(s)", flush=True)
-        ex, jobs = executor(log_dir, slurm, workers, gpus, timeout_min), []
+        cuda_jobs = bool(slurm) and p.device.startswith("cuda")
+        ex = executor(log_dir, slurm, workers, bool(gpus) or cuda_jobs, timeout_min,
+                      slurm_cpus or (SLURM_CPUS if cuda_jobs else None))
+        jobs = []
         for i, share in enumerate(dealt):
             if gpus:  # the local executor would give every job the first GPU: one each, in turn
                 ex.update_parameters(local_visible_gpus=[i % gpus])
@@ -472,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=cli.positive_int, help="parallel workers (default: one per GPU, "
                         "else 1; with --slurm: jobs at once)")
     parser.add_argument("--slurm", metavar="PARTITION", help="train as SLURM jobs on this partition")
+    parser.add_argument("--slurm-cpus", type=cli.positive_int, metavar="N", help=f"cores per SLURM job "
+                        f"(default: {SLURM_CPUS} for a GPU profile, else the cluster's default)")
+    parser.add_argument("--hours", type=cli.positive_int, default=24, help="time limit per worker job "
+                        "(default 24; a job killed at it resumes its run from last.pt on the next call)")
     parser.add_argument("--run", metavar="PATTERN", help="only runs whose name matches (fnmatch), and what "
                         "they start from")
     args = parser.parse_args(argv)
@@ -481,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = profile_of(args.profile)
         if args.train:
             done = train_ahead(profile, only, parameters, workers=args.workers, slurm=args.slurm,
-                               pattern=args.run)
+                               pattern=args.run, timeout_min=60 * args.hours, slurm_cpus=args.slurm_cpus)
             print(done.to_string(index=False) if len(done) else "nothing to train: every run is stored")
             return 1 if (done.outcome == "failed").any() else 0
         runs = _matching(plan(profile, only, parameters), args.run, profile)
