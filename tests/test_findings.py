@@ -103,6 +103,22 @@ def test_the_best_depth_variant_is_named_on_validation():
                         "where plain has 0.600, it lowers top-1 by 0.020 to 0.580 (one seed, no spread).")
 
 
+def test_the_depth_reading_says_where_gradients_explode_or_vanish():
+    summary = ablations.aggregate(ablation_rows([("depth", "plain", 0, 0.60, 0.60, 0.1),
+                                                 ("depth", "batch norm", 0, 0.65, 0.62, 0.1),
+                                                 ("depth", "skips", 0, 0.70, 0.70, 0.1)]))
+    per_layer = {"plain": [1e-7, 1e-4, 1e-3, 1.0], "batch norm": [1e5, 10.0, 1.0, 1.0], "skips": [3, 2, 2, 1]}
+    grads = pd.DataFrame([{"study": "depth", "change": c, "depth": i, "grad_norm": g, "step": 0}
+                          for c, gs in per_layer.items() for i, g in enumerate(gs)])
+    first = reading._depth(summary, grads)[0]  # first layer over the last hidden one (depth 2 of 0-3)
+    assert first.startswith("depth: the first layer's gradient norm over the last hidden layer's (median "
+                            "over the first epoch) is plain 1.0e-04, batch norm 1.0e+05, skips 1.5e+00; they "
+                            "explode toward the input with batch norm (batch norm without skips")
+    assert first.endswith("Mean Field Theory of Batch Normalization), and vanish with plain.")
+    calm = grads[grads.change == "skips"]
+    assert reading._depth(summary, calm)[0].endswith("is skips 1.5e+00.")
+
+
 def write_folder(folder, models, tables: dict, **jsons):
     """A notebook's results folder: config.json (the models in order), CSV tables and JSON files."""
     folder.mkdir(parents=True)

@@ -68,6 +68,22 @@ def _ladder(s: pd.DataFrame) -> list[str]:
             + change("top-1", lad.top1_mean[i] - lad.top1_mean[i - 1]) + "."]
 
 
+GRADIENT_FACTOR = 1e3  # a first/last gradient-norm ratio beyond this factor either way: explode / vanish
+
+
+def _gradient_regimes(ratio: dict[str, float]) -> str:
+    """"; they explode toward the input with batch norm (...), vanish with plain": the variants whose ratio
+    leaves [1/GRADIENT_FACTOR, GRADIENT_FACTOR], or "" when none does."""
+    explode = [k for k, v in ratio.items() if v >= GRADIENT_FACTOR]
+    vanish = [k for k, v in ratio.items() if v <= 1 / GRADIENT_FACTOR]
+    parts = [f"explode toward the input with {' and '.join(explode)}"] if explode else []
+    if any("batch" in k for k in explode):  # the known cause, not a measurement artefact
+        parts[0] += (" (batch norm without skips makes gradients grow with depth: Yang et al. 2019, "
+                     "A Mean Field Theory of Batch Normalization)")
+    parts += [f"vanish with {' and '.join(vanish)}"] if vanish else []
+    return f"; they {', and '.join(parts)}" if parts else ""
+
+
 def _depth(s: pd.DataFrame, grads: pd.DataFrame) -> list[str]:
     study = grads.study.iloc[0]
     d = s[s.study == study].set_index("change")
@@ -79,7 +95,7 @@ def _depth(s: pd.DataFrame, grads: pd.DataFrame) -> list[str]:
     best = d.val_top1_mean.idxmax()
     ratios = ", ".join(f"{k} {v:.1e}" for k, v in ratio.items())
     out = [f"{study}: the first layer's gradient norm over the last hidden layer's (median over the first "
-           f"epoch) is {ratios}."]
+           f"epoch) is {ratios}" + _gradient_regimes(ratio) + "."]
     if best == plain:
         return out + [f"{study}: no variant validates above {plain} ({_f(d.val_top1_mean[plain])} val, "
                       f"{_f(d.top1_mean[plain])} test top-1)."]
